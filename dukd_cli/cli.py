@@ -1,0 +1,45 @@
+"""The ``dukd`` command line: a thin Typer shell over the ``dukd_cli`` Python API."""
+
+from __future__ import annotations
+
+import typer
+
+from dukd_cli import __version__
+from dukd_cli.commands import zoo as zoo_commands
+from dukd_cli.commands._common import run_cli
+
+app = typer.Typer(
+    name="dukd",
+    help="Compress super-resolution networks by Data Upcycling Knowledge Distillation, "
+    "evaluate them exactly as SR papers do, and ship them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dukd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """dukd: distill, evaluate, upscale and export super-resolution networks."""
+
+
+app.add_typer(zoo_commands.app, name="zoo")
+
+
+def main() -> None:
+    run_cli(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Build models by name: presets, registry architectures, and exported model directories.
+
+This is the one place that turns what a user types (``--model edsr-s --arg n_feats=32 --weights
+X``) into a ready ``torch.nn.Module``. Every command and the Python API go through it.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dukd_cli import registry
+from dukd_cli.errors import DukdError, UnknownModelError
+from dukd_cli.weights import LoadReport, load_weights
+
+EXPORT_CONFIG = "config.json"
+EXPORT_WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class ModelSpec:
+    """A fully resolved model: which architecture, with which arguments, at which scale, from which weights."""
+
+    name: str  # what the user asked for (preset, architecture or directory)
+    arch: str
+    scale: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None  # the weight source that will be loaded, if any
+    preset: str | None = None
+    provider: str = "?"
+    directory: str | None = None  # for exported model directories
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "scale": self.scale,
+            "kwargs": dict(self.kwargs),
+            "weights": self.weights,
+            "preset": self.preset,
+        }
+
+
+def parse_model_args(items: Iterable[str] | None) -> dict[str, Any]:
+    """Parse ``key=value`` strings (CLI constructor arguments); values are Python literals or strings."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise DukdError(f"constructor argument '{item}' must look like key=value (e.g. n_feats=64)")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if not key.isidentifier():
+            raise DukdError(f"constructor argument name '{key}' is not a valid identifier")
+        raw = raw.strip()
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            lowered = raw.lower()
+            value = {"true": True, "false": False, "none": None, "null": None}.get(lowered, raw)
+        if isinstance(value, list):
+            value = tuple(value)
+        out[key] = value
+    return out
+
+
+def factory_arguments(factory: Any) -> tuple[dict[str, Any], bool]:
+    """A factory's keyword arguments with their defaults, and whether it accepts ``**kwargs``."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return {}, True
+    defaults: dict[str, Any] = {}
+    var_kw = False
+    params = list(sig.parameters.values())
+    for i, p in enumerate(params):
+        if p.kind is p.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind is p.VAR_POSITIONAL or (i == 0 and p.name == "scale"):
+            continue
+        elif p.name == "scale":
+            continue
+        else:
+            defaults[p.name] = None if p.default is p.empty else p.default
+    return defaults, var_kw
+
+
+def _check_kwargs(arch: str, factory: Any, kwargs: Mapping[str, Any]) -> None:
+    accepted, var_kw = factory_arguments(factory)
+    if var_kw:
+        return
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise DukdError(
+            f"architecture '{arch}' takes no argument {', '.join(repr(k) for k in unknown)}; "
+            f"it accepts: {', '.join(accepted) or '(none)'}"
+        )
+
+
+def is_export_dir(name: str | os.PathLike) -> bool:
+    p = Path(name)
+    return p.is_dir() and (p / EXPORT_CONFIG).is_file()
+
+
+def _read_export_config(directory: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads((directory / EXPORT_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DukdError(f"cannot read {directory / EXPORT_CONFIG}: {exc}") from None
+    for key in ("architecture", "scale"):
+        if key not in cfg:
+            raise DukdError(f"{directory / EXPORT_CONFIG} lacks '{key}'; not a dukd export directory")
+    return cfg
+
+
+def resolve_spec(
+    name: str,
+    scale: int | None = None,
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    weights: str | None = None,
+    pretrained: bool = False,
+) -> ModelSpec:
+    """Resolve a model name into a :class:`ModelSpec` without building anything.
+
+    Lookup order: an exported model directory (holding ``config.json``), a preset, an architecture.
+    ``pretrained=True`` with no explicit ``weights`` takes the preset's declared source for the scale
+    (an error where there is none); an explicit ``weights`` always wins.
+    """
+    kwargs = dict(kwargs or {})
+    if is_export_dir(name):
+        directory = Path(name)
+        cfg = _read_export_config(directory)
+        exp_scale = int(cfg["scale"])
+        if scale is not None and int(scale) != exp_scale:
+            raise DukdError(f"model directory {name} is x{exp_scale}, but x{scale} was asked for")
+        merged = {**cfg.get("arguments", {}), **kwargs}
+        arch = cfg["architecture"]
+        w = weights or (str(directory / EXPORT_WEIGHTS) if (directory / EXPORT_WEIGHTS).is_file() else None)
+        if w is None:
+            raise DukdError(f"model directory {name} has no {EXPORT_WEIGHTS}")
+        entry = registry.entry(registry.ARCH_GROUP, arch)
+        return ModelSpec(str(name), arch, exp_scale, merged, w, None, entry.provider if entry else "?", str(directory))
+
+    if scale is None:
+        raise DukdError(f"a scale is needed to build '{name}' (e.g. --scale 4)")
+    scale = int(scale)
+    preset = registry.get_preset(name)
+    if preset is not None:
+        if scale not in preset.scales:
+            raise DukdError(
+                f"preset '{name}' exists at x{', x'.join(map(str, preset.scales))}, not x{scale}"
+            )
+        merged = {**dict(preset.kwargs), **kwargs}
+        w = weights
+        if w is None and pretrained:
+            w = preset.weights.get(scale)
+            if not w:
+                raise DukdError(
+                    f"preset '{name}' declares no pretrained weights at x{scale}; pass them with --weights SOURCE"
+                )
+        entry = registry.entry(registry.PRESET_GROUP, name)
+        return ModelSpec(name, preset.arch, scale, merged, w, name, entry.provider if entry else "?")
+
+    if registry.entry(registry.ARCH_GROUP, name) is None:
+        # Give the architecture lookup's message (with suggestions).
+        registry.get_architecture(name)
+    if weights is None and pretrained:
+        raise DukdError(f"'{name}' is an architecture with no default weights; pass them with --weights SOURCE")
+    entry = registry.entry(registry.ARCH_GROUP, name)
+    return ModelSpec(name, name, scale, kwargs, weights, None, entry.provider if entry else "?")
+
+
+def build(spec: ModelSpec, *, strict: bool = True, device: str | torch.device | None = None) -> torch.nn.Module:
+    """Instantiate ``spec`` and load its weights (if any)."""
+    model, _ = build_with_report(spec, strict=strict, device=device)
+    return model
+
+
+def build_with_report(
+    spec: ModelSpec, *, strict: bool = True, device: str | torch.device | None = None
+) -> tuple[torch.nn.Module, LoadReport | None]:
+    factory = registry.get_architecture(spec.arch)
+    _check_kwargs(spec.arch, factory, spec.kwargs)
+    model = instantiate(spec.arch, factory, spec.scale, spec.kwargs)
+    report = None
+    if spec.weights:
+        report = load_weights(model, spec.weights, strict=strict, scale=spec.scale)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, report
+
+
+def instantiate(arch: str, factory: Any, scale: int, kwargs: Mapping[str, Any]) -> torch.nn.Module:
+    """Call an architecture factory, turning its failures into one readable line."""
+    try:
+        model = factory(scale, **kwargs)
+    except DukdError:
+        raise
+    except (TypeError, ValueError, AssertionError, NotImplementedError, KeyError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DukdError(f"cannot build '{arch}' at x{scale} with {dict(kwargs)}: {msg}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise DukdError(f"architecture '{arch}' returned {type(model).__name__}, not a torch.nn.Module")
+    if getattr(model, "scale", None) is None:
+        model.scale = int(scale)
+    elif int(model.scale) != int(scale):
+        raise DukdError(f"architecture '{arch}' built a x{model.scale} model when x{scale} was asked for")
+    return model
+
+
+def create_model(
+    name: str,
+    scale: int | None = None,
+    *,
+    weights: str | None = None,
+    pretrained: bool = False,
+    strict: bool = True,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """Build a model by name, timm-style: ``create_model("edsr-s", 4, weights="student.safetensors")``."""
+    spec = resolve_spec(name, scale, kwargs=kwargs, weights=weights, pretrained=pretrained)
+    return build(spec, strict=strict, device=device)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (buffers excluded), as SR papers count them."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters_of(arch: str, scale: int, kwargs: Mapping[str, Any]) -> int:
+    """Parameter count without allocating memory (meta device), falling back to the CPU."""
+    factory = registry.get_architecture(arch)
+    _check_kwargs(arch, factory, kwargs)
+    try:
+        with torch.device("meta"):
+            model = instantiate(arch, factory, scale, kwargs)
+    except DukdError:
+        raise
+    except Exception:
+        model = instantiate(arch, factory, scale, kwargs)
+    return count_parameters(model)
+
+
+def supported_scales(arch: str, kwargs: Mapping[str, Any] | None = None, candidates=(2, 3, 4, 8)) -> tuple[int, ...]:
+    """Scales an architecture builds at (probed on the meta device)."""
+    factory = registry.get_architecture(arch)
+    ok = []
+    for s in candidates:
+        try:
+            with torch.device("meta"):
+                instantiate(arch, factory, s, kwargs or {})
+            ok.append(s)
+        except Exception:
+            try:
+                instantiate(arch, factory, s, kwargs or {})
+                ok.append(s)
+            except Exception:
+                pass
+    return tuple(ok)
+
+
+def describe(name: str, scale: int, kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything `dukd zoo info` prints, as plain data."""
+    spec = resolve_spec(name, scale, kwargs=kwargs)
+    factory = registry.get_architecture(spec.arch)
+    defaults, _ = factory_arguments(factory)
+    arguments = {**defaults, **spec.kwargs}
+    params = count_parameters_of(spec.arch, spec.scale, spec.kwargs)
+    preset = registry.get_preset(name) if spec.preset else None
+    arch_entry = registry.entry(registry.ARCH_GROUP, spec.arch)
+    info: dict[str, Any] = {
+        "name": name,
+        "kind": "preset" if preset else ("export" if spec.directory else "architecture"),
+        "architecture": spec.arch,
+        "provider": spec.provider,
+        "architecture_provider": arch_entry.provider if arch_entry else "?",
+        "factory": arch_entry.value if arch_entry else "?",
+        "scale": spec.scale,
+        "arguments": _jsonable(arguments),
+        "params": int(params),
+        "params_m": f"{params / 1e6:.2f} M",
+    }
+    if preset is not None:
+        info["scales"] = list(preset.scales)
+        info["weights"] = {f"x{s}": src for s, src in sorted(preset.weights.items())}
+        info["weights_verified"] = preset.verified
+        info["description"] = preset.description
+        if preset.notes:
+            info["notes"] = preset.notes
+    elif spec.directory:
+        info["weights"] = {f"x{spec.scale}": spec.weights}
+    else:
+        info["weights"] = {}
+    return info
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return repr(obj)

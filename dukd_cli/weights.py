@@ -1,0 +1,339 @@
+"""One weight resolver for every place that takes weights.
+
+A *source* is one of:
+
+- a local ``.safetensors`` file (safe by construction);
+- a local ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` file, read with ``torch.load(weights_only=True)``
+  only: a pickle that would run code on load is refused (:class:`UnsafeCheckpointError`);
+- ``hf://OWNER/REPO/PATH[@REVISION][#sha256=HEX]`` (also ``hf://OWNER/REPO@REVISION/PATH``), fetched
+  with ``huggingface_hub.hf_hub_download`` into its usual cache; ``HF_HUB_OFFLINE=1`` is honoured;
+- the name of a preset, meaning that preset's declared source for the requested scale.
+
+After reading, the checkpoint is unwrapped (``params_ema`` > ``params`` > ``state_dict`` > ``model``
+> ``net``), ``module.`` / ``_orig_mod.`` prefixes are stripped, the model's own converter turns known
+foreign layouts into native names, and the result is loaded strictly. A mismatch raises
+:class:`StateDictMismatchError` whose message is a readable report (missing, unexpected and
+wrong-shape keys) instead of a torch traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dukd_cli.errors import StateDictMismatchError, UnsafeCheckpointError, WeightsError
+
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A parsed ``hf://`` source."""
+
+    repo_id: str
+    filename: str
+    revision: str | None = None
+    sha256: str | None = None
+
+    def __str__(self) -> str:
+        s = f"hf://{self.repo_id}/{self.filename}"
+        if self.revision:
+            s += f"@{self.revision}"
+        if self.sha256:
+            s += f"#sha256={self.sha256}"
+        return s
+
+
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def parse_hub_source(source: str) -> HubSource:
+    """Parse ``hf://OWNER/REPO/PATH[@REV][#sha256=HEX]`` or ``hf://OWNER/REPO@REV/PATH[#sha256=HEX]``."""
+    if not source.startswith("hf://"):
+        raise WeightsError(f"not a Hub source: '{source}'")
+    rest = source[len("hf://") :]
+    sha = None
+    if "#" in rest:
+        rest, frag = rest.split("#", 1)
+        frag = frag.removeprefix("sha256=").removeprefix("sha256:")
+        if not _SHA_RE.match(frag):
+            raise WeightsError(f"bad SHA-256 pin in '{source}': expected #sha256=<64 hex digits>")
+        sha = frag.lower()
+    parts = rest.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise WeightsError(f"bad Hub source '{source}': expected hf://OWNER/REPO/PATH[@REVISION][#sha256=HEX]")
+    owner, repo, path = parts[0], parts[1], "/".join(parts[2:])
+    revision = None
+    if "@" in repo:
+        repo, revision = repo.split("@", 1)
+    elif "@" in parts[-1]:
+        path, revision = path.rsplit("@", 1)
+    if not repo or not path or (revision is not None and not revision):
+        raise WeightsError(f"bad Hub source '{source}': expected hf://OWNER/REPO/PATH[@REVISION][#sha256=HEX]")
+    return HubSource(f"{owner}/{repo}", path, revision, sha)
+
+
+def _hub_download(src: HubSource) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise WeightsError("huggingface_hub is not installed; it is needed for hf:// sources") from exc
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    # Read at call time (huggingface_hub reads its environment once, at import).
+    cache_dir = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+    )
+    try:
+        path = hf_hub_download(
+            src.repo_id, src.filename, revision=src.revision, cache_dir=cache_dir, local_files_only=offline
+        )
+    except Exception as exc:
+        kind = type(exc).__name__
+        rev = f" at revision {src.revision}" if src.revision else ""
+        if offline or "LocalEntryNotFound" in kind or "OfflineMode" in kind:
+            raise WeightsError(
+                f"{src} is not in the Hugging Face cache{rev} and the Hub cannot be reached"
+                f"{' (HF_HUB_OFFLINE is set)' if offline else ''}; download it once online, "
+                "or pass a local file as the weights source"
+            ) from None
+        if "RepositoryNotFound" in kind or "GatedRepo" in kind:
+            raise WeightsError(f"Hub repository '{src.repo_id}' not found or not accessible ({kind})") from None
+        if "RevisionNotFound" in kind:
+            raise WeightsError(f"revision '{src.revision}' not found in Hub repository '{src.repo_id}'") from None
+        if "EntryNotFound" in kind:
+            raise WeightsError(f"file '{src.filename}' not found in Hub repository '{src.repo_id}'{rev}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
+        raise WeightsError(f"could not fetch {src}: {first}") from None
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
+    """Turn a weight source into a local file path (downloading through the Hub cache if needed)."""
+    s = os.fspath(source)
+    if s.startswith("hf://"):
+        src = parse_hub_source(s)
+        path = _hub_download(src)
+        if src.sha256:
+            got = sha256_file(path)
+            if got != src.sha256:
+                raise WeightsError(f"SHA-256 mismatch for {src}: file has {got}; refusing to load it")
+        return path
+    p = Path(s).expanduser()
+    if p.exists():
+        if p.is_dir():
+            raise WeightsError(f"weights source '{s}' is a directory, not a checkpoint file")
+        return p
+    # A preset name stands for the preset's declared source.
+    from dukd_cli.registry import get_preset
+
+    preset = get_preset(s) if "/" not in s and "\\" not in s else None
+    if preset is not None:
+        if scale is None:
+            raise WeightsError(f"preset '{s}' as a weights source needs a scale")
+        declared = preset.weights.get(int(scale))
+        if not declared:
+            raise WeightsError(
+                f"preset '{s}' declares no weights at x{scale}"
+                + (f" (it has x{', x'.join(map(str, sorted(preset.weights)))})" if preset.weights else "")
+            )
+        return resolve(declared, scale=scale)
+    raise WeightsError(f"weights file not found: {s}")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _torch_load_safe(path: Path) -> object:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not for users
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        m = re.search(r"GLOBAL\s+([\w.]+)", str(exc))
+        what = f" (it references {m.group(1)})" if m else ""
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: its pickle needs objects beyond plain tensors{what} and could run "
+            "code on load; only weights_only checkpoints are accepted (convert it to .safetensors where you trust it)"
+        ) from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"cannot read checkpoint {path}: {first}") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """Read a checkpoint file safely (safetensors or weights-only pickle); no unwrapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weights file not found: {p}")
+    if p.stat().st_size == 0:
+        raise WeightsError(f"weights file is empty: {p}")
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(p), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"cannot read safetensors file {p}: {first}") from None
+    return _torch_load_safe(p)
+
+
+def unwrap(obj: object) -> dict[str, torch.Tensor]:
+    """Unwrap training wrappers and strip parallel/compile prefixes; returns tensors only."""
+    seen = 0
+    while isinstance(obj, Mapping) and seen < 8:
+        inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+        if inner is None:
+            break
+        obj, seen = inner, seen + 1
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue  # e.g. BasicSR's integer bookkeeping; never weights
+        k = str(key)
+        changed = True
+        while changed:
+            changed = False
+            for prefix in STRIP_PREFIXES:
+                if k.startswith(prefix):
+                    k, changed = k[len(prefix) :], True
+        out[k] = value
+    if not out:
+        raise WeightsError("checkpoint holds no tensors (not a state dict?)")
+    return out
+
+
+def load_state_dict(source: str | os.PathLike, *, scale: int | None = None) -> dict[str, torch.Tensor]:
+    """Resolve, read and unwrap a source into a flat state dict (not yet converted)."""
+    return unwrap(read_checkpoint(resolve(source, scale=scale)))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading into a model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    """What a load did: keys loaded, and those it could not match."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    wrong_shape: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.wrong_shape)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+            f"{len(self.wrong_shape)} wrong-shape key(s)"
+        )
+
+    def format(self, limit: int = 8) -> str:
+        lines = []
+
+        def block(title: str, items: list[str]) -> None:
+            if not items:
+                return
+            lines.append(f"  {title} ({len(items)}):")
+            lines.extend(f"    {x}" for x in items[:limit])
+            if len(items) > limit:
+                lines.append(f"    ... and {len(items) - limit} more")
+
+        block("missing from the checkpoint", self.missing)
+        block("unexpected in the checkpoint", self.unexpected)
+        block(
+            "wrong shape (checkpoint vs model)",
+            [f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in self.wrong_shape],
+        )
+        return "\n".join(lines)
+
+
+def convert_for(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Apply the model's own layout converter, if it declares one."""
+    conv = getattr(model, "convert_state_dict", None)
+    if conv is None:
+        return state_dict
+    try:
+        return dict(conv(dict(state_dict)))
+    except Exception as exc:
+        raise WeightsError(f"cannot convert checkpoint to {type(model).__name__} layout: {exc}") from None
+
+
+def load_into(
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    source: str = "checkpoint",
+) -> LoadReport:
+    """Load a (converted) state dict into ``model``.
+
+    Strict: any missing, unexpected or wrong-shape key raises :class:`StateDictMismatchError` with a
+    readable report, and the model is left untouched. Non-strict: every key whose name and shape
+    match is loaded; the report lists the rest.
+    """
+    state_dict = convert_for(model, state_dict)
+    own = model.state_dict()
+    report = LoadReport()
+    usable: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        if k not in own:
+            report.unexpected.append(k)
+        elif tuple(v.shape) != tuple(own[k].shape):
+            report.wrong_shape.append((k, tuple(v.shape), tuple(own[k].shape)))
+        else:
+            usable[k] = v
+    report.missing = [k for k in own if k not in state_dict]
+    if strict and not report.ok:
+        raise StateDictMismatchError(
+            f"{source} does not match {type(model).__name__} (x{getattr(model, 'scale', '?')}): "
+            f"{report.summary()}\n{report.format()}\n"
+            "  (pass the right architecture/constructor arguments, or --non-strict where partial loading is wanted)"
+        )
+    with torch.no_grad():
+        for k, v in usable.items():
+            own[k].copy_(v.to(dtype=own[k].dtype))
+    report.loaded = sorted(usable)
+    if not strict and not report.loaded:
+        raise StateDictMismatchError(f"{source}: no key of the checkpoint matches the model\n{report.format()}")
+    return report
+
+
+def load_weights(
+    model: torch.nn.Module, source: str | os.PathLike, *, strict: bool = True, scale: int | None = None
+) -> LoadReport:
+    """Resolve ``source`` and load it into ``model`` (see :func:`load_into`)."""
+    sd = load_state_dict(source, scale=scale if scale is not None else getattr(model, "scale", None))
+    return load_into(model, sd, strict=strict, source=os.fspath(source))
