@@ -161,11 +161,14 @@ def resolve_spec(
         merged = {**dict(preset.kwargs), **kwargs}
         w = weights
         if w is None and pretrained:
-            w = preset.weights.get(scale)
-            if not w:
+            declared = preset.weights.get(scale)
+            if not declared:
                 raise DukdError(
                     f"preset '{name}' declares no pretrained weights at x{scale}; pass them with --weights SOURCE"
                 )
+            ws = registry.source_of(declared)
+            w = ws.source
+            merged = {**dict(preset.kwargs), **dict(ws.kwargs), **kwargs}
         entry = registry.entry(registry.PRESET_GROUP, name)
         return ModelSpec(name, preset.arch, scale, merged, w, name, entry.provider if entry else "?")
 
@@ -292,8 +295,15 @@ def describe(name: str, scale: int, kwargs: Mapping[str, Any] | None = None) -> 
     }
     if preset is not None:
         info["scales"] = list(preset.scales)
-        info["weights"] = {f"x{s}": src for s, src in sorted(preset.weights.items())}
-        info["weights_verified"] = preset.verified
+        info["weights"] = {}
+        for s, w in sorted(preset.weights.items()):
+            ws = registry.source_of(w)
+            info["weights"][f"x{s}"] = {
+                "source": ws.source,
+                "arguments": _jsonable(dict(ws.kwargs)),
+                "verified": ws.verified,
+                **({"notes": ws.notes} if ws.notes else {}),
+            }
         info["description"] = preset.description
         if preset.notes:
             info["notes"] = preset.notes

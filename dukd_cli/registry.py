@@ -38,20 +38,38 @@ class PluginWarning(UserWarning):
 
 
 @dataclass(frozen=True)
+class WeightSource:
+    """A preset's weights at one scale, with what is known about them.
+
+    ``kwargs`` are constructor arguments these weights were trained with, applied on top of the
+    preset's (same parameter shapes, other semantics, e.g. input range). ``verified`` says whether
+    dukd has checked the file's outputs against its authors' published numbers.
+    """
+
+    source: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    verified: bool = False
+    notes: str = ""
+
+
+def source_of(w: str | WeightSource) -> WeightSource:
+    return w if isinstance(w, WeightSource) else WeightSource(str(w))
+
+
+@dataclass(frozen=True)
 class Preset:
     """A named, ready configuration of an architecture.
 
-    ``weights`` maps a scale to a weight source (anything :func:`dukd_cli.weights.resolve`
-    accepts, typically ``hf://owner/repo/file@revision#sha256=...``). ``verified`` says whether
-    the project checked that source's outputs against its authors' published numbers.
+    ``weights`` maps a scale to a weight source: a string (anything
+    :func:`dukd_cli.weights.resolve` accepts, typically ``hf://owner/repo/file@revision#sha256=...``)
+    or a :class:`WeightSource` carrying the constructor arguments those weights need.
     """
 
     arch: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     scales: tuple[int, ...] = (2, 3, 4)
-    weights: Mapping[int, str] = field(default_factory=dict)
+    weights: Mapping[int, str | WeightSource] = field(default_factory=dict)
     description: str = ""
-    verified: bool = False
     notes: str = ""
 
 

@@ -147,7 +147,7 @@ def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
             raise WeightsError(f"weights source '{s}' is a directory, not a checkpoint file")
         return p
     # A preset name stands for the preset's declared source.
-    from dukd_cli.registry import get_preset
+    from dukd_cli.registry import get_preset, source_of
 
     preset = get_preset(s) if "/" not in s and "\\" not in s else None
     if preset is not None:
@@ -159,7 +159,7 @@ def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
                 f"preset '{s}' declares no weights at x{scale}"
                 + (f" (it has x{', x'.join(map(str, sorted(preset.weights)))})" if preset.weights else "")
             )
-        return resolve(declared, scale=scale)
+        return resolve(source_of(declared).source, scale=scale)
     raise WeightsError(f"weights file not found: {s}")
 
 

@@ -175,3 +175,30 @@ def test_hub_path_offline_from_the_cache(tiny, tmp_path, monkeypatch):
 def test_preset_name_as_source(tiny_plugin):
     with pytest.raises(WeightsError, match="declares no weights at x2"):
         resolve("tiny4", scale=2)
+
+
+def test_preset_hub_source_carries_its_constructor_arguments():
+    """edsr-l's Hub source is super-image's file: same shapes, [0,1] input, no mean shift."""
+    from dukd_cli.models import resolve_spec
+
+    plain = resolve_spec("edsr-l", 4)
+    assert plain.weights is None and plain.kwargs["res_scale"] == 0.1
+    spec = resolve_spec("edsr-l", 4, pretrained=True)
+    assert spec.weights == "hf://eugenesiow/edsr/pytorch_model_4x.pt"
+    assert spec.kwargs == {"n_feats": 256, "n_resblocks": 32, "res_scale": 1.0, "img_range": 1.0, "mean_shift": False}
+    # an explicit source wins, and the preset's own arguments stay
+    assert resolve_spec("edsr-l", 4, weights="x.pth", pretrained=True).kwargs["res_scale"] == 0.1
+    with pytest.raises(WeightsError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE"):
+        create_model("edsr-l", 4, pretrained=True)
+
+
+def test_edsr_without_mean_shift_ignores_the_mean_buffers():
+    torch.manual_seed(0)
+    a = create_model("edsr", 2, n_feats=8, n_resblocks=2, img_range=1.0, mean_shift=False)
+    sd = {k: v for k, v in a.state_dict().items() if "mean" not in k}  # a mirror without the mean
+    b = create_model("edsr", 2, n_feats=8, n_resblocks=2, img_range=1.0, mean_shift=False)
+    load_into(b, sd)
+    assert _same_output(a, b)
+    c = create_model("edsr", 2, n_feats=8, n_resblocks=2)
+    load_into(c, sd)  # the same file under official semantics gives other outputs
+    assert not _same_output(a, c)

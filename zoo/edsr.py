@@ -89,10 +89,12 @@ class EDSR(nn.Module):
         res_scale: float = 1.0,
         img_range: float = 255.0,
         rgb_mean: Sequence[float] = DIV2K_RGB_MEAN,
+        mean_shift: bool = True,
     ) -> None:
         super().__init__()
         self.scale = scale
         self.img_range = float(img_range)
+        self.mean_shift = bool(mean_shift)
         self.n_resblocks = n_resblocks
 
         self.sub_mean = MeanShift(self.img_range, rgb_mean, sign=-1)
@@ -104,11 +106,15 @@ class EDSR(nn.Module):
         self.add_mean = MeanShift(self.img_range, rgb_mean, sign=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.sub_mean(x * self.img_range)
+        x = x * self.img_range
+        if self.mean_shift:
+            x = self.sub_mean(x)
         x = self.head(x)
         x = self.body(x) + x
         x = self.tail(x)
-        return self.add_mean(x) / self.img_range
+        if self.mean_shift:
+            x = self.add_mean(x)
+        return x / self.img_range
 
     def feature_taps(self) -> list[str]:
         """Body features at 1/3, 2/3 and the end of the body, for feature-based distillation.
@@ -128,7 +134,10 @@ class EDSR(nn.Module):
         ``sub_mean`` / ``add_mean`` buffers are inserted. A dict mixing both layouts is refused.
         """
         if not detect_layout("edsr", state_dict, _OFFICIAL, _BASICSR, "BasicSR"):
-            return dict(state_dict)
+            out = dict(state_dict)
+            if out and "sub_mean.weight" not in out and "head.0.weight" in out:
+                _insert_standard_mean(out)  # some mirrors keep official names but drop the mean
+            return out
         blocks = {int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"body\.(\d+)\.conv[12]\..*", k))}
         n_blocks = max(blocks) + 1 if blocks else 0
         out = rename_keys(
@@ -142,12 +151,17 @@ class EDSR(nn.Module):
                 (r"conv_last\.(.*)", r"tail.1.\1"),
             ],
         )
-        like = next(iter(state_dict.values()))
-        for name, sign in (("sub_mean", -1), ("add_mean", 1)):
-            weight, bias = mean_shift_tensors(255.0, DIV2K_RGB_MEAN, sign)
-            out.setdefault(f"{name}.weight", weight.to(like.dtype))
-            out.setdefault(f"{name}.bias", bias.to(like.dtype))
+        _insert_standard_mean(out)
         return out
+
+
+def _insert_standard_mean(out: dict[str, Tensor]) -> None:
+    """Add the standard mean-shift buffers (range 255, DIV2K mean) where a dict lacks them."""
+    like = next(iter(out.values()))
+    for name, sign in (("sub_mean", -1), ("add_mean", 1)):
+        weight, bias = mean_shift_tensors(255.0, DIV2K_RGB_MEAN, sign)
+        out.setdefault(f"{name}.weight", weight.to(like.dtype))
+        out.setdefault(f"{name}.bias", bias.to(like.dtype))
 
 
 def edsr(
@@ -157,11 +171,17 @@ def edsr(
     res_scale: float = 1.0,
     img_range: float = 255.0,
     rgb_mean: Sequence[float] = DIV2K_RGB_MEAN,
+    mean_shift: bool = True,
 ) -> EDSR:
     """Build an EDSR. Defaults are EDSR-baseline (64 ch, 16 blocks); the paper's EDSR is 256 ch,
-    32 blocks, ``res_scale=0.1``. Scales: 2^n and 3."""
+    32 blocks, ``res_scale=0.1``. Scales: 2^n and 3.
+
+    ``img_range`` and ``mean_shift`` describe the semantics a checkpoint was trained with: the
+    official releases use range 255 with the DIV2K mean subtracted; super-image's Hub files use
+    the same key names but feed [0, 1] without a mean shift (``img_range=1, mean_shift=False``).
+    """
     scale = check_scale("edsr", scale)
     check_positive("edsr", n_feats=n_feats, n_resblocks=n_resblocks)
     if len(rgb_mean) != 3:
         raise DukdError(f"edsr: rgb_mean needs 3 values, got {len(rgb_mean)}")
-    return EDSR(scale, n_feats, n_resblocks, float(res_scale), img_range, tuple(rgb_mean))
+    return EDSR(scale, n_feats, n_resblocks, float(res_scale), img_range, tuple(rgb_mean), mean_shift)

@@ -140,9 +140,17 @@ def info(
     table.add_row("arguments", "\n".join(f"{k} = {v!r}" for k, v in data["arguments"].items()) or "-")
     weights = data.get("weights") or {}
     if weights:
-        w = "\n".join(f"{k}: {v}" for k, v in weights.items())
-        if data.get("weights_verified") is False:
-            w += "\n(not verified by dukd against published numbers)"
+        lines = []
+        for k, v in weights.items():
+            if isinstance(v, dict):
+                lines.append(f"{k}: {v['source']}" + ("" if v["verified"] else "  [unverified]"))
+                if v.get("arguments"):
+                    lines.append("    with " + ", ".join(f"{a}={b!r}" for a, b in v["arguments"].items()))
+                if v.get("notes"):
+                    lines.append(f"    {v['notes']}")
+            else:
+                lines.append(f"{k}: {v}")
+        w = "\n".join(lines)
     else:
         w = "none declared (pass --weights)"
     table.add_row("weights", w)
