@@ -6,6 +6,7 @@ import typer
 
 from dukd_cli import __version__
 from dukd_cli.commands import zoo as zoo_commands
+from dukd_cli.commands.evaluate import evaluate_cmd
 from dukd_cli.commands._common import run_cli
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ def _root(
 
 
 app.add_typer(zoo_commands.app, name="zoo")
+app.command("evaluate")(evaluate_cmd)
 
 
 def main() -> None:

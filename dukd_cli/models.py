@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from dukd_cli import registry
-from dukd_cli.errors import DukdError, UnknownModelError
+from dukd_cli.errors import DukdError
 from dukd_cli.weights import LoadReport, load_weights
 
 EXPORT_CONFIG = "config.json"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -95,7 +95,7 @@ def _provider(ep: metadata.EntryPoint) -> str:
     return name or "?"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entries(group: str) -> dict[str, Entry]:
     found: dict[str, Entry] = {}
     for ep in metadata.entry_points(group=group):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-import warnings
 import json
+import warnings
 
 import typer
 from rich.table import Table
@@ -36,7 +36,7 @@ def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
             params = count_parameters_of(preset.arch, s, preset.kwargs)
         except Exception as exc:  # a broken plugin must not hide the rest
             params = None
-            warnings.warn(f"cannot count parameters of preset '{name}': {exc}", registry.PluginWarning)
+            warnings.warn(f"cannot count parameters of preset '{name}': {exc}", registry.PluginWarning, stacklevel=2)
         rows.append(
             {
                 "name": name,

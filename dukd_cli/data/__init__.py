@@ -1,0 +1,1 @@
+"""Data handling: the exact degradation (MATLAB bicubic ``imresize``) and, later, training data."""

@@ -1,0 +1,210 @@
+"""The one evaluator: PSNR/SSIM on Y exactly as SR papers compute them (``docs/protocol.md``).
+
+``dukd evaluate`` and training validation both call :func:`evaluate`.
+
+Per image: HR is read as RGB uint8 (grayscale as R=G=B) and mod-cropped; LR is MATLAB-bicubic of
+that (or a provided LR); the model's output is clamped to [0, 1], scaled to 255 and rounded; PSNR and
+SSIM are computed on Y with ``crop_border = scale``. A set's figure is the mean over its images.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dukd_cli.data.benchmarks import PAPER_SETS, BenchSet, available_sets, find_set, load_pairs, search_roots
+from dukd_cli.errors import DukdError
+
+BICUBIC = "bicubic"
+
+# progress(bench_name, done, total)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class ImageResult:
+    name: str
+    psnr: float
+    ssim: float
+    ref_psnr: float | None = None
+
+
+@dataclass
+class BenchResult:
+    bench: str
+    psnr: float
+    ssim: float
+    n_images: int
+    seconds: float
+    ref_psnr: float | None = None
+    per_image: list[ImageResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The JSON shape other tools read (``dukd evaluate --json``)."""
+        d = {
+            "bench": self.bench,
+            "psnr": self.psnr,
+            "ssim": self.ssim,
+            "n_images": self.n_images,
+            "seconds": self.seconds,
+        }
+        if self.ref_psnr is not None:
+            d["ref_psnr"] = self.ref_psnr
+        return d
+
+
+def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.array(img)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def _quantise(t: torch.Tensor) -> np.ndarray:
+    """(1,3,H,W) float -> HxWx3 uint8: clamp to [0,1], x255, round (half to even, as torch.round)."""
+    return t[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+class _Runner:
+    """Turns an LR uint8 image into an SR uint8 image with a model or MATLAB bicubic."""
+
+    def __init__(self, model, scale, device, precision, self_ensemble, tile, tile_overlap):
+        self.model, self.scale, self.device = model, scale, device
+        self.precision, self.self_ensemble = precision, self_ensemble
+        self.tile, self.tile_overlap = tile, tile_overlap
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        if self.model == BICUBIC:
+            from dukd_cli.data.imresize import imresize
+
+            t = torch.from_numpy(np.array(lr)).permute(2, 0, 1)
+            return imresize(t, float(self.scale)).permute(1, 2, 0).contiguous().numpy()
+        from dukd_cli.inference import run_model
+
+        x = _to_tensor(lr, self.device)
+        y = run_model(
+            self.model,
+            x,
+            tile=self.tile,
+            tile_overlap=self.tile_overlap,
+            precision=self.precision,
+            self_ensemble=self.self_ensemble,
+        )
+        return _quantise(y)
+
+
+def check_scale(model, scale: int, what: str = "model") -> None:
+    if model == BICUBIC:
+        return
+    ms = getattr(model, "scale", None)
+    if ms is not None and int(ms) != int(scale):
+        raise DukdError(f"{what} is x{ms} but --scale is {scale}; evaluate a model at its own scale")
+
+
+def resolve_benches(benches: Sequence[str | BenchSet] | None, data_dir=None) -> list[BenchSet]:
+    if benches:
+        out = []
+        for b in benches:
+            out.append(b if isinstance(b, BenchSet) else find_set(str(b), data_dir))
+        return out
+    found = available_sets(PAPER_SETS, data_dir)
+    if not found:
+        where = ", ".join(str(r) for r in search_roots(data_dir))
+        raise DukdError(
+            f"none of {', '.join(PAPER_SETS)} found (looked in {where}); pass --data-dir DIR holding "
+            "<set>/HR/ folders, set DUKD_DATA, or name a folder with --bench"
+        )
+    return found
+
+
+def evaluate(
+    model: torch.nn.Module | str,
+    scale: int,
+    benches: Sequence[str | BenchSet] | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    self_ensemble: bool = False,
+    tile: int | None = None,
+    tile_overlap: int = 16,
+    lr_provided: bool = False,
+    save_images: str | os.PathLike | None = None,
+    reference: torch.nn.Module | str | None = None,
+    max_images: int | None = None,
+    progress: Progress | bool | None = None,
+) -> list[BenchResult]:
+    """Evaluate ``model`` (a module, or ``"bicubic"``) at ``scale`` on each benchmark set.
+
+    ``reference``: another model (or ``"bicubic"``) whose outputs on the same inputs are compared with
+    this model's (``ref_psnr``: PSNR on Y between the two SR images, the paper's Fig. 5).
+    The model's train/eval mode is restored afterwards, so training validation can call this.
+    """
+    from dukd_cli.inference import select_device
+    from dukd_cli.metrics import psnr_y, ssim_y
+
+    scale = int(scale)
+    check_scale(model, scale)
+    if reference is not None:
+        check_scale(reference, scale, "reference model")
+    dev = select_device(device) if not isinstance(device, torch.device) else device
+    sets = resolve_benches(benches, data_dir)
+
+    modules = [m for m in (model, reference) if isinstance(m, torch.nn.Module)]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    params = [next(m.parameters(), None) for m in modules]
+    moved = [(m, p.device) for m, p in zip(modules, params, strict=False) if p is not None and p.device != dev]
+    for m, _ in moved:
+        m.to(dev)
+    run = _Runner(model, scale, dev, precision, self_ensemble, tile, tile_overlap)
+    ref_run = _Runner(reference, scale, dev, precision, self_ensemble, tile, tile_overlap) if reference is not None else None
+    save_root = Path(save_images) if save_images else None
+
+    results: list[BenchResult] = []
+    try:
+        for bench in sets:
+            start = time.perf_counter()
+            pairs = list(load_pairs(bench, scale, lr_provided=lr_provided, max_images=max_images))
+            if not pairs:
+                raise DukdError(f"benchmark {bench.name} at {bench.hr_dir} holds no images")
+            per: list[ImageResult] = []
+            for i, pair in enumerate(pairs):
+                sr = run(pair.lr)
+                if sr.shape != pair.hr.shape:
+                    raise DukdError(
+                        f"model output {sr.shape[1]}x{sr.shape[0]} does not match HR "
+                        f"{pair.hr.shape[1]}x{pair.hr.shape[0]} for {bench.name}/{pair.name}"
+                    )
+                r = ImageResult(pair.name, psnr_y(sr, pair.hr, scale), ssim_y(sr, pair.hr, scale))
+                if ref_run is not None:
+                    r.ref_psnr = psnr_y(sr, ref_run(pair.lr), scale)
+                per.append(r)
+                if save_root is not None:
+                    from dukd_cli.imageio import write_image
+
+                    write_image(save_root / bench.name / f"{pair.name}.png", sr.astype(np.float32) / 255.0)
+                if callable(progress):
+                    progress(bench.name, i + 1, len(pairs))
+            refs = [r.ref_psnr for r in per if r.ref_psnr is not None and np.isfinite(r.ref_psnr)]
+            results.append(
+                BenchResult(
+                    bench=bench.name,
+                    psnr=float(np.mean([r.psnr for r in per])),
+                    ssim=float(np.mean([r.ssim for r in per])),
+                    n_images=len(per),
+                    seconds=time.perf_counter() - start,
+                    ref_psnr=float(np.mean(refs)) if ref_run is not None and refs else None,
+                    per_image=per,
+                )
+            )
+    finally:
+        for m, d in moved:
+            m.to(d)
+        for m, t in zip(modules, was_training, strict=False):
+            m.train(t)
+    return results
