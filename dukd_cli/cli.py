@@ -8,6 +8,7 @@ from dukd_cli import __version__
 from dukd_cli.commands import zoo as zoo_commands
 from dukd_cli.commands.evaluate import evaluate_cmd
 from dukd_cli.commands._common import run_cli
+from dukd_cli.commands.distill import distill_cmd
 
 app = typer.Typer(
     name="dukd",
@@ -37,6 +38,7 @@ def _root(
 
 app.add_typer(zoo_commands.app, name="zoo")
 app.command("evaluate")(evaluate_cmd)
+app.command("distill")(distill_cmd)
 
 
 def main() -> None:

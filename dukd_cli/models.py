@@ -160,15 +160,18 @@ def resolve_spec(
             )
         merged = {**dict(preset.kwargs), **kwargs}
         w = weights
+        declared = preset.weights.get(scale)
+        ws = registry.source_of(declared) if declared else None
         if w is None and pretrained:
-            declared = preset.weights.get(scale)
-            if not declared:
+            if ws is None:
                 raise DukdError(
                     f"preset '{name}' declares no pretrained weights at x{scale}; pass them with --weights SOURCE"
                 )
-            ws = registry.source_of(declared)
             w = ws.source
+        if ws is not None and w in (ws.source, name):
+            # The declared file's own semantics (e.g. input range) go with it, whoever names it.
             merged = {**dict(preset.kwargs), **dict(ws.kwargs), **kwargs}
+            w = ws.source
         entry = registry.entry(registry.PRESET_GROUP, name)
         return ModelSpec(name, preset.arch, scale, merged, w, name, entry.provider if entry else "?")
 

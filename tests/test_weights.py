@@ -186,7 +186,7 @@ def test_preset_hub_source_carries_its_constructor_arguments():
     spec = resolve_spec("edsr-l", 4, pretrained=True)
     assert spec.weights == "hf://eugenesiow/edsr/pytorch_model_4x.pt"
     assert spec.kwargs == {"n_feats": 256, "n_resblocks": 32, "res_scale": 1.0, "img_range": 1.0, "mean_shift": False}
-    # an explicit source wins, and the preset's own arguments stay
+    # another explicit source wins, and the preset's own arguments stay
     assert resolve_spec("edsr-l", 4, weights="x.pth", pretrained=True).kwargs["res_scale"] == 0.1
     with pytest.raises(WeightsError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE"):
         create_model("edsr-l", 4, pretrained=True)
@@ -202,3 +202,12 @@ def test_edsr_without_mean_shift_ignores_the_mean_buffers():
     c = create_model("edsr", 2, n_feats=8, n_resblocks=2)
     load_into(c, sd)  # the same file under official semantics gives other outputs
     assert not _same_output(a, c)
+
+
+def test_naming_the_declared_source_explicitly_keeps_its_semantics():
+    from dukd_cli.models import resolve_spec
+
+    for w in ("hf://eugenesiow/edsr/pytorch_model_4x.pt", "edsr-l"):
+        spec = resolve_spec("edsr-l", 4, weights=w)
+        assert spec.weights == "hf://eugenesiow/edsr/pytorch_model_4x.pt"
+        assert spec.kwargs["img_range"] == 1.0 and spec.kwargs["mean_shift"] is False

@@ -1,0 +1,248 @@
+"""``dukd distill``: train a small student from a big teacher (DUKD and its baselines)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from dukd_cli.commands._common import console, model_args
+from dukd_cli.errors import DukdError
+
+UPDATE_HELP = (
+    "How each iteration updates the student: 'two-step' (default) takes one optimiser step on "
+    "L_rec + L_kd, then a second on the upcycled terms after a fresh student forward: the authors' "
+    "released code, i.e. the update rule that produced the paper's published numbers. 'single' sums "
+    "every term into one loss and takes one step (the paper's Eq. 4; fuses the LR and zoom-in forwards). "
+    "Methods with one loss group (scratch, kd, fakd) are the same under both."
+)
+ZOOM_OUT_HELP = (
+    "Use DUKD's zoom-out input (the LR patch shrunk by 1/s, labelled by the teacher, ground truth the LR patch). "
+    "Default: on, except for SwinIR-family students (window attention): a 48 px patch zoomed out at x4 "
+    "is 12 px, which the 8 px attention windows pad to 16 (almost half padding): too small and too close "
+    "to the window size to teach much; the authors switch it off for SwinIR as well."
+)
+
+
+def _split_ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise DukdError(f"--milestones must be comma-separated integers, got '{text}'") from None
+
+
+def _overrides(**opts: Any) -> dict[str, Any]:
+    """Map CLI options (None: not given) to dotted configuration keys."""
+    keymap = {
+        "teacher": "teacher.name",
+        "teacher_weights": "teacher.weights",
+        "student": "student.name",
+        "student_weights": "student.weights",
+        "scale": "student.scale",
+        "method": "method.name",
+        "update": "method.update",
+        "iters": "train.iters",
+        "batch_size": "train.batch_size",
+        "patch_size": "train.patch_size",
+        "seed": "train.seed",
+        "lr": "train.lr",
+        "gamma": "train.gamma",
+        "ema_decay": "train.ema_decay",
+        "grad_clip": "train.grad_clip",
+        "precision": "train.precision",
+        "device": "train.device",
+        "log_every": "train.log_every",
+        "save_every": "train.save_every",
+        "tensorboard": "train.tensorboard",
+        "workers": "data.workers",
+        "cache_dir": "data.cache_dir",
+        "val_every": "val.every",
+        "val_bench": "val.bench",
+        "data_dir": "val.data_dir",
+        "val_max_images": "val.max_images",
+        "aug_prob": "method.aug_prob",
+        "w_pix": "method.w_pix",
+        "w_kd": "method.w_kd",
+        "zoom_in_tiles": "method.zoom_in_tiles",
+        "zoom_out": "method.zoom_out",
+    }
+    out: dict[str, Any] = {}
+    for name, value in opts.items():
+        if value is None:
+            continue
+        if name == "data":
+            if value:
+                out["data.paths"] = [str(v) for v in value]
+        elif name == "teacher_arg":
+            if value:
+                out["teacher.args"] = model_args(value)
+        elif name == "student_arg":
+            if value:
+                out["student.args"] = model_args(value)
+        elif name == "method_opt":
+            for k, v in model_args(value).items():
+                out[f"method.{k}"] = v
+        elif name == "milestones":
+            out["train.milestones"] = _split_ints(value)
+        elif name == "non_strict":
+            if value:
+                out["student.strict"] = False
+        else:
+            out[keymap[name]] = value
+    return out
+
+
+def _default_out(cfg) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    s = Path(str(cfg.student.name)).name
+    return Path("runs") / f"{cfg.method.name}-{s}-x{cfg.student.scale}-{stamp}"
+
+
+def distill_cmd(
+    teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher: preset, architecture or exported model directory."),
+    teacher_weights: str = typer.Option(
+        None, "--teacher-weights", help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source."
+    ),
+    teacher_arg: list[str] = typer.Option(None, "--teacher-arg", help="Teacher constructor argument key=value (repeatable)."),
+    student: str = typer.Option(None, "--student", "-s", help="Student: preset, architecture or exported model directory."),
+    student_weights: str = typer.Option(None, "--student-weights", help="Initialise the student from these weights."),
+    student_arg: list[str] = typer.Option(None, "--student-arg", help="Student constructor argument key=value (repeatable)."),
+    non_strict: bool = typer.Option(
+        False, "--non-strict", help="Load --student-weights non-strictly (e.g. an x2 student initialising an x4 one)."
+    ),
+    scale: int = typer.Option(None, "--scale", help="Upscaling factor (teacher and student must share it)."),
+    method: str = typer.Option(None, "--method", "-m", help="scratch | kd | dukd | fakd, or a plugin's method. Default: dukd."),
+    update: str = typer.Option(None, "--update", help=UPDATE_HELP),
+    aug_prob: float = typer.Option(
+        None, "--aug-prob", help="dukd: per-operation per-sample probability of the invertible augmentations (default 0.3; 0 for RCAN x4)."
+    ),
+    w_pix: float = typer.Option(
+        None, "--w-pix", help="Weight of the ground-truth terms (dukd default per student family: 5 EDSR/SwinIR, 1 RCAN x2/x4, 2 RCAN x3; else 1)."
+    ),
+    w_kd: float = typer.Option(None, "--w-kd", help="Weight of the teacher terms (kd, dukd; default 1)."),
+    zoom_in_tiles: int = typer.Option(None, "--zoom-in-tiles", help="dukd: zoom-in tiles per sample (default 2 for EDSR x2, else 1; 0 disables)."),
+    zoom_out: bool = typer.Option(None, "--zoom-out/--no-zoom-out", help=ZOOM_OUT_HELP),
+    method_opt: list[str] = typer.Option(None, "--method-opt", help="Any method option key=value (repeatable), e.g. max_side=48 for fakd."),
+    data: list[str] = typer.Option(
+        None, "--data", "-d", help="Training data (repeatable): HR folder, DIV2K folder, HR/+LR/ folder, or 'builtin' (default)."
+    ),
+    iters: int = typer.Option(None, "--iters", help="Total iterations (default 250000). On --resume it may be raised."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Patches per iteration per process (default 16)."),
+    patch_size: int = typer.Option(None, "--patch-size", help="LR patch side in pixels (default 48)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default 0); runs on the CPU are bit-reproducible."),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)."),
+    milestones: str = typer.Option(None, "--milestones", help="Iterations where the lr is multiplied by --gamma (default 100000,200000)."),
+    gamma: float = typer.Option(None, "--gamma", help="Learning-rate decay factor at each milestone (default 0.1)."),
+    ema_decay: float = typer.Option(None, "--ema-decay", help="Decay of the student's EMA (default 0.999, with warm-up)."),
+    grad_clip: float = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this value (default 0: off)."),
+    precision: str = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 or fp32."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/<method>-<student>-x<scale>-<time>)."),
+    resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory (options given again must agree)."),
+    val_every: int = typer.Option(None, "--val-every", help="Validate the EMA student every N iterations and at the end (default 5000; 0: never)."),
+    val_bench: str = typer.Option(None, "--val-bench", help="Benchmark for validation (default set5)."),
+    val_max_images: int = typer.Option(None, "--val-max-images", help="Validate on at most this many images."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Folder holding the benchmark sets (default: $DUKD_DATA, then the cache)."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto). Under torchrun each rank uses cuda:LOCAL_RANK."),
+    workers: int = typer.Option(None, "--workers", help="Data worker processes (default 0 on the CPU, min(8, cores/2) on CUDA)."),
+    cache_dir: str = typer.Option(None, "--cache-dir", help="Cache of decoded training images and LR images (default $DUKD_CACHE or ~/.cache/dukd)."),
+    log_every: int = typer.Option(None, "--log-every", help="Log to metrics.jsonl and the console every N iterations (default 100)."),
+    save_every: int = typer.Option(None, "--save-every", help="Checkpoint every N iterations (default 1000), and at the end."),
+    tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log to RUN_DIR/tensorboard (pip install 'dukd\\[tensorboard]')."),
+    config: Path = typer.Option(None, "--config", help="TOML configuration file (same tables as RUN_DIR/config.toml); options override it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and parameter counts; train nothing."),
+) -> None:
+    """Distil a student from a teacher: DUKD (default), KD, FAKD, or train from scratch.
+
+    Example: dukd distill --teacher edsr-l --student edsr-s --scale 4 --data DIV2K/
+
+    RUN_DIR gets config.toml, student.safetensors (EMA weights), student_best.safetensors, state.pt
+    (resume) and metrics.jsonl. Ctrl-C saves and exits; continue with --resume RUN_DIR. Several GPUs:
+    torchrun --nproc_per_node=N -m dukd_cli distill ...
+    """
+    from dukd_cli.distill import config as cfgmod
+    from dukd_cli.distill.trainer import Trainer, resolve
+
+    overrides = _overrides(
+        teacher=teacher, teacher_weights=teacher_weights, teacher_arg=teacher_arg, student=student,
+        student_weights=student_weights, student_arg=student_arg, non_strict=non_strict, scale=scale,
+        method=method, update=update, aug_prob=aug_prob, w_pix=w_pix, w_kd=w_kd, zoom_in_tiles=zoom_in_tiles,
+        zoom_out=zoom_out, method_opt=method_opt, data=data, iters=iters, batch_size=batch_size,
+        patch_size=patch_size, seed=seed, lr=lr, milestones=milestones, gamma=gamma, ema_decay=ema_decay,
+        grad_clip=grad_clip, precision=precision, device=device, workers=workers, cache_dir=cache_dir,
+        val_every=val_every, val_bench=val_bench, val_max_images=val_max_images, data_dir=data_dir,
+        log_every=log_every, save_every=save_every, tensorboard=tensorboard,
+    )
+    if resume is not None:
+        if out is not None and Path(out).resolve() != Path(resume).resolve():
+            raise DukdError("--resume continues a run in its own directory; drop --out (or give the same one)")
+        if config is not None:
+            raise DukdError("--resume reads the run's own config.toml; drop --config")
+        trainer = Trainer(cfgmod.DistillConfig(), resume, resume=True, overrides=overrides)
+        if dry_run:
+            _print_plan(resolve(trainer.cfg), resume)
+            return
+        _fit(trainer)
+        return
+
+    cfg = cfgmod.load(config) if config is not None else cfgmod.DistillConfig()
+    for key, value in overrides.items():
+        cfg.set(key, value)
+    res = resolve(cfg)
+    if res.teacher is None and cfg.teacher.name:
+        console.print(f"[yellow]note:[/] method '{cfg.method.name}' uses no teacher; --teacher is ignored")
+    run_dir = out if out is not None else _default_out(res.cfg)
+    if dry_run:
+        _print_plan(res, run_dir)
+        return
+    _fit(Trainer(cfg, run_dir))
+
+
+def _print_plan(res, run_dir) -> None:
+    from dukd_cli.commands.zoo import format_params
+    from dukd_cli.distill import config as cfgmod
+    from dukd_cli.distill.trainer import parameter_counts
+
+    counts = parameter_counts(res)
+    header = f"dukd distill --dry-run: resolved configuration\nrun directory: {run_dir}"
+    console.print(cfgmod.to_toml(res.cfg, header), markup=False, highlight=False, soft_wrap=True)
+    table = Table(title="models", title_justify="left")
+    table.add_column("role", style="bold")
+    table.add_column("name")
+    table.add_column("architecture")
+    table.add_column("weights")
+    table.add_column("parameters", justify="right")
+    for role, spec in (("teacher", res.teacher), ("student", res.student)):
+        if spec is None:
+            continue
+        n = counts[role]
+        table.add_row(role, spec.name, spec.arch, spec.weights or "(random init)", f"{format_params(n)} ({n:,})")
+    console.print(table)
+    if counts.get("teacher"):
+        console.print(f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters")
+
+
+def _fit(trainer) -> None:
+    from dukd_cli.distill import ddp
+
+    try:
+        result = trainer.fit()
+    finally:
+        ddp.shutdown()
+    _report(result)
+
+
+def _report(result) -> None:
+    if not result.main:
+        if result.interrupted:
+            raise typer.Exit(130)
+        return
+    if not result.interrupted:
+        msg = f"[green]done:[/] {result.iteration} iterations; student weights in {result.run_dir / 'student.safetensors'}"
+        if result.last_val:
+            msg += f"; {result.last_val['val_bench']} {result.last_val['val_psnr']:.2f} dB (EMA)"
+        console.print(msg)
+    if result.interrupted:
+        raise typer.Exit(130)

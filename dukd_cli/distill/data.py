@@ -1,0 +1,442 @@
+"""Training data: HR/LR patch pairs from folders, DIV2K, paired layouts or bundled sample photos.
+
+``--data SPEC`` (repeatable) accepts:
+
+* ``builtin``: photographs bundled with scikit-image (astronaut, chelsea, coffee, rocket, ...), so
+  ``dukd distill`` runs anywhere with nothing to download;
+* the DIV2K layout: a folder holding ``DIV2K_train_HR`` (and optionally
+  ``DIV2K_train_LR_bicubic/X{s}``), or ``DIV2K_train_HR`` itself;
+* a paired layout: a folder holding ``HR/`` and ``LR/`` (or ``LR/X{s}``, ``LR_bicubic/X{s}``), files
+  matched by name (an LR name may carry ``x{s}``, as DIV2K's ``0001x4.png`` does);
+* any other folder: HR images, searched recursively (folders named like ``LR`` are skipped).
+
+Every image is decoded once with the project's one reader (:mod:`dukd_cli.imageio`) into an
+uncompressed ``.npy`` cache (keyed by the file's SHA-256); a missing LR is made with the
+MATLAB-exact bicubic of the mod-cropped HR and cached under the HR's hash and the scale. Training
+then memory-maps the cache, so patches are read without decoding, in worker processes.
+
+Determinism: a patch is a pure function of ``(seed, global sample index)``. The sampler walks a
+per-epoch permutation of the images (seeded by ``(seed, epoch)``); the crop position and the
+flips/rotation of sample ``g`` come from a generator seeded by ``(seed, g)``. Data order therefore
+does not depend on the number of worker processes, resumes exactly from an iteration number, and
+shards across DDP ranks as consecutive slices of one global batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dukd_cli.errors import DukdError
+from dukd_cli.fsutil import atomic_path, atomic_write_text
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+BUILTIN = "builtin"
+# Photographs shipped inside scikit-image's wheel (skimage/data/), RGB.
+BUILTIN_FILES = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+)
+
+
+def cache_root(explicit: str | os.PathLike | None = None) -> Path:
+    """Where decoded images and LR images are cached: explicit > $DUKD_CACHE > $XDG_CACHE_HOME/dukd > ~/.cache/dukd."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("DUKD_CACHE"):
+        return Path(os.environ["DUKD_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dukd"
+
+
+# --------------------------------------------------------------------------------------------
+# Discovering images
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """One training image: its HR file and, where the dataset provides one, its LR file."""
+
+    hr: Path
+    lr: Path | None = None
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    out = []
+    for p in it:
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
+            rel = p.relative_to(folder).parts[:-1]
+            if recursive and any(_looks_lr(d) for d in rel):
+                continue
+            out.append(p)
+    return sorted(out)
+
+
+def _looks_lr(dirname: str) -> bool:
+    return bool(re.search(r"(^|[_\-])LR($|[_\-])", dirname)) or bool(re.fullmatch(r"[xX]\d", dirname))
+
+
+def _lr_dir(candidates: Sequence[Path]) -> Path | None:
+    for c in candidates:
+        if c.is_dir() and _images_in(c, False):
+            return c
+    return None
+
+
+def _pair(hr_files: list[Path], lr_dir: Path | None, scale: int) -> list[Source]:
+    if lr_dir is None:
+        return [Source(p) for p in hr_files]
+    suffix = re.compile(rf"[_\-]?[xX]{scale}$")
+    by_stem = {suffix.sub("", p.stem): p for p in _images_in(lr_dir, False)}
+    out = []
+    for p in hr_files:
+        lr = by_stem.get(p.stem)
+        if lr is None:
+            raise DukdError(f"no LR image for {p.name} in {lr_dir} (expected e.g. {p.stem}x{scale}{p.suffix})")
+        out.append(Source(p, lr))
+    return out
+
+
+def builtin_sources() -> list[Source]:
+    try:
+        import skimage.data
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise DukdError("--data builtin needs scikit-image (pip install scikit-image)") from None
+    root = Path(skimage.data.__file__).parent
+    found = [root / f for f in BUILTIN_FILES if (root / f).is_file()]
+    if not found:
+        raise DukdError(f"scikit-image's sample photographs were not found in {root}; pass --data FOLDER")
+    return [Source(p) for p in found]
+
+
+def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
+    """The images behind one ``--data`` value, and a short description of the layout found."""
+    s = os.fspath(spec)
+    if s == BUILTIN:
+        return builtin_sources(), "scikit-image sample photographs"
+    path = Path(s).expanduser()
+    if not path.exists():
+        raise DukdError(f"training data not found: {s} (a folder of HR images, a DIV2K folder, or 'builtin')")
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTS:
+            raise DukdError(f"{s} is not an image file")
+        return [Source(path)], "one HR image"
+    if (path / "DIV2K_train_HR").is_dir() or path.name == "DIV2K_train_HR":
+        hr_dir = path / "DIV2K_train_HR" if path.name != "DIV2K_train_HR" else path
+        root = hr_dir.parent
+        lr_dir = _lr_dir([root / "DIV2K_train_LR_bicubic" / f"X{scale}", root / "DIV2K_train_LR_bicubic" / f"x{scale}"])
+        srcs = _pair(_images_in(hr_dir, False), lr_dir, scale)
+        return srcs, "DIV2K layout, " + (f"LR from {lr_dir.name}/" if lr_dir else "LR made by exact bicubic")
+    if (path / "HR").is_dir():
+        lr_dir = _lr_dir(
+            [
+                path / "LR" / f"X{scale}",
+                path / "LR" / f"x{scale}",
+                path / "LR_bicubic" / f"X{scale}",
+                path / "LR_bicubic" / f"x{scale}",
+                path / "LR",
+            ]
+        )
+        srcs = _pair(_images_in(path / "HR", True), lr_dir, scale)
+        return srcs, "HR/LR paired layout" if lr_dir else "HR folder (LR made by exact bicubic)"
+    files = _images_in(path, True)
+    if not files:
+        raise DukdError(f"no images found in {s} (looked for {', '.join(sorted(IMAGE_EXTS))}, recursively)")
+    return [Source(p) for p in files], "folder of HR images (LR made by exact bicubic)"
+
+
+# --------------------------------------------------------------------------------------------
+# The decode cache
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _HashIndex:
+    """Remembers file hashes by (path, size, mtime) so unchanged files are not re-read every run."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "hash-index.json"
+        try:
+            self.data: dict[str, str] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+        self.dirty = False
+
+    def sha(self, p: Path) -> str:
+        st = p.stat()
+        key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in self.data:
+            self.data[key] = sha256_file(p)
+            self.dirty = True
+        return self.data[key]
+
+    def save(self) -> None:
+        if self.dirty:
+            atomic_write_text(self.path, json.dumps(self.data))
+            self.dirty = False
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(arr))
+
+
+def _decode(path: Path) -> np.ndarray:
+    from dukd_cli.imageio import read_rgb_uint8
+
+    try:
+        return read_rgb_uint8(path)
+    except DukdError:
+        raise
+    except Exception as exc:  # an unreadable file: say which
+        raise DukdError(f"cannot read training image {path}: {exc}") from None
+
+
+def _bicubic_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+    from dukd_cli.data.imresize import imresize, modcrop
+
+    t = torch.from_numpy(np.array(modcrop(hr, scale), copy=True)).permute(2, 0, 1)
+    return imresize(t, 1.0 / scale).permute(1, 2, 0).contiguous().numpy()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One cached training image: memory-mappable HR and LR arrays (H, W, 3) uint8."""
+
+    name: str
+    hr: str
+    lr: str
+    lr_h: int
+    lr_w: int
+
+
+@dataclass
+class TrainingSet:
+    """What the ``--data`` values resolved to."""
+
+    items: list[Item]
+    skipped: list[str] = field(default_factory=list)  # images smaller than a patch
+    layouts: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = f"{len(self.items)} training images"
+        if self.skipped:
+            s += f" ({len(self.skipped)} smaller than a patch skipped)"
+        return s
+
+
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    return tuple(np.load(path, mmap_mode="r").shape)
+
+
+def _prepare_one(src: Source, root: Path, index: _HashIndex, scale: int) -> tuple[str, str, int, int]:
+    """Fill the cache for one image; returns (hr_npy, lr_npy, lr_h, lr_w)."""
+    sha = index.sha(src.hr)
+    hr_npy = root / "hr" / sha[:2] / f"{sha}.npy"
+    hr_arr = None
+    if not hr_npy.is_file():
+        hr_arr = _decode(src.hr)
+        _save_npy(hr_npy, hr_arr)
+    hr_shape = hr_arr.shape if hr_arr is not None else _npy_shape(hr_npy)
+    if src.lr is not None:
+        lsha = index.sha(src.lr)
+        lr_npy = root / "lr" / lsha[:2] / f"{lsha}.npy"
+        if not lr_npy.is_file():
+            _save_npy(lr_npy, _decode(src.lr))
+        lh, lw = _npy_shape(lr_npy)[:2]
+        if (lh, lw) != (hr_shape[0] // scale, hr_shape[1] // scale):
+            raise DukdError(
+                f"{src.lr} is {lw}x{lh} but its HR {src.hr.name} is {hr_shape[1]}x{hr_shape[0]}; "
+                f"at x{scale} the LR should be {hr_shape[1] // scale}x{hr_shape[0] // scale}"
+            )
+    else:
+        lr_npy = root / "lr" / sha[:2] / f"{sha}_x{scale}.npy"
+        if not lr_npy.is_file():
+            if hr_arr is None:
+                hr_arr = np.load(hr_npy)
+            _save_npy(lr_npy, _bicubic_lr(hr_arr, scale))
+        lh, lw = hr_shape[0] // scale, hr_shape[1] // scale
+    return str(hr_npy), str(lr_npy), int(lh), int(lw)
+
+
+def prepare(
+    specs: Sequence[str],
+    scale: int,
+    patch_size: int,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    threads: int | None = None,
+) -> TrainingSet:
+    """Discover the images, fill the decode/LR cache where needed, and drop images smaller than a patch.
+
+    Images are prepared by a thread pool (decoding and the bicubic release the GIL), so a first run
+    on DIV2K takes a fraction of the single-threaded time; the result's order is the data's order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    scale, p = int(scale), int(patch_size)
+    root = cache_root(cache_dir) / "train"
+    root.mkdir(parents=True, exist_ok=True)
+    index = _HashIndex(root)
+    out = TrainingSet([])
+    n_threads = threads or min(8, os.cpu_count() or 1)
+    try:
+        sources: list[Source] = []
+        for spec in specs:
+            found, layout = discover(spec, scale)
+            out.layouts.append(f"{spec}: {len(found)} images, {layout}")
+            sources.extend(found)
+        if n_threads > 1 and len(sources) > 1:
+            with ThreadPoolExecutor(n_threads) as pool:
+                results = list(pool.map(lambda s: _prepare_one(s, root, index, scale), sources))
+        else:
+            results = [_prepare_one(s, root, index, scale) for s in sources]
+        for src, (hr_npy, lr_npy, lh, lw) in zip(sources, results, strict=True):
+            if lh < p or lw < p:
+                out.skipped.append(str(src.hr))
+                continue
+            out.items.append(Item(str(src.hr), hr_npy, lr_npy, lh, lw))
+    finally:
+        index.save()
+    if not out.items:
+        raise DukdError(
+            f"no training image is large enough for a {p} px LR patch at x{scale} "
+            f"({len(out.skipped)} skipped); lower --patch-size or add data"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling patches
+# --------------------------------------------------------------------------------------------
+
+
+class PatchDataset(Dataset):
+    """Random LR patches with aligned HR patches; indexed by ``(image, global sample index)``.
+
+    Returns uint8 (3, p, p) and (3, p*s, p*s) tensors (converted to float on the training device:
+    a quarter of the bytes to move).
+    """
+
+    def __init__(self, items: Sequence[Item], scale: int, patch_size: int, seed: int, augment: bool = True) -> None:
+        self.items = list(items)
+        self.scale, self.p, self.seed, self.augment = int(scale), int(patch_size), int(seed), augment
+        self._maps: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _map(self, path: str) -> np.ndarray:
+        arr = self._maps.get(path)
+        if arr is None:
+            arr = self._maps[path] = np.load(path, mmap_mode="r")
+        return arr
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_maps"] = {}  # memory maps are reopened in each worker
+        return state
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, g = key
+        it = self.items[idx]
+        s, p = self.scale, self.p
+        rng = np.random.default_rng([self.seed, 1, int(g)])
+        top = int(rng.integers(0, it.lr_h - p + 1))
+        left = int(rng.integers(0, it.lr_w - p + 1))
+        flips = rng.random(3) < 0.5 if self.augment else np.zeros(3, bool)
+        lr = self._map(it.lr)[top : top + p, left : left + p]
+        hr = self._map(it.hr)[s * top : s * (top + p), s * left : s * (left + p)]
+        out = []
+        for a in (lr, hr):
+            if flips[0]:
+                a = a[:, ::-1]
+            if flips[1]:
+                a = a[::-1]
+            if flips[2]:
+                a = a.transpose(1, 0, 2)
+            out.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))))
+        return out[0], out[1]
+
+
+class PatchBatchSampler(Sampler):
+    """An endless, deterministic stream of batches of ``(image, global sample index)`` keys.
+
+    Iteration ``t`` has a global batch of ``batch_size * world`` samples, indices
+    ``g = t * batch_size * world + j``; rank ``r`` takes the slice ``[r * batch_size, (r+1) * batch_size)``.
+    Sample ``g`` is image ``perm_e[g mod N]`` of epoch ``e = g // N`` (a permutation seeded by
+    ``(seed, e)``). Starting at ``start_iter`` resumes the stream exactly.
+    """
+
+    def __init__(self, n_images: int, batch_size: int, seed: int, *, start_iter: int = 0, world: int = 1, rank: int = 0):
+        if n_images < 1:
+            raise ValueError("no images to sample")
+        self.n, self.b, self.seed = int(n_images), int(batch_size), int(seed)
+        self.start, self.world, self.rank = int(start_iter), int(world), int(rank)
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _image(self, g: int) -> int:
+        e, i = divmod(g, self.n)
+        if self._perm is None or self._perm[0] != e:
+            self._perm = (e, np.random.default_rng([self.seed, 0, e]).permutation(self.n))
+        return int(self._perm[1][i])
+
+    def batch_keys(self, iteration: int) -> list[tuple[int, int]]:
+        base = iteration * self.b * self.world + self.rank * self.b
+        return [(self._image(g), g) for g in range(base, base + self.b)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        t = self.start
+        while True:
+            yield self.batch_keys(t)
+            t += 1
+
+
+def _worker_init(_worker_id: int) -> None:
+    """Workers ignore Ctrl-C: the main process finishes its iteration, saves, and shuts them down
+    (a worker that died on SIGINT would make the next batch fetch fail instead)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def make_loader(
+    dataset: PatchDataset,
+    batch_size: int,
+    seed: int,
+    *,
+    start_iter: int = 0,
+    world: int = 1,
+    rank: int = 0,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over the deterministic batch stream (worker processes when ``workers > 0``)."""
+    sampler = PatchBatchSampler(len(dataset), batch_size, seed, start_iter=start_iter, world=world, rank=rank)
+    kwargs = {}
+    if workers > 0:
+        kwargs = {"persistent_workers": False, "prefetch_factor": 4, "worker_init_fn": _worker_init}
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=int(workers), pin_memory=pin_memory, **kwargs)

@@ -1,0 +1,449 @@
+"""Distillation methods behind one interface, registered through the ``dukd.methods`` entry points.
+
+A method turns one training batch into **loss groups**: a generator that yields dicts of weighted
+scalar loss terms. The trainer owns everything else (autocast, backward, optimiser, EMA, logging):
+
+* ``--update two-step``: after **each** yielded group the trainer runs backward and takes an
+  optimiser step, then resumes the generator, so the next group's student forward sees the updated
+  weights (the authors' released DUKD code: ``L_rec + L_kd`` first, then the upcycled terms).
+* ``--update single``: the trainer collects every group, sums all terms into one loss, runs one
+  backward and one optimiser step (the paper's Eq. 4).
+
+A method that yields a single group behaves identically under both. A third-party method
+subclasses :class:`Method` (or just provides the same attributes) and registers it::
+
+    [project.entry-points."dukd.methods"]
+    mymethod = "my_pkg.methods:MyMethod"
+
+Randomness inside a method must come from ``self.ctx.generator`` (a CPU ``torch.Generator`` that
+the trainer seeds and saves with the run), so that runs are reproducible and resume exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dukd_cli.distill.augment import DEFAULT_OPS, AugPlan, check_ops, sample_plan
+from dukd_cli.distill.upcycle import pick_tiles, zoom_in, zoom_out
+from dukd_cli.errors import DukdError
+
+LossGroup = dict[str, Tensor]
+UPDATES = ("two-step", "single")
+
+# --------------------------------------------------------------------------------------------
+# Interface
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method option: its default (``None``: decided per student family), type and help."""
+
+    default: Any
+    type: type
+    help: str
+
+
+@dataclass
+class Batch:
+    """One training batch on the training device: LR patches (N,3,p,p) and HR patches (N,3,ps,ps) in [0,1]."""
+
+    lr: Tensor
+    hr: Tensor
+    iteration: int = 0
+
+
+@dataclass
+class MethodContext:
+    """What the trainer hands a method besides the networks."""
+
+    device: torch.device
+    scale: int
+    update: str = "two-step"
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    # A context-manager factory for the teacher's precision (bf16 autocast on CUDA, nothing on CPU).
+    teacher_autocast: Callable[[], Any] = contextlib.nullcontext
+    # Under DDP: this process's slice of the global batch. ``generator`` is seeded identically on
+    # every rank, so a method can draw for the global batch and keep its own rows (see DUKD.draw):
+    # N processes then make exactly the draws one process with the global batch would.
+    world: int = 1
+    rank: int = 0
+
+
+class Method:
+    """Base class of distillation methods.
+
+    Subclasses set ``name``, ``options`` (and ``needs_teacher``), optionally override
+    :meth:`family_defaults`, and implement :meth:`losses`. ``student`` is what the trainer trains
+    (possibly wrapped in DistributedDataParallel: call it for forwards); ``student_module`` is the
+    bare module (for hooks and attributes). ``teacher`` is frozen by the trainer; run it through
+    :meth:`teacher_forward`.
+    """
+
+    name: ClassVar[str] = "method"
+    description: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = True
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        options: Mapping[str, Any],
+        ctx: MethodContext,
+        *,
+        student_module: nn.Module | None = None,
+    ) -> None:
+        if self.needs_teacher and teacher is None:
+            raise DukdError(f"method '{self.name}' needs a teacher (--teacher NAME)")
+        self.student = student
+        self.student_module = student_module if student_module is not None else student
+        self.teacher = teacher
+        self.opts = dict(options)
+        self.ctx = ctx
+        self.scale = int(ctx.scale)
+
+    # -- options ---------------------------------------------------------------------------
+
+    @classmethod
+    def family_defaults(cls, family: str | None, scale: int) -> dict[str, Any]:
+        """Defaults that depend on the student's family and the scale (override in subclasses)."""
+        return {}
+
+    @classmethod
+    def resolve_options(cls, given: Mapping[str, Any], *, family: str | None, scale: int) -> dict[str, Any]:
+        """Every option's value: ``given`` over the family defaults over the declared defaults."""
+        unknown = [k for k in given if k not in cls.options]
+        if unknown:
+            known = ", ".join(cls.options) or "none"
+            raise DukdError(f"method '{cls.name}' takes no option {', '.join(unknown)} (its options: {known})")
+        fam = cls.family_defaults(family, scale)
+        out: dict[str, Any] = {}
+        for key, opt in cls.options.items():
+            value = given[key] if key in given else fam.get(key, opt.default)
+            out[key] = coerce_option(cls.name, key, value, opt.type)
+        return out
+
+    # -- work ------------------------------------------------------------------------------
+
+    def losses(self, batch: Batch) -> Iterator[LossGroup]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def teacher_forward(self, x: Tensor) -> Tensor:
+        """The frozen teacher on ``x``: no autograd graph, the teacher's precision (bf16 on CUDA)."""
+        assert self.teacher is not None
+        with torch.no_grad(), self.ctx.teacher_autocast():
+            return self.teacher(x)
+
+    def close(self) -> None:
+        """Release hooks or buffers (called once when training ends)."""
+
+
+def coerce_option(method: str, key: str, value: Any, typ: type) -> Any:
+    """Convert a value from the CLI or a TOML file to the option's type, or raise one clear line."""
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if typ is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return [str(v) for v in value]
+        return typ(value)
+    except (TypeError, ValueError):
+        raise DukdError(f"method '{method}': option {key} must be {typ.__name__}, got {value!r}") from None
+
+
+def l1(a: Tensor, b: Tensor) -> Tensor:
+    """Mean absolute error computed in float32 (outputs may be bf16 under autocast)."""
+    return F.l1_loss(a.float(), b.float())
+
+
+def model_family(model: nn.Module | None, arch: str | None = None) -> str | None:
+    """The student's family for the released per-family defaults: ``edsr``, ``rcan``, ``swinir``, or None.
+
+    A model may declare ``dukd_family``; otherwise the architecture name decides; a model with a
+    ``window_size`` attribute counts as SwinIR-like (window attention).
+    """
+    fam = getattr(model, "dukd_family", None) if model is not None else None
+    if isinstance(fam, str) and fam:
+        return fam.lower()
+    name = (arch or "").lower()
+    for f in ("swinir", "rcan", "edsr"):
+        if name.startswith(f) or f in name:
+            return f
+    if model is not None and getattr(model, "window_size", None):
+        return "swinir"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines
+# --------------------------------------------------------------------------------------------
+
+
+class Scratch(Method):
+    """Train the student alone on the ground truth: ``w_pix * |S(LR) - HR|``."""
+
+    name = "scratch"
+    description = "no teacher: L1 to the ground truth"
+    needs_teacher = False
+    options = {"w_pix": Option(1.0, float, "weight of the ground-truth L1 term")}
+
+    def losses(self, batch: Batch) -> Iterator[LossGroup]:
+        yield {"rec": self.opts["w_pix"] * l1(self.student(batch.lr), batch.hr)}
+
+
+class KD(Method):
+    """Response-based KD: ``w_pix * |S(LR) - HR| + w_kd * |S(LR) - T(LR)|``."""
+
+    name = "kd"
+    description = "response KD: L1 to the ground truth + L1 to the teacher's output"
+    options = {
+        "w_pix": Option(1.0, float, "weight of the ground-truth L1 term"),
+        "w_kd": Option(1.0, float, "weight of the teacher L1 term"),
+    }
+
+    def losses(self, batch: Batch) -> Iterator[LossGroup]:
+        t = self.teacher_forward(batch.lr)
+        s = self.student(batch.lr)
+        yield {"rec": self.opts["w_pix"] * l1(s, batch.hr), "kd": self.opts["w_kd"] * l1(s, t)}
+
+
+# --------------------------------------------------------------------------------------------
+# DUKD
+# --------------------------------------------------------------------------------------------
+
+
+class DUKD(Method):
+    """Data Upcycling KD (Zhang et al.): KD plus teacher-labelled zoom-in / zoom-out inputs, with
+    invertible augmentations on the student's upcycled inputs (true inverses, reverse order).
+
+    Terms (weights ``w_pix`` on ground-truth terms, ``w_kd`` on teacher terms)::
+
+        rec    = w_pix |S(LR) - HR|             kd     = w_kd |S(LR) - T(LR)|
+        zi_kd  = w_kd |D^-1 S(D(zi)) - T(zi)|   zo_kd  = w_kd |D^-1 S(D(zo)) - T(zo)|
+        zo_pix = w_pix |D^-1 S(D(zo)) - LR|
+
+    Two-step update: ``{rec, kd}`` then ``{zi_kd, zo_kd, zo_pix}``; single: all five summed (and the
+    student's LR and zoom-in forwards fused into one batch).
+    """
+
+    name = "dukd"
+    description = "data upcycling KD: zoom-in/zoom-out inputs labelled by the teacher + invertible augmentations"
+    options = {
+        "w_pix": Option(None, float, "weight of every ground-truth term (released: 5 EDSR/SwinIR, 1 RCAN x2/x4, 2 RCAN x3)"),
+        "w_kd": Option(1.0, float, "weight of every teacher term"),
+        "aug_prob": Option(None, float, "per-operation per-sample probability of the invertible augmentations (0.3; 0 for RCAN x4)"),
+        "aug_ops": Option(list(DEFAULT_OPS), list, "augmentation operations, applied in this order"),
+        "zoom_in_tiles": Option(None, int, "zoom-in tiles per sample (2 for EDSR x2, else 1; 0 disables)"),
+        "zoom_out": Option(None, bool, "use the zoom-out input (off for SwinIR-family students)"),
+    }
+
+    @classmethod
+    def family_defaults(cls, family: str | None, scale: int) -> dict[str, Any]:
+        w_pix = {"edsr": 5.0, "swinir": 5.0, "rcan": 2.0 if scale == 3 else 1.0}.get(family or "", 1.0)
+        return {
+            "w_pix": w_pix,
+            "aug_prob": 0.0 if (family == "rcan" and scale == 4) else 0.3,
+            "zoom_in_tiles": 2 if (family == "edsr" and scale == 2) else 1,
+            # SwinIR: a 48 px LR patch zoomed out at x4 is 12 px, one 8 px window plus padding.
+            "zoom_out": family != "swinir",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        check_ops(self.opts["aug_ops"])
+        if not 0.0 <= self.opts["aug_prob"] <= 1.0:
+            raise DukdError(f"dukd: aug_prob must be in [0, 1], got {self.opts['aug_prob']}")
+        if not 0 <= self.opts["zoom_in_tiles"] <= self.scale**2:
+            raise DukdError(f"dukd: zoom_in_tiles must be in [0, {self.scale ** 2}] at x{self.scale}")
+
+    def draw(self, n: int) -> tuple[list[int], AugPlan | None, AugPlan | None]:
+        """This batch's random choices, always drawn in the same order (tiles, zoom-in plan, zoom-out plan).
+
+        Drawn for the global batch (``n * world`` samples: one tile choice for all of it, as the
+        authors do per batch) and sliced to this rank's rows.
+        """
+        g, o = self.ctx.generator, self.opts
+        world, rank = max(1, int(self.ctx.world)), int(self.ctx.rank)
+        tiles = pick_tiles(self.scale, o["zoom_in_tiles"], g) if o["zoom_in_tiles"] else []
+
+        def local(plan: AugPlan, groups: int) -> AugPlan:
+            if world == 1:
+                return plan
+            m = plan.mask.view(groups, world, n, -1)[:, rank].reshape(groups * n, -1)
+            return AugPlan(plan.ops, m)
+
+        plan_zi = local(sample_plan(n * world * len(tiles), o["aug_prob"], o["aug_ops"], g), len(tiles)) if tiles else None
+        plan_zo = local(sample_plan(n * world, o["aug_prob"], o["aug_ops"], g), 1) if o["zoom_out"] else None
+        return tiles, plan_zi, plan_zo
+
+    def losses(self, batch: Batch) -> Iterator[LossGroup]:
+        lr, hr, o, s = batch.lr, batch.hr, self.opts, self.scale
+        n, p = lr.shape[0], lr.shape[-1]
+        tiles, plan_zi, plan_zo = self.draw(n)
+        zi = zoom_in(hr, p, s, tiles) if tiles else None
+        zo = zoom_out(lr, s) if o["zoom_out"] else None
+
+        # Teacher labels: LR and zoom-in tiles share a size, so one forward serves both.
+        t_all = self.teacher_forward(torch.cat([lr, zi]) if zi is not None else lr)
+        t_lr, t_zi = t_all[:n], t_all[n:]
+        t_zo = self.teacher_forward(zo) if zo is not None else None
+
+        def upcycled_terms(s_zi: Tensor | None) -> LossGroup:
+            terms: LossGroup = {}
+            if zi is not None:
+                if s_zi is None:
+                    s_zi = self.student(plan_zi.apply(zi))
+                terms["zi_kd"] = o["w_kd"] * l1(plan_zi.invert(s_zi), t_zi)
+            if zo is not None:
+                s_zo = plan_zo.invert(self.student(plan_zo.apply(zo)))
+                terms["zo_kd"] = o["w_kd"] * l1(s_zo, t_zo)
+                terms["zo_pix"] = o["w_pix"] * l1(s_zo[..., :p, :p], lr)
+            return terms
+
+        if self.ctx.update == "single":
+            x = torch.cat([lr, plan_zi.apply(zi)]) if zi is not None else lr
+            y = self.student(x)
+            s_lr = y[:n]
+            group = {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_lr)}
+            group.update(upcycled_terms(y[n:] if zi is not None else None))
+            yield group
+        else:
+            s_lr = self.student(lr)
+            yield {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_lr)}
+            group = upcycled_terms(None)
+            if group:
+                yield group
+
+
+# --------------------------------------------------------------------------------------------
+# FAKD
+# --------------------------------------------------------------------------------------------
+
+
+def spatial_affinity(feat: Tensor, max_side: int) -> Tensor:
+    """FAKD's spatial affinity: per position, the L2-normalised channel vector; A = F^T F (N, HW, HW).
+
+    Bounded memory: feature maps larger than ``max_side x max_side`` are average-pooled to at most
+    that size first, so one matrix never exceeds ``max_side^4`` entries per sample (32: 1024 x 1024,
+    4 MiB in float32) however large the patch. Computed in float32.
+    """
+    if feat.dim() != 4:
+        raise DukdError(f"fakd: a feature tap gave a {feat.dim()}-D tensor; taps must give (N, C, H, W) maps")
+    f = feat.float()
+    h, w = f.shape[-2:]
+    if max_side > 0 and (h > max_side or w > max_side):
+        f = F.adaptive_avg_pool2d(f, (min(h, max_side), min(w, max_side)))
+    f = F.normalize(f.flatten(2), dim=1, eps=1e-12)  # (N, C, HW), unit channel vectors
+    return torch.bmm(f.transpose(1, 2), f)
+
+
+class _Taps:
+    """Forward hooks that record the outputs of named submodules (graph kept: gradients flow)."""
+
+    def __init__(self, model: nn.Module, who: str) -> None:
+        taps_fn = getattr(model, "feature_taps", None)
+        if not callable(taps_fn):
+            raise DukdError(
+                f"fakd: the {who} ({type(model).__name__}) declares no feature_taps(); "
+                "FAKD needs the names of its body features at 1/3, 2/3 and the end"
+            )
+        names = list(taps_fn())
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise DukdError(f"fakd: the {who}'s feature_taps() names unknown submodules: {', '.join(missing)}")
+        self.names = names
+        self.outputs: list[Tensor] = []
+        self.handles = [modules[n].register_forward_hook(self._hook) for n in names]
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self.outputs.append(output[0] if isinstance(output, (tuple, list)) else output)
+
+    def take(self) -> list[Tensor]:
+        out, self.outputs = self.outputs, []
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+class FAKD(Method):
+    """Feature-affinity KD (He et al., ICIP 2020), with gradients that flow into the student::
+
+        (1 - alpha) |S - HR| + alpha |S - T| + w_feat * sum_k mean|A_S^k - A_T^k|
+
+    at the student's and teacher's ``feature_taps()`` (taken with forward hooks). Feature maps
+    above ``max_side`` per side are average-pooled first (bounded memory; 0 disables pooling).
+    """
+
+    name = "fakd"
+    description = "feature-affinity KD at 1/3, 2/3 and the end of the body (pooled affinity, bounded memory)"
+    options = {
+        "alpha": Option(0.5, float, "weight of the teacher L1 term (1 - alpha on the ground-truth term)"),
+        "w_feat": Option(10.0, float, "weight of the affinity terms"),
+        "max_side": Option(32, int, "feature maps are average-pooled to at most this side before the affinity (0: never)"),
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._s = _Taps(self.student_module, "student")
+        self._t = _Taps(self.teacher, "teacher")
+        if len(self._s.names) != len(self._t.names):
+            self.close()
+            raise DukdError(
+                f"fakd: the student has {len(self._s.names)} feature taps and the teacher {len(self._t.names)}"
+            )
+
+    def losses(self, batch: Batch) -> Iterator[LossGroup]:
+        a, m = self.opts["alpha"], self.opts["max_side"]
+        self._t.take()
+        t = self.teacher_forward(batch.lr)
+        t_feats = self._t.take()
+        self._s.take()
+        s = self.student(batch.lr)
+        s_feats = self._s.take()
+        feat = torch.zeros((), device=s.device)
+        for fs, ft in zip(s_feats, t_feats, strict=True):
+            if fs.shape[-2:] != ft.shape[-2:]:  # e.g. a window-padded teacher: compare at the common size
+                side = (min(fs.shape[-2], ft.shape[-2]), min(fs.shape[-1], ft.shape[-1]))
+                fs, ft = fs[..., : side[0], : side[1]], ft[..., : side[0], : side[1]]
+            feat = feat + (spatial_affinity(fs, m) - spatial_affinity(ft, m)).abs().mean()
+        yield {
+            "rec": (1 - a) * l1(s, batch.hr),
+            "kd": a * l1(s, t),
+            "feat": self.opts["w_feat"] * feat,
+        }
+
+    def close(self) -> None:
+        for taps in (getattr(self, "_s", None), getattr(self, "_t", None)):
+            if taps is not None:
+                taps.remove()
+
+
+BUILTIN_METHODS: dict[str, type[Method]] = {"scratch": Scratch, "kd": KD, "dukd": DUKD, "fakd": FAKD}

@@ -1,0 +1,837 @@
+"""The distillation trainer: resumable, mixed-precision, DDP-ready.
+
+One iteration: a batch of LR/HR patches (uint8, made by worker processes) moves to the device and
+becomes float; the method yields loss groups; the trainer runs backward and the optimiser step(s)
+(``--update``), updates the EMA of the student, and, at their intervals, logs, validates (the EMA
+weights, through the shared evaluator) and checkpoints.
+
+Run directory (``--out``)::
+
+    config.toml                 the resolved configuration (what --resume reads back)
+    state.pt                    full training state: student, EMA, optimiser, RNG states (torch, CUDA,
+                                numpy, python, the method's generator; per rank), iteration, best PSNR
+    student.safetensors         EMA weights of the student (the deliverable; updated at every checkpoint)
+    student_best.safetensors    EMA weights at the best validation PSNR
+    metrics.jsonl               one JSON object per log step (iteration, losses, lr, it/s, validation)
+
+Every file is written to a temporary name and renamed. The learning-rate schedule is a pure
+function of the iteration (``lr * gamma ** #milestones passed``), so it needs no saved state.
+On the CPU with a fixed seed a run resumed at iteration K ends bit-identical to an uninterrupted
+run (the data stream is a function of the iteration; see :mod:`dukd_cli.distill.data`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.markup import escape
+from torch import nn
+
+from dukd_cli import registry
+from dukd_cli.distill import config as cfgmod
+from dukd_cli.distill import data as datamod
+from dukd_cli.distill import ddp
+from dukd_cli.distill.config import DistillConfig
+from dukd_cli.distill.methods import UPDATES, Batch, Method, MethodContext, model_family
+from dukd_cli.errors import DukdError, WeightsError
+from dukd_cli.fsutil import atomic_path, atomic_write_text
+from dukd_cli.models import ModelSpec, build_with_report, instantiate, is_export_dir, resolve_spec
+
+STATE_FORMAT = "dukd-distill-state"
+STATE_VERSION = 1
+
+
+class NonFiniteLossError(DukdError):
+    """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.pt"
+
+    @property
+    def student(self) -> Path:
+        return self.root / "student.safetensors"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "student_best.safetensors"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving models and the method
+# --------------------------------------------------------------------------------------------
+
+
+def select_device(name: str | None) -> torch.device:
+    """``auto``: CUDA when available, else the CPU; otherwise the named device (checked)."""
+    try:
+        from dukd_cli.inference import select_device as shared
+    except ImportError:
+        shared = None
+    if shared is not None:
+        return shared(name or "auto")
+    n = (name or "auto").lower()
+    if n == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(n)
+    except RuntimeError:
+        raise DukdError(f"unknown device '{name}' (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DukdError(f"device '{name}' asked for, but CUDA is not available")
+    return dev
+
+
+def get_method_class(name: str) -> type[Method]:
+    cls = registry.get_method(name)
+    if not isinstance(cls, type) or not callable(getattr(cls, "losses", None)):
+        raise DukdError(f"method '{name}' is not a distillation method class (it has no losses())")
+    return cls
+
+
+@dataclass
+class Resolved:
+    """A configuration with everything decided: model specs, the method class, its options."""
+
+    cfg: DistillConfig
+    student: ModelSpec
+    teacher: ModelSpec | None
+    method_cls: type[Method]
+    family: str | None
+
+
+def _meta_model(spec: ModelSpec) -> nn.Module | None:
+    try:
+        with torch.device("meta"):
+            return instantiate(spec.arch, registry.get_architecture(spec.arch), spec.scale, spec.kwargs)
+    except DukdError:
+        raise
+    except Exception:
+        return None
+
+
+def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_model: nn.Module | None = None) -> Resolved:
+    """Decide the scale, model specs and method options of ``cfg`` (nothing is downloaded or trained)."""
+    cfg = cfg.copy()
+    if cfg.method.update not in UPDATES:
+        raise DukdError(f"--update must be one of {', '.join(UPDATES)}, got '{cfg.method.update}'")
+    method_cls = method_cls or get_method_class(cfg.method.name)
+    if not cfg.student.name:
+        raise DukdError("no student given: pass --student NAME (a preset, an architecture or an exported model)")
+    scale = cfg.student.scale
+    if scale is None and cfg.teacher.name and is_export_dir(cfg.teacher.name):
+        scale = resolve_spec(cfg.teacher.name, None).scale
+    if scale is None and is_export_dir(cfg.student.name):
+        scale = resolve_spec(cfg.student.name, None).scale
+    if scale is None:
+        raise DukdError("no scale given: pass --scale (2, 3, 4, ...)")
+    s_spec = resolve_spec(cfg.student.name, scale, kwargs=cfg.student.args, weights=cfg.student.weights)
+    t_spec = None
+    if method_cls.needs_teacher:
+        if not cfg.teacher.name:
+            raise DukdError(f"method '{cfg.method.name}' needs a teacher: pass --teacher NAME")
+        t_name = cfg.teacher.name
+        t_scale = None if is_export_dir(t_name) else scale
+        t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, weights=cfg.teacher.weights)
+        if t_spec.scale != s_spec.scale:
+            raise DukdError(
+                f"the teacher is x{t_spec.scale} but the student is x{s_spec.scale}; distillation needs both at one scale"
+            )
+        if t_spec.weights is None:
+            preset = registry.get_preset(t_name)
+            if not (preset is not None and preset.weights.get(scale)):
+                what = f"preset '{t_name}' declares no weights at x{scale}" if preset else f"'{t_name}' has no default weights"
+                raise DukdError(f"the teacher needs trained weights: {what}; pass them with --teacher-weights SOURCE")
+            # the preset's declared source, with the constructor arguments that file needs
+            t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, pretrained=True)
+        cfg.teacher.weights = t_spec.weights  # the resolved config records the source actually used
+    cfg.student.scale = s_spec.scale
+    model = student_model if student_model is not None else _meta_model(s_spec)
+    family = model_family(model, s_spec.arch)
+    cfg.method.options = method_cls.resolve_options(cfg.method.options, family=family, scale=s_spec.scale)
+    t = cfg.train
+    if t.iters < 1 or t.batch_size < 1 or t.patch_size < 1:
+        raise DukdError("--iters, --batch-size and --patch-size must be positive")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise DukdError(f"--ema-decay must be in [0, 1), got {t.ema_decay}")
+    if t.precision not in ("auto", "bf16", "fp32"):
+        raise DukdError(f"--precision must be auto, bf16 or fp32, got '{t.precision}'")
+    t.milestones = sorted(int(m) for m in t.milestones)
+    return Resolved(cfg, s_spec, t_spec, method_cls, family)
+
+
+def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
+    """Build and freeze the teacher: eval mode, no gradients (it also runs under no_grad)."""
+    try:
+        model, _ = build_with_report(spec, strict=True)
+    except WeightsError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DukdError(
+            f"cannot load the teacher's weights ({spec.weights}): {first.rstrip('.')}. "
+            "Pass a local checkpoint with --teacher-weights PATH"
+        ) from None
+    model.eval().requires_grad_(False)
+    return model.to(device)
+
+
+def build_student(spec: ModelSpec, strict: bool, device: torch.device) -> tuple[nn.Module, str | None]:
+    model, report = build_with_report(spec, strict=strict)
+    note = None
+    if report is not None and not report.ok:
+        note = f"student initialised non-strictly from {spec.weights}: {len(report.loaded)} tensors loaded, {report.summary()}"
+    return model.to(device).train(), note
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def lr_at(cfg: DistillConfig, iteration: int) -> float:
+    """The learning rate of iteration ``iteration`` (0-based): multi-step decay."""
+    passed = sum(1 for m in cfg.train.milestones if iteration >= m)
+    return cfg.train.lr * cfg.train.gamma**passed
+
+
+def ema_decay_at(cfg: DistillConfig, step: int) -> float:
+    """EMA decay with the usual warm-up ``min(decay, (1 + t) / (10 + t))``: a short run is not
+    dominated by the initial weights; from ~10k iterations on it is the configured decay."""
+    d = cfg.train.ema_decay
+    return min(d, (1.0 + step) / (10.0 + step)) if cfg.train.ema_warmup else d
+
+
+def derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+def save_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Save a state dict; the metadata goes in as ONE key (``dukd``, sorted JSON) because safetensors
+    writes several metadata keys in hash order, which would make identical weights differ in bytes."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(sd, str(tmp), metadata={"dukd": json.dumps(metadata, sort_keys=True)})
+
+
+def _np_state() -> dict:
+    st = np.random.get_state(legacy=False)
+    return {"bit_generator": st["bit_generator"], "key": torch.from_numpy(st["state"]["key"].astype(np.int64)),
+            "pos": int(st["state"]["pos"]), "has_gauss": int(st["has_gauss"]), "gauss": float(st["gauss"])}
+
+
+def _set_np_state(d: dict) -> None:
+    np.random.set_state({
+        "bit_generator": d["bit_generator"],
+        "state": {"key": d["key"].numpy().astype(np.uint32), "pos": d["pos"]},
+        "has_gauss": d["has_gauss"],
+        "gauss": d["gauss"],
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# Display
+# --------------------------------------------------------------------------------------------
+
+
+class Display:
+    """Progress on the console: a rich live bar (it/s, ETA, losses, last PSNR) on a terminal, one
+    line per log step otherwise. Only rank 0 shows anything."""
+
+    def __init__(self, console=None, enabled: bool = True) -> None:
+        from rich.console import Console
+
+        self.console = console or Console(stderr=True)
+        self.enabled = enabled
+        self.progress = None
+        self.task = None
+        self.info = ""
+
+    def start(self, total: int, done: int, title: str) -> None:
+        if not self.enabled:
+            return
+        if self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[speed]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=self.console,
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(title, total=total, completed=done, info="", speed="")
+        else:
+            self.console.print(f"{title}: iterations {done} -> {total}", highlight=False)
+
+    def update(self, iteration: int, total: int, speed: float | None = None, info: str | None = None) -> None:
+        if self.progress is not None:
+            kw: dict[str, Any] = {"completed": iteration, "total": total}
+            if speed is not None:
+                kw["speed"] = f"{speed:.2f} it/s"
+            if info is not None:
+                kw["info"] = info
+            self.progress.update(self.task, **kw)
+
+    def log(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.progress is None:
+            self.console.print(line, highlight=False)
+
+    def message(self, line: str) -> None:
+        if self.enabled:
+            self.console.print(line, highlight=False)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    iteration: int
+    interrupted: bool = False
+    best_psnr: float | None = None
+    last_val: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+    main: bool = True  # rank 0 (the process that reports)
+
+
+Callback = Callable[["Trainer", int], None]
+
+
+class Trainer:
+    """Distil a student from a teacher as configured.
+
+    ``callbacks`` run after every completed iteration (``cb(trainer, iteration)``); raising
+    ``KeyboardInterrupt`` there behaves like Ctrl-C (checkpoint, clean exit).
+    """
+
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        overrides: dict[str, Any] | None = None,
+        method_cls: type[Method] | None = None,
+        callbacks: Sequence[Callback] = (),
+        display: Display | None = None,
+    ) -> None:
+        self.paths = RunPaths(Path(run_dir))
+        self.resume = resume
+        self.callbacks = list(callbacks)
+        self.method_cls_override = method_cls
+        self.notes: list[str] = []
+        if resume:
+            if not self.paths.state.is_file() or not self.paths.config.is_file():
+                raise DukdError(f"{run_dir} holds no run to resume (no state.pt / config.toml)")
+            saved = cfgmod.load(self.paths.config)
+            done = int(self._peek_iteration())
+            cfg = cfgmod.check_resume(saved, overrides or {}, done)
+        elif self.paths.state.is_file():
+            raise DukdError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
+            )
+        self.cfg = cfg
+        self.display = display if display is not None else Display()
+
+    def _peek_iteration(self) -> int:
+        return int(self._load_state()["iteration"])
+
+    def _load_state(self) -> dict:
+        try:
+            st = torch.load(self.paths.state, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DukdError(f"cannot read {self.paths.state}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
+            raise DukdError(f"{self.paths.state} is not a dukd training state")
+        return st
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        dev = select_device(cfg.train.device)
+        self.dist = ddp.init(dev.type)
+        if self.dist.enabled and dev.type == "cuda":
+            dev = torch.device("cuda", self.dist.local_rank)
+        self.device = dev
+        self.main = self.dist.is_main
+        if not self.main:
+            self.display.enabled = False
+        prec = cfg.train.precision
+        self.amp_dtype = torch.bfloat16 if (prec == "bf16" or (prec == "auto" and dev.type == "cuda")) else None
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        seed = int(cfg.train.seed)
+        # Identical initial weights on every rank, then per-rank streams.
+        torch.manual_seed(seed)
+        res0 = resolve(cfg, self.method_cls_override)
+        s_spec = res0.student
+        if self.resume:  # the saved state replaces the initial weights: do not read them again
+            s_spec = ModelSpec(**{**s_spec.__dict__, "weights": None})
+        student, note = build_student(s_spec, cfg.student.strict, dev)
+        if note:
+            self.notes.append(note)
+        res = resolve(cfg, self.method_cls_override, student_model=student)
+        self.resolved = res
+        self.cfg = cfg = res.cfg
+        teacher = build_teacher(res.teacher, dev) if res.teacher is not None else None
+        self.student_module = student
+        self.teacher = teacher
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.student = DDP(student, device_ids=[dev.index] if dev.type == "cuda" else None)
+        else:
+            self.student = student
+        self.ema = copy.deepcopy(student).eval().requires_grad_(False)
+        self.ema_params = list(self.ema.parameters())
+        self.params = list(student.parameters())
+        self.ema_buffers = list(self.ema.buffers())
+        self.buffers = list(student.buffers())
+
+        t = cfg.train
+        # The fused CUDA kernel is the fastest Adam there; the CPU keeps the default (bit-reproducible).
+        self.optimizer = torch.optim.Adam(student.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
+                                          fused=True if dev.type == "cuda" else None)
+        # The method's generator is the same on every rank (methods draw for the global batch and
+        # keep their slice); the global RNGs (dropout, drop-path) are per rank.
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, 2))
+        torch.manual_seed(derive_seed(seed, 3, self.dist.rank))
+        np.random.seed(derive_seed(seed, 4, self.dist.rank))
+        random.seed(derive_seed(seed, 5, self.dist.rank))
+        if dev.type == "cuda":
+            torch.cuda.manual_seed(derive_seed(seed, 6, self.dist.rank))
+
+        amp = self.amp_dtype
+
+        def teacher_autocast():
+            return torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+        self.autocast = teacher_autocast
+        ctx = MethodContext(device=dev, scale=int(cfg.student.scale), update=cfg.method.update,
+                            generator=self.generator, teacher_autocast=teacher_autocast,
+                            world=self.dist.world, rank=self.dist.rank)
+        self.method = res.method_cls(self.student, teacher, cfg.method.options, ctx, student_module=student)
+
+        self.iteration = 0
+        self.best_psnr: float | None = None
+        self.best_iteration: int | None = None
+        self.last_val: dict[str, float] | None = None
+        if self.resume:
+            self._restore(self._load_state())
+
+        # Data: rank 0 fills the cache first, the others then find it ready.
+        if self.main:
+            self.trainset = datamod.prepare(cfg.data.paths, cfg.student.scale, t.patch_size, cfg.data.cache_dir)
+        ddp.barrier(self.dist)
+        if not self.main:
+            self.trainset = datamod.prepare(cfg.data.paths, cfg.student.scale, t.patch_size, cfg.data.cache_dir)
+        self.val_enabled = bool(cfg.val.every) and self.main
+        if self.val_enabled:
+            # Check now, not at the first validation hours later. A benchmark folder named with
+            # --data-dir must exist (error); the default lookup finding nothing turns validation
+            # off for this run, with a warning (training itself does not need it).
+            from dukd_cli.evaluate import resolve_benches
+
+            try:
+                resolve_benches([cfg.val.bench], cfg.val.data_dir)
+            except DukdError as exc:
+                if cfg.val.data_dir:
+                    raise
+                self.val_enabled = False
+                self.notes.append(f"validation off for this run: {exc}")
+        workers = cfg.data.workers
+        if workers is None:
+            import os
+
+            workers = min(8, max(1, (os.cpu_count() or 2) // 2)) if dev.type == "cuda" else 0
+        self.workers = int(workers)
+        self.dataset = datamod.PatchDataset(self.trainset.items, cfg.student.scale, t.patch_size, seed)
+
+        if self.main:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            header = "dukd distill: resolved configuration (read back by --resume)"
+            atomic_write_text(self.paths.config, cfgmod.to_toml(cfg, header))
+            if self.resume:
+                self._truncate_metrics(self.iteration)
+        self._tb = self._open_tensorboard()
+        self._acc: dict[str, torch.Tensor] = {}
+        self._acc_n = 0
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._ready = True
+
+    def _restore(self, st: dict) -> None:
+        if int(st.get("world", 1)) != self.dist.world:
+            raise DukdError(
+                f"the run was trained with {st.get('world', 1)} process(es); resume it with the same number"
+            )
+        self.student_module.load_state_dict(st["student"])
+        self.ema.load_state_dict(st["ema"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.iteration = int(st["iteration"])
+        best = st.get("best") or {}
+        self.best_psnr = best.get("psnr")
+        self.best_iteration = best.get("iteration")
+        rng = st["rng"][self.dist.rank]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        _set_np_state(rng["numpy"])
+        py = rng["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        self.generator.set_state(rng["method"])
+
+    def _rng_state(self) -> dict:
+        st = {
+            "torch": torch.get_rng_state(),
+            "numpy": _np_state(),
+            "python": random.getstate(),
+            "method": self.generator.get_state(),
+        }
+        if self.device.type == "cuda":
+            st["cuda"] = torch.cuda.get_rng_state(self.device).cpu()
+        return st
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, str]:
+        s = self.resolved.student
+        return {
+            "format": "dukd-student",
+            "architecture": s.arch,
+            "scale": str(s.scale),
+            "arguments": json.dumps(cfgmod._from_toml(s.kwargs), default=str),
+            "iteration": str(self.iteration),
+            "method": self.cfg.method.name,
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write state.pt and student.safetensors (collective under DDP: every rank calls it)."""
+        rngs = ddp.gather_objects(self._rng_state(), self.dist)
+        if not self.main:
+            return
+        state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "iteration": self.iteration,
+            "world": self.dist.world,
+            "student": self.student_module.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rngs,
+            # The data stream is a function of the iteration; recorded for readers of the file.
+            "data": {"next_sample": self.iteration * self.cfg.train.batch_size * self.dist.world},
+            "best": {"psnr": self.best_psnr, "iteration": self.best_iteration},
+        }
+        with atomic_path(self.paths.state, suffix=".pt") as tmp:
+            torch.save(state, tmp)
+        save_safetensors(self.ema, self.paths.student, self._metadata())
+        self.saved_iteration = self.iteration
+
+    def _open_tensorboard(self):
+        if not (self.main and self.cfg.train.tensorboard):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise DukdError("--tensorboard needs the tensorboard package: pip install 'dukd[tensorboard]'") from None
+        return SummaryWriter(str(self.paths.root / "tensorboard"), purge_step=self.iteration + 1)
+
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        if self._tb is not None:
+            it = int(record["iteration"])
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "iteration":
+                    self._tb.add_scalar(k, v, it)
+            for k, v in (record.get("losses") or {}).items():
+                self._tb.add_scalar(f"losses/{k}", v, it)
+            self._tb.flush()
+        line = json.dumps(record, allow_nan=True) + "\n"
+        with open(self.paths.metrics, "a", encoding="utf-8") as f:
+            f.write(line)  # one write per record: a line is whole or absent
+            f.flush()
+
+    def _truncate_metrics(self, upto: int) -> None:
+        p = self.paths.metrics
+        if not p.is_file():
+            return
+        keep = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line).get("iteration", 0)) <= upto:
+                    keep.append(line)
+            except (ValueError, AttributeError):
+                continue
+        atomic_write_text(p, "".join(k + "\n" for k in keep))
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def validate(self) -> dict[str, float] | None:
+        v = self.cfg.val
+        if not self.val_enabled:
+            return None
+        from dukd_cli.evaluate import evaluate
+
+        res = evaluate(self.ema, int(self.cfg.student.scale), [v.bench], data_dir=v.data_dir,
+                       device=self.device, precision="fp32", max_images=v.max_images)
+        r = res[0]
+        out = {"val_bench": r.bench, "val_psnr": float(r.psnr), "val_ssim": float(r.ssim)}
+        self.last_val = out
+        if self.best_psnr is None or r.psnr > self.best_psnr:
+            self.best_psnr, self.best_iteration = float(r.psnr), self.iteration
+            save_safetensors(self.ema, self.paths.best, {**self._metadata(), "val_psnr": f"{r.psnr:.4f}"})
+        return out
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def device_batch(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> Batch:
+        """uint8 patches from the loader -> float [0, 1] on the training device (converted there)."""
+        lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
+        hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
+        return Batch(lr, hr, self.iteration)
+
+    def make_loader(self, start_iter: int | None = None):
+        t = self.cfg.train
+        return datamod.make_loader(self.dataset, t.batch_size, t.seed,
+                                   start_iter=self.iteration if start_iter is None else start_iter,
+                                   world=self.dist.world, rank=self.dist.rank, workers=self.workers,
+                                   pin_memory=self.device.type == "cuda")
+
+    def _groups(self, batch: Batch):
+        gen = self.method.losses(batch)
+        while True:
+            with self.autocast():
+                try:
+                    group = next(gen)
+                except StopIteration:
+                    return
+            yield group
+
+    def _step(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train_step(self, batch: Batch) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr_at(self.cfg, self.iteration)
+        if self.cfg.method.update == "single":
+            terms: dict[str, torch.Tensor] = {}
+            for group in self._groups(batch):
+                terms.update(group)
+            loss = sum(terms.values())
+            self._track(terms, loss)
+            self._step(loss)
+        else:
+            for group in self._groups(batch):
+                loss = sum(group.values())
+                self._track(group, loss)
+                self._step(loss)
+        with torch.no_grad():
+            d = ema_decay_at(self.cfg, self.iteration)
+            torch._foreach_lerp_(self.ema_params, self.params, 1.0 - d)
+            for eb, b in zip(self.ema_buffers, self.buffers, strict=True):
+                eb.copy_(b)
+
+    def _track(self, terms: dict[str, torch.Tensor], loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            for k, v in terms.items():
+                v = v.detach().float()
+                self._acc[k] = self._acc[k] + v if k in self._acc else v
+            lf = loss.detach().float()
+            self._acc["loss"] = self._acc["loss"] + lf if "loss" in self._acc else lf
+            bad = ~torch.isfinite(lf)
+            self._first_bad = torch.where(bad & (self._first_bad < 0), self.iteration + 1, self._first_bad)
+
+    def _check_finite(self) -> None:
+        flag = int(self._first_bad.item()) if self._first_bad is not None else -1
+        if ddp.any_flag(flag >= 0, self.dist, self.device):
+            where = f"at iteration {flag}" if flag >= 0 else "on another rank"
+            kept = getattr(self, "saved_iteration", None)
+            keep = f"the last good checkpoint (iteration {kept}) is kept" if kept else "no checkpoint was written"
+            raise NonFiniteLossError(
+                f"the loss became NaN/inf {where}; training stopped and {keep} in {self.paths.root}. "
+                "Try a lower --lr, --grad-clip, or --precision fp32"
+            )
+
+    def _info(self) -> str:
+        info = getattr(self, "_info_loss", "")
+        if self.last_val:
+            info += f"  {self.last_val['val_bench']} {self.last_val['val_psnr']:.2f} dB"
+        return info.strip()
+
+    def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.display.message("[yellow]Ctrl-C: stopping after this iteration and saving (Ctrl-C again to abort)[/]")
+
+    def fit(self) -> FitResult:
+        """Train to ``train.iters`` (calls :meth:`setup` first unless already done)."""
+        if not getattr(self, "_ready", False):
+            self.setup()
+        cfg, t = self.cfg, self.cfg.train
+        total = int(t.iters)
+        self._stop_requested = False
+        self.saved_iteration = self.iteration if self.resume else None
+        interrupted = False
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        loader = self.make_loader()
+        s = self.resolved.student
+        title = f"distill {self.cfg.method.name}: {s.name} x{s.scale}"
+        if self.resolved.teacher is not None:
+            title += f" <- {self.resolved.teacher.name}"
+        self.display.start(total, self.iteration, title)
+        for n in self.notes:
+            self.display.message(f"[yellow]note:[/] {escape(n)}")
+        if self.main and self.trainset.skipped:
+            self.display.message(f"[yellow]note:[/] {escape(self.trainset.summary())}")
+        consistent = True
+        t_log, it_log = time.perf_counter(), self.iteration
+        check_every = 1 if not self.dist.enabled else max(1, min(t.log_every, 10))
+        data_iter = iter(loader)
+        try:
+            while self.iteration < total:
+                lr_u8, hr_u8 = next(data_iter)
+                consistent = False
+                self.train_step(self.device_batch(lr_u8, hr_u8))
+                self.iteration += 1
+                self._acc_n += 1
+                consistent = True
+                it = self.iteration
+                for cb in self.callbacks:
+                    cb(self, it)
+                record: dict[str, Any] = {}
+                is_log = it % max(1, t.log_every) == 0 or it == total
+                is_save = it % max(1, t.save_every) == 0 or it == total
+                is_val = bool(cfg.val.every) and (it % cfg.val.every == 0 or it == total)
+                if is_log or is_save or is_val or self.device.type == "cpu":
+                    self._check_finite()
+                if is_log:
+                    now = time.perf_counter()
+                    speed = (it - it_log) / max(now - t_log, 1e-9)
+                    t_log, it_log = now, it
+                    steps = max(1, self._acc_n)
+                    values = {k: float(v.item()) / steps for k, v in self._acc.items()}
+                    values = ddp.mean_scalars(values, self.dist, self.device)
+                    self._acc, self._acc_n = {}, 0
+                    record.update({"iteration": it, "loss": values.pop("loss", float("nan")),
+                                   "losses": values, "lr": lr_at(cfg, it - 1), "it_s": speed})
+                    self._info_loss = f"loss {record['loss']:.4f}"
+                    self.display.update(it, total, speed, self._info())
+                    terms = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+                    self.display.log(f"it {it}/{total}  loss {record['loss']:.4f} ({terms})  lr {record['lr']:.2e}  {speed:.2f} it/s")
+                else:
+                    self.display.update(it, total)
+                if is_val:
+                    val = self.validate()
+                    if val:
+                        record.update({"iteration": it, **val})
+                        self.display.log(f"it {it}: {val['val_bench']} PSNR {val['val_psnr']:.2f} dB, SSIM {val['val_ssim']:.4f}")
+                        self.display.update(it, total, info=self._info())
+                if record:
+                    record.setdefault("iteration", it)
+                    self._write_metrics(record)
+                if is_save:
+                    self.save_checkpoint()
+                if it % check_every == 0 and ddp.any_flag(self._stop_requested, self.dist, self.device):
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            if not consistent:
+                self.display.stop()
+                self.display.message(
+                    f"[yellow]aborted mid-iteration; the last checkpoint (iteration {self.saved_iteration}) is kept[/]"
+                )
+                self._teardown(old_handler)
+                return FitResult(self.paths.root, self.saved_iteration or 0, True, self.best_psnr, self.last_val, self.notes,
+                                 self.main)
+        except BaseException:
+            self.display.stop()
+            self._teardown(old_handler)
+            raise
+        if interrupted and self.saved_iteration != self.iteration:
+            self.save_checkpoint()
+        self.display.stop()
+        if interrupted:
+            self.display.message(
+                f"[yellow]interrupted at iteration {self.iteration}; saved. Continue with --resume {self.paths.root}[/]"
+            )
+        self._teardown(old_handler)
+        return FitResult(self.paths.root, self.iteration, interrupted, self.best_psnr, self.last_val, self.notes,
+                         self.main)
+
+    def _teardown(self, old_handler) -> None:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+        self.method.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def parameter_counts(res: Resolved) -> dict[str, int | None]:
+    """Teacher and student parameter counts (built on the meta device: nothing is allocated)."""
+    from dukd_cli.models import count_parameters_of
+
+    out: dict[str, int | None] = {"student": count_parameters_of(res.student.arch, res.student.scale, res.student.kwargs)}
+    out["teacher"] = (
+        count_parameters_of(res.teacher.arch, res.teacher.scale, res.teacher.kwargs) if res.teacher is not None else None
+    )
+    return out
