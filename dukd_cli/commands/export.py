@@ -1,0 +1,81 @@
+"""``dukd export``: a deployable model directory (safetensors + config + ONNX + model card), optionally pushed to the Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from dukd_cli.commands._common import console, err_console, model_args, warn
+
+
+def export_cmd(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Preset, architecture, exported directory, or a `dukd distill` run directory."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to create (built beside it, renamed when complete)."),
+    weights: str = typer.Option(
+        None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. A run directory's student by default."
+    ),
+    arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
+    scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor (a run or exported directory knows its own)."),
+    formats: str = typer.Option("safetensors,onnx", "--format", "-f", help="Comma-separated: safetensors, onnx."),
+    run: Path = typer.Option(None, "--run", help="A distill run directory whose provenance goes into config.json."),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset (17 or newer)."),
+    onnx_size: int = typer.Option(
+        256, "--onnx-size", help="Input side of a fixed-size ONNX export, used only when H/W cannot be dynamic."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory (only once the new one is complete)."),
+    push_to_hub: str = typer.Option(None, "--push-to-hub", help="Upload the directory to this Hub model repo (OWNER/NAME)."),
+    private: bool = typer.Option(False, "--private", help="Create the Hub repo as private."),
+) -> None:
+    """Export a model: model.safetensors, config.json, model.onnx (checked against PyTorch) and a README model card."""
+    from dukd_cli.export import export_model, is_run_dir
+    from dukd_cli.export import push_to_hub as push
+
+    if weights is None and not is_run_dir(model) and not Path(model).is_dir():
+        from dukd_cli.models import resolve_spec
+
+        spec = resolve_spec(model, scale, kwargs=model_args(arg), pretrained=False)
+        from dukd_cli import registry
+
+        preset = registry.get_preset(model) if spec.preset else None
+        declared = preset.weights.get(spec.scale) if preset else None
+        if declared:
+            weights = declared
+        else:
+            warn(escape(f"no --weights for '{model}': exporting its random initialisation"))
+
+    def log(message: str) -> None:
+        if message.startswith("ONNX: height/width"):
+            warn(escape(message))
+        else:
+            err_console.print(f"[dim]{escape(message)}[/]", highlight=False, soft_wrap=True)
+
+    result = export_model(
+        model,
+        output,
+        scale=scale,
+        weights=weights,
+        kwargs=model_args(arg),
+        formats=formats,
+        run_dir=run,
+        overwrite=overwrite,
+        opset=opset,
+        onnx_fixed_size=onnx_size,
+        log=log,
+    )
+    onnx = result.onnx
+    line = f"exported {result.config['architecture']} x{result.config['scale']} to {result.directory}: {', '.join(result.files)}"
+    console.print(line, highlight=False, soft_wrap=True)
+    if onnx is not None:
+        shape = "dynamic batch/height/width" if onnx.dynamic_hw else f"fixed {onnx.fixed_input_size[0]}x{onnx.fixed_input_size[1]} input"
+        console.print(
+            f"ONNX opset {onnx.opset}, {shape}; max |ONNX Runtime - PyTorch| = {onnx.max_abs_diff:.2e}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if push_to_hub:
+        url = push(result.directory, push_to_hub, private=private)
+        console.print(f"pushed to {url}", highlight=False, soft_wrap=True)

@@ -1,0 +1,162 @@
+"""``dukd upscale``: super-resolve image files, folders and globs with any installed or exported model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dukd_cli.commands._common import console, err_console, model_args
+from dukd_cli.errors import DukdError
+
+
+def load_upscaler(
+    model: str,
+    *,
+    weights: str | None,
+    args: list[str] | None,
+    scale: int | None,
+    device: str,
+    runtime: str,
+    threads: int | None = None,
+):
+    """The model ``dukd upscale`` runs: a PyTorch module, or an :class:`OnnxModel` for ``--runtime onnx``.
+
+    ``--scale`` must agree with the model (never a silent resize); presets use their declared
+    weights unless ``--weights`` is given, and a model without weights is refused.
+    """
+    from dukd_cli.inference import select_device
+
+    runtime = runtime.strip().lower()
+    if runtime == "onnx":
+        from dukd_cli.export import OnnxModel, require_onnx
+
+        require_onnx("--runtime onnx", exporting=False)
+        if weights or args:
+            raise DukdError("--runtime onnx runs an exported directory as it is; it takes no --weights or --arg")
+        dev = select_device(device)
+        m = OnnxModel.from_dir(model, device=str(dev), threads=threads)
+        if scale is not None and int(scale) != m.scale:
+            raise DukdError(f"model directory {model} is x{m.scale}, but --scale {scale} was given")
+        return m
+    if runtime != "torch":
+        raise DukdError(f"--runtime must be torch or onnx, not '{runtime}'")
+    from dukd_cli.models import build, resolve_spec
+
+    spec = resolve_spec(model, scale, kwargs=model_args(args), weights=weights, pretrained=True)
+    if scale is not None and int(spec.scale) != int(scale):
+        raise DukdError(f"model '{model}' is x{spec.scale}, but --scale {scale} was given")
+    if not spec.weights:
+        raise DukdError(f"'{model}' has no weights to upscale with; pass --weights SOURCE")
+    return build(spec, device=select_device(device))
+
+
+def upscale_cmd(
+    inputs: list[str] = typer.Argument(..., help="Image files, folders (their images) or glob patterns ('photos/*.jpg')."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Output file (one input) or folder. Default: beside each input, with --suffix."
+    ),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="Preset, architecture or exported model directory. Required for now: no default student ships yet.",
+    ),
+    weights: str = typer.Option(
+        None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. Presets default to their declared source."
+    ),
+    arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
+    scale: int = typer.Option(
+        None, "--scale", "-s", help="Upscaling factor; must equal the model's (an exported directory knows its own)."
+    ),
+    suffix: str = typer.Option(None, "--suffix", help="Appended to output names. Default: '_x<scale>' beside the input, '' in an -o folder."),
+    ext: str = typer.Option(None, "--ext", help="Output type: png, jpg or webp. Default: the input's (png for others)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never overwritten)."),
+    tile: str = typer.Option(
+        "auto",
+        "--tile",
+        "-t",
+        help="Tile side in input pixels, 'auto' (whole images when they fit in free memory, else tiles sized from it), "
+        "or 0 for whole images always.",
+    ),
+    tile_overlap: int = typer.Option(
+        None, "--tile-overlap", help="Overlap of neighbouring tiles in input pixels, blended without seams (default 16, at most tile/4)."
+    ),
+    alpha: str = typer.Option("bicubic", "--alpha", help="Alpha channel upscaling: bicubic, or model (through the network)."),
+    outscale: float = typer.Option(
+        None, "--outscale", help="Final size factor relative to the input (e.g. 3.5 with a x4 model; Lanczos resize)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU)."),
+    self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average over 8 flips/rotations (x8 slower)."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch, or onnx (an exported directory's model.onnx in ONNX Runtime)."),
+    quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
+) -> None:
+    """Upscale images: files, folders and globs; every image mode; tiled without seams; written atomically."""
+    from dukd_cli.upscale import parse_tile, upscale_paths
+
+    tile_value = parse_tile(tile)
+    m = load_upscaler(model, weights=weights, args=arg, scale=scale, device=device, runtime=runtime)
+
+    progress: Progress | None = None
+    task = None
+
+    def report(kind: str, message: str) -> None:
+        # File names may hold brackets: escape them so rich does not read them as markup.
+        if kind == "error":
+            err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+        elif kind == "notice" and not quiet:
+            err_console.print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+        elif kind == "done" and not quiet and progress is None:
+            console.print(message, highlight=False, soft_wrap=True)
+
+    def on_plan(jobs) -> None:
+        nonlocal progress, task
+        if len(jobs) > 1 and not quiet:
+            progress = Progress(
+                TextColumn("upscaling"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=err_console,
+                transient=False,
+            )
+            progress.start()
+            task = progress.add_task("", total=len(jobs))
+
+    def on_advance(job) -> None:
+        if progress is not None and task is not None:
+            progress.update(task, advance=1, description=escape(job.source.name))
+
+    try:
+        summary = upscale_paths(
+            m,
+            inputs,
+            output,
+            suffix=suffix,
+            ext=ext,
+            overwrite=overwrite,
+            tile=tile_value,
+            tile_overlap=tile_overlap,
+            precision=precision,
+            self_ensemble=self_ensemble,
+            alpha_mode=alpha,
+            outscale=outscale,
+            quality=quality,
+            report=report,
+            on_advance=on_advance,
+            on_plan=on_plan,
+        )
+    finally:
+        if progress is not None:
+            progress.stop()
+
+    n_done, n_skip, n_fail = len(summary.done), len(summary.skipped), len(summary.failed) + len(summary.input_errors)
+    if not quiet and (progress is not None or n_fail or n_skip):
+        console.print(f"{n_done} written, {n_skip} skipped, {n_fail} failed", highlight=False)
+    if not summary.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,469 @@
+"""Upscale real images of any size and mode: the Python API behind ``dukd upscale``.
+
+- :func:`upscale_image` turns one :class:`dukd_cli.imageio.LoadedImage` into an
+  :class:`UpscaleResult` (arrays + what the writer needs to keep the file's character: gray stays
+  gray, 16-bit stays 16-bit, alpha and ICC profile kept).
+- :func:`collect_inputs` expands files, folders and glob patterns; :func:`plan_outputs` decides
+  every output path up front (never an input, never two outputs on one path, existing outputs
+  skipped unless ``overwrite``); :func:`upscale_paths` runs the plan and reports per file, so one
+  bad file never stops the rest.
+
+Image modes: the reader converts palette, CMYK and other modes to RGB and applies the EXIF
+orientation; gray images are upscaled as RGB and written back as gray; alpha is upscaled
+separately (bicubic by default, or through the network with ``alpha_mode="model"``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dukd_cli.errors import DukdError
+from dukd_cli.inference import auto_tile, model_device, model_scale, run_model
+
+OUTPUT_EXTS = ("png", "jpg", "webp")
+EXT_ALIASES = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
+# What a folder listing picks up; other files in a folder are ignored (named inputs are all tried).
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".tga")
+ALPHA_MODES = ("bicubic", "model")
+GLOB_CHARS = "*?["
+
+
+@dataclass
+class UpscaleResult:
+    """An upscaled image ready for :func:`dukd_cli.imageio.write_image`.
+
+    ``rgb``: HxWx3 float32 in [0, 1] (for gray images the three channels are equal-weighted into
+    luma by the writer); ``alpha``: HxW float32 in [0, 1] or ``None``.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    mode: str  # "RGB" or "L" (the writer's mode)
+    bit_depth: int
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# one image
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_tile(value: str | int | None) -> int | str | None:
+    """``--tile``: a size, ``auto``, or ``0`` / ``none`` / ``off`` for whole images."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return None if value <= 0 else value
+    text = str(value).strip().lower()
+    if text in ("", "0", "none", "off", "no"):
+        return None
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        raise DukdError(f"--tile must be a number of pixels, 'auto' or 0, not '{value}'") from None
+    return None if n <= 0 else n
+
+
+def resolve_tile(tile: int | str | None, model: Any, h: int, w: int, precision: str = "fp32") -> int | None:
+    if tile == "auto":
+        dev = model_device(model, torch.device("cpu"))
+        return auto_tile(model, h, w, dev, precision=precision)
+    return tile  # type: ignore[return-value]
+
+
+def resize_float(arr: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Resize an HxW or HxWxC float32 array with Pillow's Lanczos filter (per channel, float mode)."""
+    from PIL import Image
+
+    if arr.ndim == 2:
+        return np.asarray(Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32), mode="F").resize(
+            (out_w, out_h), Image.Resampling.LANCZOS
+        ))
+    chans = [resize_float(arr[..., c], out_h, out_w) for c in range(arr.shape[2])]
+    return np.stack(chans, axis=2)
+
+
+def exif_upright(exif: bytes | None) -> bytes | None:
+    """EXIF with the orientation tag reset to 1 (the pixels were already turned upright on reading),
+    so that viewers do not rotate the output a second time. Unreadable EXIF is dropped."""
+    if not exif:
+        return exif
+    from PIL import Image
+
+    try:
+        data = Image.Exif()
+        data.load(exif)
+        if data.get(0x0112, 1) == 1:
+            return exif
+        data[0x0112] = 1
+        return data.tobytes()
+    except Exception:
+        return None
+
+
+def _outscale_size(h: int, w: int, outscale: float) -> tuple[int, int]:
+    return max(1, int(round(h * outscale))), max(1, int(round(w * outscale)))
+
+
+DEFAULT_OVERLAP = 16
+
+
+def resolve_overlap(tile: int | None, overlap: int | None) -> int:
+    """``None`` means 16 pixels, or a quarter of a smaller tile (an explicit value is kept as given)."""
+    if overlap is not None:
+        return int(overlap)
+    if tile is None:
+        return DEFAULT_OVERLAP
+    return min(DEFAULT_OVERLAP, int(tile) // 4)
+
+
+def upscale_image(
+    model: Any,
+    image: Any,
+    *,
+    tile: int | str | None = None,
+    tile_overlap: int | None = None,
+    precision: str = "fp32",
+    self_ensemble: bool = False,
+    alpha_mode: str = "bicubic",
+    outscale: float | None = None,
+) -> UpscaleResult:
+    """Upscale one loaded image (``dukd_cli.imageio.LoadedImage``) with ``model``.
+
+    ``outscale``: final size factor relative to the input (e.g. 3.5 with a x4 model); the model's
+    output is resized with a Lanczos filter. ``None`` or the model's scale: no resize.
+    """
+    if alpha_mode not in ALPHA_MODES:
+        raise DukdError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, not '{alpha_mode}'")
+    scale = model_scale(model)
+    rgb_in = np.asarray(image.rgb, dtype=np.float32)
+    if rgb_in.ndim != 3 or rgb_in.shape[2] != 3:
+        raise DukdError(f"expected an HxWx3 image, got shape {rgb_in.shape}")
+    h, w = rgb_in.shape[:2]
+    t = resolve_tile(tile, model, h, w, precision)
+    tile_overlap = resolve_overlap(t, tile_overlap)
+    x = torch.from_numpy(np.ascontiguousarray(rgb_in)).permute(2, 0, 1).unsqueeze(0)
+    y = run_model(model, x, tile=t, tile_overlap=tile_overlap, precision=precision, self_ensemble=self_ensemble)
+    del x
+    y.clamp_(0.0, 1.0)
+    rgb = y[0].permute(1, 2, 0).numpy()  # a view (no copy when run_model returned channels-last)
+
+    alpha = None
+    if image.alpha is not None:
+        a = torch.from_numpy(np.ascontiguousarray(image.alpha, dtype=np.float32))
+        if alpha_mode == "model":
+            a3 = a.view(1, 1, h, w).expand(1, 3, h, w)
+            ya = run_model(model, a3, tile=t, tile_overlap=tile_overlap, precision=precision, self_ensemble=self_ensemble)
+            alpha = ya[0].mean(dim=0).clamp_(0.0, 1.0).numpy()
+        else:
+            ya = F.interpolate(a.view(1, 1, h, w), scale_factor=scale, mode="bicubic", align_corners=False)
+            alpha = ya[0, 0].clamp_(0.0, 1.0).numpy()
+
+    if outscale is not None and float(outscale) != float(scale):
+        if float(outscale) <= 0:
+            raise DukdError(f"--outscale must be positive, got {outscale}")
+        oh, ow = _outscale_size(h, w, float(outscale))
+        rgb = np.clip(resize_float(rgb, oh, ow), 0.0, 1.0, dtype=np.float32)
+        if alpha is not None:
+            alpha = np.clip(resize_float(alpha, oh, ow), 0.0, 1.0, dtype=np.float32)
+
+    return UpscaleResult(
+        rgb=rgb,
+        alpha=alpha,
+        mode="L" if getattr(image, "is_gray", False) else "RGB",
+        bit_depth=int(getattr(image, "bit_depth", 8) or 8),
+        icc_profile=getattr(image, "icc_profile", None),
+        exif=exif_upright(getattr(image, "exif", None)),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# many paths
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InputError:
+    source: str
+    message: str
+
+
+def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[InputError]]:
+    """Expand files, folders (their image files, sorted, not recursive) and glob patterns.
+
+    Returns the files (deduplicated, in order) and one :class:`InputError` per input that named
+    nothing usable (missing path, empty folder, pattern without matches).
+    """
+    files: list[Path] = []
+    errors: list[InputError] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for raw in inputs:
+        text = os.fspath(raw)
+        p = Path(text).expanduser()
+        if p.is_dir():
+            found = sorted(
+                c for c in p.iterdir() if c.is_file() and not c.name.startswith(".") and c.suffix.lower() in IMAGE_EXTS
+            )
+            if not found:
+                errors.append(InputError(text, f"folder {text} holds no images ({', '.join(IMAGE_EXTS[:4])}, ...)"))
+            for c in found:
+                add(c)
+        elif p.exists():
+            add(p)
+        elif any(ch in text for ch in GLOB_CHARS):
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
+            matches = [m for m in matches if m.is_file()]
+            if not matches:
+                errors.append(InputError(text, f"no file matches '{text}'"))
+            for m in matches:
+                add(m)
+        else:
+            errors.append(InputError(text, f"no such file or folder: {text}"))
+    return files, errors
+
+
+def normalise_ext(ext: str | None) -> str | None:
+    if ext is None:
+        return None
+    e = ext.strip().lower().lstrip(".")
+    if e not in EXT_ALIASES:
+        raise DukdError(f"--ext must be one of {', '.join(OUTPUT_EXTS)}, not '{ext}'")
+    return EXT_ALIASES[e]
+
+
+def _default_ext(src: Path) -> str:
+    return EXT_ALIASES.get(src.suffix.lower().lstrip("."), "png")
+
+
+def format_factor(f: float) -> str:
+    return str(int(f)) if float(f).is_integer() else f"{f:g}"
+
+
+@dataclass
+class Job:
+    source: Path
+    dest: Path | None
+    status: str = "todo"  # todo | skipped | failed | done
+    message: str = ""
+
+
+def _output_is_file(output: Path, n_inputs: int, named_dir: bool) -> bool:
+    if output.is_dir() or str(output).endswith(("/", os.sep)):
+        return False
+    if output.suffix.lower().lstrip(".") in EXT_ALIASES:
+        return True
+    if output.suffix and n_inputs == 1 and not named_dir:
+        return True  # e.g. out.tif: rejected later with a clear message
+    return False
+
+
+def plan_outputs(
+    files: Sequence[Path],
+    output: str | os.PathLike | None,
+    *,
+    factor_label: str,
+    suffix: str | None = None,
+    ext: str | None = None,
+    overwrite: bool = False,
+    single_input: bool = False,
+) -> list[Job]:
+    """Decide each output path.
+
+    - ``output`` None: next to each input, ``<stem><suffix>.<ext>`` (suffix default ``_x<factor>``).
+    - ``output`` a file name (one input only; ends in .png/.jpg/.jpeg/.webp): exactly that file.
+    - otherwise ``output`` is a folder (created): ``<stem><suffix>.<ext>`` inside it (suffix default
+      empty).
+    ``ext`` default: the input's own (png, jpg, webp), else png. An output that would overwrite an
+    input, or the output of another input, fails that input; an existing output is skipped unless
+    ``overwrite``.
+    """
+    ext = normalise_ext(ext)
+    out = Path(output).expanduser() if output is not None else None
+    jobs: list[Job] = []
+    as_file = out is not None and _output_is_file(out, len(files), not single_input)
+    if as_file and (len(files) != 1 or not single_input):
+        raise DukdError(f"-o {output} names a file; with a folder, a glob or several inputs give an output folder")
+    inputs_real = {os.path.realpath(f) for f in files}
+    taken: dict[str, Path] = {}
+    for src in files:
+        if as_file:
+            assert out is not None
+            e = out.suffix.lower().lstrip(".")
+            if e not in EXT_ALIASES:
+                raise DukdError(f"-o {output}: unsupported output type '{out.suffix}' (use {', '.join(OUTPUT_EXTS)})")
+            if ext is not None and EXT_ALIASES[e] != ext:
+                raise DukdError(f"-o {output} disagrees with --ext {ext}")
+            dest = out
+        else:
+            sfx = suffix if suffix is not None else ("" if out is not None else f"_x{factor_label}")
+            e = ext or _default_ext(src)
+            folder = out if out is not None else src.parent
+            dest = folder / f"{src.stem}{sfx}.{e}"
+        job = Job(src, dest)
+        real = os.path.realpath(dest)
+        if real in inputs_real:
+            job.status, job.message = "failed", f"{src}: output {dest} would overwrite an input; use --suffix or -o"
+        elif real in taken:
+            job.status, job.message = "failed", f"{src}: output {dest} is also the output of {taken[real]}; rename one"
+        elif dest.exists() and not overwrite:
+            job.status, job.message = "skipped", f"{dest} exists; skipped (use --overwrite to replace it)"
+        if job.status != "failed":
+            taken[real] = src
+        jobs.append(job)
+    return jobs
+
+
+@dataclass
+class UpscaleSummary:
+    jobs: list[Job] = field(default_factory=list)
+    input_errors: list[InputError] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "done"]
+
+    @property
+    def skipped(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "skipped"]
+
+    @property
+    def failed(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.input_errors
+
+
+Report = Callable[[str, str], None]  # (kind: "error" | "notice" | "done", message)
+
+
+def _about(source: Path, message: str) -> str:
+    """``message`` naming ``source`` once (the reader's messages already name the file)."""
+    return message if str(source) in message else f"{source}: {message}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def upscale_paths(
+    model: Any,
+    inputs: Iterable[str | os.PathLike],
+    output: str | os.PathLike | None = None,
+    *,
+    suffix: str | None = None,
+    ext: str | None = None,
+    overwrite: bool = False,
+    tile: int | str | None = None,
+    tile_overlap: int | None = None,
+    precision: str = "fp32",
+    self_ensemble: bool = False,
+    alpha_mode: str = "bicubic",
+    outscale: float | None = None,
+    quality: int = 95,
+    report: Report | None = None,
+    on_advance: Callable[[Job], None] | None = None,
+    on_plan: Callable[[list[Job]], None] | None = None,
+) -> UpscaleSummary:
+    """Upscale every image named by ``inputs`` (files, folders, globs) into ``output``.
+
+    Every problem is reported through ``report("error", line)`` and recorded; processing goes on
+    with the next file. ``summary.ok`` says whether everything succeeded. Outputs are written
+    atomically by :func:`dukd_cli.imageio.write_image`.
+    """
+    from dukd_cli.imageio import read_image, write_image
+
+    say: Report = report or (lambda kind, msg: None)
+    if alpha_mode not in ALPHA_MODES:
+        raise DukdError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, not '{alpha_mode}'")
+    if outscale is not None and float(outscale) <= 0:
+        raise DukdError(f"--outscale must be positive, got {outscale}")
+    inputs = list(inputs)
+    files, in_errors = collect_inputs(inputs)
+    summary = UpscaleSummary(input_errors=in_errors)
+    for e in in_errors:
+        say("error", e.message)
+    scale = model_scale(model)
+    label = format_factor(float(outscale) if outscale is not None else scale)
+    single = len(inputs) == 1 and len(files) == 1 and not Path(os.fspath(inputs[0])).is_dir() and not any(
+        c in os.fspath(inputs[0]) for c in GLOB_CHARS
+    )
+    jobs = plan_outputs(files, output, factor_label=label, suffix=suffix, ext=ext, overwrite=overwrite, single_input=single)
+    summary.jobs = jobs
+    if on_plan:
+        on_plan(jobs)
+    for job in jobs:
+        if job.status == "failed":
+            say("error", job.message)
+        elif job.status == "skipped":
+            say("notice", job.message)
+        if job.status != "todo":
+            if on_advance:
+                on_advance(job)
+            continue
+        assert job.dest is not None
+        img = res = None
+        try:
+            img = read_image(job.source)
+            res = upscale_image(
+                model,
+                img,
+                tile=tile,
+                tile_overlap=tile_overlap,
+                precision=precision,
+                self_ensemble=self_ensemble,
+                alpha_mode=alpha_mode,
+                outscale=outscale,
+            )
+            img = None  # free the input before encoding the (much larger) output
+            out_ext = job.dest.suffix.lower().lstrip(".")
+            bit_depth = res.bit_depth if out_ext == "png" else 8
+            job.dest.parent.mkdir(parents=True, exist_ok=True)
+            # JPEG cannot hold alpha: the writer composites over white and says so.
+            write_image(
+                job.dest,
+                res.rgb,
+                alpha=res.alpha,
+                mode=res.mode,
+                bit_depth=bit_depth,
+                icc_profile=res.icc_profile,
+                exif=res.exif,
+                quality=quality,
+            )
+            job.status, job.message = "done", f"{job.source} -> {job.dest}"
+            say("done", job.message)
+        except KeyboardInterrupt:
+            raise
+        except DukdError as exc:
+            job.status, job.message = "failed", _about(job.source, _short(exc))
+            say("error", job.message)
+        except (RuntimeError, ValueError, OSError, MemoryError) as exc:
+            hint = " (try a smaller --tile, e.g. 256)" if "memory" in str(exc).lower() else ""
+            job.status, job.message = "failed", _about(job.source, f"{type(exc).__name__}: {_short(exc)}{hint}")
+            say("error", job.message)
+        finally:
+            img = res = None
+        if on_advance:
+            on_advance(job)
+    return summary
