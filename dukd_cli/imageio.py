@@ -41,7 +41,6 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dukd_cli.errors import DukdError
+from dukd_cli.fsutil import atomic_path
 
 __all__ = [
     "LoadedImage",
@@ -533,37 +533,15 @@ def encode_png16(
     return b"".join(out)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
-
-
 def _atomic_write(path: Path, write) -> None:
-    """Run ``write(file_object)`` into a temp file beside ``path``, then ``os.replace`` it there."""
+    """Run ``write(file_object)`` into a temp file beside ``path``, then rename it there."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise DukdError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise DukdError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
+    except OSError as e:
+        raise DukdError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def write_image(
