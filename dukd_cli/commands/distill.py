@@ -70,12 +70,19 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         "zoom_out": "method.zoom_out",
     }
     out: dict[str, Any] = {}
+
+    def _absolute(v: str) -> str:
+        # Local paths are recorded absolute, so --resume works from any directory.
+        return str(Path(v).expanduser().resolve()) if v != "builtin" and Path(v).expanduser().exists() else v
+
     for name, value in opts.items():
         if value is None:
             continue
         if name == "data":
             if value:
-                out["data.paths"] = [str(v) for v in value]
+                out["data.paths"] = [_absolute(str(v)) for v in value]
+        elif name in ("teacher_weights", "student_weights", "data_dir", "cache_dir"):
+            out[keymap[name]] = _absolute(str(value))
         elif name == "teacher_arg":
             if value:
                 out["teacher.args"] = model_args(value)
