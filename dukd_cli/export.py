@@ -394,25 +394,34 @@ def export_onnx(
     dyn_shapes = [(1, ex_h, ex_w), (2, max(odd_h, base), odd_w)]
     errors: list[str] = []
     notes: list[str] = []
-    for reference in (True, False):
-        module = exportable(False)
-        with _reference_attention(module, reference) as switched:
-            if reference and not switched:
-                continue  # nothing to switch: the plain attempt follows
-            try:
-                _onnx_export(module, _example(ex_h, ex_w), path, opset, dynamic_hw=True)
-                diff = onnx_parity(model, path, dyn_shapes)
-            except DukdError as exc:
-                errors.append(str(exc))
-                continue
-            except Exception as exc:
-                errors.append(_first_line(exc))
-                continue
-            if diff <= PARITY_TOL:
-                if reference and switched:
-                    notes.append("exported with the reference (non-SDPA) attention path; outputs are the same")
-                return OnnxExport(opset, True, None, diff, dyn_shapes, notes)
-            errors.append(f"dynamic export differs from PyTorch by {diff:.3g} (> {PARITY_TOL:g})")
+
+    def attempt(fixed: bool, h: int, w: int, shapes) -> float | None:
+        """Export (reference attention first where a model has it), check parity; the diff or None."""
+        for reference in (True, False):
+            module = exportable(fixed)
+            with _reference_attention(module, reference) as switched:
+                if reference and not switched:
+                    continue  # nothing to switch: the plain attempt follows
+                try:
+                    _onnx_export(module, _example(h, w), path, opset, dynamic_hw=not fixed)
+                    diff = onnx_parity(model, path, shapes)
+                except DukdError as exc:
+                    errors.append(str(exc))
+                    continue
+                except Exception as exc:
+                    errors.append(_first_line(exc))
+                    continue
+                if diff <= PARITY_TOL:
+                    if reference and switched:
+                        notes.append("exported with the reference (non-SDPA) attention path; outputs are the same")
+                    return diff
+                kind = "fixed-size" if fixed else "dynamic"
+                errors.append(f"{kind} export differs from PyTorch by {diff:.3g} (> {PARITY_TOL:g})")
+        return None
+
+    diff = attempt(False, ex_h, ex_w, dyn_shapes)
+    if diff is not None:
+        return OnnxExport(opset, True, None, diff, dyn_shapes, notes)
     if not allow_fixed:
         raise DukdError(f"ONNX export with dynamic height/width failed: {errors[-1] if errors else '?'}")
     size = int(fixed_size)
@@ -425,23 +434,9 @@ def export_onnx(
     )
     notes.append(f"fixed input size {size}x{size}: dynamic height/width export failed ({errors[-1] if errors else '?'})")
     fixed_shapes = [(1, size, size), (2, size, size)]
-    for reference in (True, False):
-        module = exportable(True)
-        with _reference_attention(module, reference) as switched:
-            if reference and not switched:
-                continue  # nothing to switch: the plain attempt follows
-            try:
-                _onnx_export(module, _example(size, size), path, opset, dynamic_hw=False)
-                diff = onnx_parity(model, path, fixed_shapes)
-            except DukdError as exc:
-                errors.append(str(exc))
-                continue
-            except Exception as exc:
-                errors.append(_first_line(exc))
-                continue
-            if diff <= PARITY_TOL:
-                return OnnxExport(opset, False, (size, size), diff, fixed_shapes, notes)
-            errors.append(f"fixed-size export differs from PyTorch by {diff:.3g} (> {PARITY_TOL:g})")
+    diff = attempt(True, size, size, fixed_shapes)
+    if diff is not None:
+        return OnnxExport(opset, False, (size, size), diff, fixed_shapes, notes)
     raise DukdError(f"ONNX export failed its check: {errors[-1] if errors else 'unknown error'}")
 
 

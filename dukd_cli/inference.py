@@ -125,26 +125,12 @@ def model_device(model: Any, default: torch.device) -> torch.device:
     return torch.device(dev) if dev is not None else default
 
 
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Reflect-pad NCHW ``x`` at the bottom/right to multiples of ``multiple`` (replicate for 1-pixel sides).
-
-    Works for any size: when one reflect step cannot cover the pad (side too short) it repeats.
-    """
-    if multiple <= 1:
-        return x
-    for dim in (-2, -1):
-        pad = (-x.shape[dim]) % multiple
-        while pad > 0:
-            size = x.shape[dim]
-            step = pad if size == 1 else min(pad, size - 1)
-            mode = "replicate" if size == 1 else "reflect"
-            x = F.pad(x, (0, step, 0, 0) if dim == -1 else (0, 0, 0, step), mode=mode)
-            pad -= step
-    return x
-
-
 def pad_to_size(x: Tensor, h: int, w: int) -> Tensor:
-    """Reflect-pad NCHW ``x`` at the bottom/right up to ``(h, w)`` (for fixed-size models)."""
+    """Reflect-pad NCHW ``x`` at the bottom/right up to ``(h, w)``.
+
+    One reflect pad cannot exceed the side length minus one, so short sides are padded in several
+    reflect steps (a 1-pixel side is replicated): any input size works.
+    """
     for dim, target in ((-2, h), (-1, w)):
         pad = target - x.shape[dim]
         while pad > 0:
@@ -154,6 +140,14 @@ def pad_to_size(x: Tensor, h: int, w: int) -> Tensor:
             x = F.pad(x, (0, step, 0, 0) if dim == -1 else (0, 0, 0, step), mode=mode)
             pad -= step
     return x
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Reflect-pad NCHW ``x`` at the bottom/right so that H and W are multiples of ``multiple``."""
+    if multiple <= 1:
+        return x
+    h, w = x.shape[-2], x.shape[-1]
+    return pad_to_size(x, h + (-h) % multiple, w + (-w) % multiple)
 
 
 # The x8 self-ensemble: bit 0 flips W, bit 1 flips H, bit 2 transposes H and W (applied first).

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from dukd_cli.errors import DukdError
+from dukd_cli.inference import pad_to_multiple
 from dukd_cli.registry import Preset
 from zoo import edsr, imdn, rcan, swinir
 from zoo import presets as zoo_presets
-from zoo.common import DIV2K_RGB_MEAN, pad_to_multiple
+from zoo.common import DIV2K_RGB_MEAN
 from zoo.swinir import WindowAttention, shifted_window_mask
 
 FACTORIES = {"edsr": edsr, "rcan": rcan, "swinir": swinir, "imdn": imdn}

@@ -108,24 +108,6 @@ class Upsampler(nn.Sequential):
         super().__init__(*layers)
 
 
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Reflect-pad an NCHW tensor at the bottom and right so that H and W are multiples of ``multiple``.
-
-    One reflect pad cannot exceed the side length minus one, so tiny inputs are padded in several
-    reflect steps (a 1-pixel side is replicated), and any input size works. Reflection is separable,
-    so padding H then W equals one 2-D reflect pad wherever that one is possible.
-    """
-    for dim in (-2, -1):
-        pad = (-x.shape[dim]) % multiple
-        while pad > 0:
-            size = x.shape[dim]
-            step = pad if size == 1 else min(pad, size - 1)
-            mode = "replicate" if size == 1 else "reflect"
-            x = F.pad(x, (0, step, 0, 0) if dim == -1 else (0, 0, 0, step), mode=mode)
-            pad -= step
-    return x
-
-
 class DropPath(nn.Module):
     """Stochastic depth: drop a whole residual branch per sample with probability ``p``.
 

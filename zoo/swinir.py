@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dukd_cli.errors import DukdError
-from zoo.common import DIV2K_RGB_MEAN, DropPath, Upsampler, check_positive, check_scale, pad_to_multiple
+from dukd_cli.inference import pad_to_multiple
+from zoo.common import DIV2K_RGB_MEAN, DropPath, Upsampler, check_positive, check_scale
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
 RESI_CONNECTIONS = ("1conv", "3conv")
