@@ -309,3 +309,18 @@ def test_local_paths_are_recorded_absolute(tmp_path, monkeypatch):
     assert out["data.paths"] == [str(tmp_path / "imgs"), "builtin"]
     assert out["teacher.weights"] == str(tmp_path / "w.pth")
     assert out["student.weights"] == "hf://o/r/f.pth"
+
+
+def test_channels_last_trains_the_same_network_and_resumes_exactly(setup):
+    root = setup["root"]
+    Trainer(_cfg(setup, method="kd"), root / "nchw").fit()
+    Trainer(_cfg(setup, method="kd", channels_last=True), root / "nhwc").fit()
+    a, b = _weights(root / "nchw"), _weights(root / "nhwc")
+    assert a.keys() == b.keys()
+    # Same arithmetic in another memory order: equal up to float rounding, not bit for bit.
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    assert C.load(root / "nhwc" / "config.toml").train.channels_last is True
+    cut = Trainer(_cfg(setup, method="kd", channels_last=True), root / "cut", callbacks=[_StopAt(3)]).fit()
+    assert cut.interrupted
+    Trainer(C.DistillConfig(), root / "cut", resume=True).fit()
+    assert _same(b, _weights(root / "cut"))

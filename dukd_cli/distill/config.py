@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     grad_clip: float = 0.0  # 0: off
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
+    channels_last: bool = False  # NHWC tensors and weights: faster convolutions on CPU (oneDNN) and tensor cores
     device: str = "auto"
     log_every: int = 100
     save_every: int = 1000

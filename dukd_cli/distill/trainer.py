@@ -425,6 +425,11 @@ class Trainer:
         self.resolved = res
         self.cfg = cfg = res.cfg
         teacher = build_teacher(res.teacher, dev) if res.teacher is not None else None
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        if cfg.train.channels_last:  # before the optimiser and the EMA copy: they follow the parameters' layout
+            student.to(memory_format=torch.channels_last)
+            if teacher is not None:
+                teacher.to(memory_format=torch.channels_last)
         self.student_module = student
         self.teacher = teacher
         if self.dist.enabled:
@@ -640,6 +645,9 @@ class Trainer:
         """uint8 patches from the loader -> float [0, 1] on the training device (converted there)."""
         lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
         hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
+        if self.memory_format is torch.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+            hr = hr.contiguous(memory_format=torch.channels_last)
         return Batch(lr, hr, self.iteration)
 
     def make_loader(self, start_iter: int | None = None):
