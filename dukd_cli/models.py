@@ -19,6 +19,7 @@ import torch
 
 from dukd_cli import registry
 from dukd_cli.errors import DukdError
+from dukd_cli.registry import DEFAULT_STUDENT, DEFAULT_TEACHER  # noqa: F401 (re-exported)
 from dukd_cli.weights import LoadReport, load_weights
 
 EXPORT_CONFIG = "config.json"
@@ -150,7 +151,11 @@ def resolve_spec(
         return ModelSpec(str(name), arch, exp_scale, merged, w, None, entry.provider if entry else "?", str(directory))
 
     if scale is None:
-        raise DukdError(f"a scale is needed to build '{name}' (e.g. --scale 4)")
+        only = registry.get_preset(str(name))
+        if only is not None and len(only.scales) == 1:  # a one-scale preset (e.g. dukd-student-x4) knows its scale
+            scale = only.scales[0]
+        else:
+            raise DukdError(f"a scale is needed to build '{name}' (e.g. --scale 4)")
     scale = int(scale)
     preset = registry.get_preset(name)
     if preset is not None:

@@ -33,6 +33,12 @@ PRESET_GROUP = "dukd.presets"
 METHOD_GROUP = "dukd.methods"
 
 
+# The models trained by this project and shipped in the package (zoo/shipped.py, zoo/weights/):
+# dukd upscale's default model, and the teacher of dukd distill --demo.
+DEFAULT_STUDENT = "dukd-student-x4"
+DEFAULT_TEACHER = "dukd-teacher-x4"
+
+
 class PluginWarning(UserWarning):
     """A plugin entry point that could not be loaded."""
 

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
+from dukd_cli.registry import DEFAULT_STUDENT as DEFAULT_MODEL
 
 
 def load_upscaler(
@@ -59,10 +60,11 @@ def upscale_cmd(
         None, "--output", "-o", help="Output file (one input) or folder. Default: beside each input, with --suffix."
     ),
     model: str = typer.Option(
-        ...,
+        DEFAULT_MODEL,
         "--model",
         "-m",
-        help="Preset, architecture or exported model directory. Required for now: no default student ships yet.",
+        help="Preset, architecture or exported model directory. Default: the shipped DUKD student "
+        f"({DEFAULT_MODEL}, x4, 0.16 M parameters).",
     ),
     weights: str = typer.Option(
         None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. Presets default to their declared source."
