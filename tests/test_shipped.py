@@ -152,3 +152,18 @@ def test_demo_api_rows_and_holdout(tmp_path):
     assert rows["student, after"].psnr != rows["student, before"].psnr  # it trained
     assert rows["teacher"].psnr > rows["bicubic"].psnr
     assert result.iterations == 3
+
+
+def test_demo_before_row_is_the_trainers_initial_student(tmp_path):
+    import torch
+
+    from dukd_cli.distill.demo import demo_config
+    from dukd_cli.distill.trainer import Trainer, resolve
+
+    cfg = demo_config(iters=1, device="cpu", cache_dir=str(tmp_path / "cache"))
+    torch.manual_seed(int(cfg.train.seed))  # what run_demo does for the "student, before" row
+    before = build(resolve(cfg).student)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.setup()
+    init = trainer.student_module.state_dict()
+    assert all(torch.equal(v, init[k]) for k, v in before.state_dict().items())

@@ -36,27 +36,21 @@ def model_card(name: str) -> Path:
     return WEIGHTS_DIR / f"{name}.md"
 
 
-def _source(name: str) -> WeightSource:
-    return WeightSource(
-        str(weight_file(name)),
-        {},
-        True,
-        f"shipped with dukd, trained by this project; model card: {model_card(name)}",
+def _shipped(name: str, kwargs: dict, description: str) -> Preset:
+    """An x4 EDSR preset whose weights are the shipped file of ``name`` (verified: made and measured here)."""
+    source = WeightSource(
+        str(weight_file(name)), {}, True, f"shipped with dukd, trained by this project; model card: {model_card(name)}"
     )
+    return Preset(arch="edsr", kwargs=kwargs, scales=(4,), weights={4: source}, description=description)
 
 
-DUKD_TEACHER_X4 = Preset(
-    arch="edsr",
-    kwargs=TEACHER_KWARGS,
-    scales=(4,),
-    weights={4: _source(TEACHER_NAME)},
-    description="EDSR-baseline x4 trained by dukd from scratch on T91+BSD200 (shipped); ~1.5 M parameters",
+DUKD_TEACHER_X4 = _shipped(
+    TEACHER_NAME,
+    TEACHER_KWARGS,
+    "EDSR-baseline x4 trained by dukd from scratch on T91+BSD200 (shipped); ~1.5 M parameters",
 )
-
-DUKD_STUDENT_X4 = Preset(
-    arch="edsr",
-    kwargs=STUDENT_KWARGS,
-    scales=(4,),
-    weights={4: _source(STUDENT_NAME)},
-    description="EDSR 32 ch x 4 blocks x4, DUKD-distilled from dukd-teacher-x4 (shipped; dukd upscale's default); ~0.16 M parameters",
+DUKD_STUDENT_X4 = _shipped(
+    STUDENT_NAME,
+    STUDENT_KWARGS,
+    "EDSR 32 ch x 4 blocks x4, DUKD-distilled from dukd-teacher-x4 (shipped; dukd upscale's default); ~0.16 M parameters",
 )

@@ -147,9 +147,9 @@ It is the teacher of `{shipped.STUDENT_NAME}` and of `dukd distill --demo`. Weig
 
 Command: `{eval_cmd.format(m=shipped.TEACHER_NAME)}`
 
-For scale: MATLAB bicubic scores {b['Set5']['psnr']:.2f} / {b['Set14']['psnr']:.2f} / {b['BSD100']['psnr']:.2f} dB on the same sets, and the
-published EDSR-baseline (DIV2K, 300k iterations on a GPU) 32.09 / 28.58 / 27.57 dB. This teacher saw a
-tiny fraction of that training; it is a CPU-made teacher, not a state-of-the-art one.
+For scale: MATLAB bicubic scores {b['Set5']['psnr']:.2f} / {b['Set14']['psnr']:.2f} / {b['BSD100']['psnr']:.2f} dB on the same sets. The
+published EDSR-baseline was trained on DIV2K for hundreds of thousands of iterations on a GPU; this
+teacher saw a tiny fraction of that training: it is a CPU-made teacher, not a state-of-the-art one.
 
 ## Training
 
