@@ -506,3 +506,30 @@ def test_init_from_another_runs_ema_student(pair, run_dukd, tmp_path):
     assert code == 1 and "--init-from" in err and "no such run directory" in err
     code, _, err = run_dukd(*args, "--student-weights", x2 / "student.safetensors")
     assert code == 1 and "give one" in err
+
+
+def test_teacher_mode_fix_with_a_drop_path_teacher(pair, tmp_path):
+    """authors: a SwinIR teacher stays in train mode (drop-path on: random labels); dukd: eval mode."""
+    t_args = {
+        "embed_dim": 12,
+        "depths": [2],
+        "num_heads": [2],
+        "window_size": 4,
+        "img_size": 8,
+        "mlp_ratio": 1.0,
+        "drop_path_rate": 0.5,
+    }
+    torch.manual_seed(1)
+    w = tmp_path / "swin.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in create_model("swinir", 4, **t_args).state_dict().items()}, str(w)
+    )
+    x = torch.rand(2, 3, 8, 8)
+    for recipe, training in (("authors", True), ("dukd", False)):
+        cfg = _cfg(pair, "edsr", recipe=recipe)
+        cfg.teacher.name, cfg.teacher.weights, cfg.teacher.args = "swinir", str(w), dict(t_args)
+        tr = Trainer(cfg, tmp_path / recipe)
+        tr.setup()
+        assert tr.teacher.training is training
+        a, b = tr.method.teacher_forward(x), tr.method.teacher_forward(x)
+        assert a.grad_fn is None and (not torch.equal(a, b)) is training
