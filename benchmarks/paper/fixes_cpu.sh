@@ -10,8 +10,7 @@
 # the deliverable) and of the raw student (state.pt), and a Markdown table (fixes_table.py).
 # ITERS, BATCH, PATCH, SEEDS and RUNS may be set in the environment. The defaults are what was run
 # for issue #10 on a 2-core CPU shared with other jobs (90 iterations at batch 4, LR patch 24: a
-# short run, enough to show the fixes' effect on the EMA, far from a trained student); a second set
-# was run with ITERS=300. On the CPU the bf16 fix is a no-op (auto = fp32 there) and the
+# short run, enough to show the fixes' effect on the EMA, far from a trained student). On the CPU the bf16 fix is a no-op (auto = fp32 there) and the
 # teacher mode changes nothing for EDSR (no dropout / drop-path): the runs differ by the true
 # inverse, the zoom-out clamp and the EMA warm-up.
 set -euo pipefail
