@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path, atomic_write_text
+from dukd_cli.threads import available_cores
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 BUILTIN = "builtin"
@@ -302,7 +303,7 @@ def prepare(
     root.mkdir(parents=True, exist_ok=True)
     index = _HashIndex(root)
     out = TrainingSet([])
-    n_threads = threads or min(8, os.cpu_count() or 1)
+    n_threads = threads or min(8, available_cores())
     try:
         sources: list[Source] = []
         for spec in specs:
