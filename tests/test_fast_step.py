@@ -272,3 +272,15 @@ def test_cli_threads_option(setup, run_dukd):
         assert not (setup["root"] / "t0").exists()
     finally:
         torch.set_num_threads(old)
+
+
+def test_filling_the_cache_returns_freed_heap_memory_once(setup, monkeypatch):
+    from dukd_cli.distill import data as D
+
+    real, calls = D._trim_heap, []
+    monkeypatch.setattr(D, "_trim_heap", lambda: calls.append(1))
+    first = D.prepare([str(setup["data"])], 2, 8, setup["cache"])
+    assert calls == [1]  # images were decoded: the freed heap goes back to the OS
+    again = D.prepare([str(setup["data"])], 2, 8, setup["cache"])
+    assert calls == [1] and again.items == first.items  # a warm cache decodes nothing
+    real()  # the real call is harmless wherever it runs
