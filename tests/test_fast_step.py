@@ -186,6 +186,34 @@ def test_fakd_feature_taps_survive_compile(monkeypatch):
     assert float(comp["feat"].detach()) > 0
 
 
+def test_augmented_inputs_compile_once(monkeypatch):
+    """DUKD's flipped/transposed inputs change strides with every random plan; compile_module makes
+    them dense first, so the number of compiled graphs stops growing after the first iteration."""
+    from torch._dynamo.utils import counters
+
+    from dukd_cli.distill.methods import DUKD, Batch, MethodContext
+    from dukd_cli.models import create_model
+
+    monkeypatch.setattr(fast, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    s = create_model("edsr", 4, n_feats=8, n_resblocks=1)
+    t = create_model("edsr", 4, n_feats=8, n_resblocks=1).eval().requires_grad_(False)
+    fast.compile_module(s)
+    fast.compile_module(t)
+    ctx = MethodContext(device=torch.device("cpu"), scale=4, generator=torch.Generator().manual_seed(0))
+    m = DUKD(s, t, DUKD.resolve_options({"aug_prob": 0.5}, family="edsr", scale=4), ctx)
+    batch = Batch(torch.rand(4, 3, 12, 12), torch.rand(4, 3, 48, 48))
+    graphs = []
+    for _ in range(6):
+        for group in m.losses(batch):
+            sum(group.values()).backward()
+        graphs.append(counters["stats"]["unique_graphs"])
+    # student: LR/zoom-in size and zoom-out size; teacher: the fused LR+zoom-in batch and zoom-out
+    assert graphs[0] == graphs[-1] == 4, graphs
+
+
 # ---------------------------------------------------------------------------------------------
 # The thread budget
 # ---------------------------------------------------------------------------------------------

@@ -28,9 +28,26 @@ COMPILE_BACKEND = "inductor"
 ToDevice = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
-def compile_module(module: nn.Module, backend: str | None = None) -> nn.Module:
-    """``torch.compile`` ``module``'s forward in place (returns the same object)."""
-    module.compile(backend=backend or COMPILE_BACKEND, dynamic=False)
+def compile_module(
+    module: nn.Module,
+    backend: str | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> nn.Module:
+    """``torch.compile`` ``module``'s forward in place (returns the same object).
+
+    Tensor inputs are first made dense in ``memory_format``: DUKD's augmented inputs are
+    ``torch.where`` of flipped/transposed views, whose strides change from one iteration to the
+    next with the random plan, and every new stride pattern would be a new compilation (until
+    torch gives up and runs eagerly). The copy is a no-op for inputs already in that layout.
+    """
+    compiled = torch.compile(module._call_impl, backend=backend or COMPILE_BACKEND, dynamic=False)
+
+    def call(*args, **kwargs):
+        args = tuple(a.contiguous(memory_format=memory_format) if isinstance(a, Tensor) else a for a in args)
+        return compiled(*args, **kwargs)
+
+    # What nn.Module.compile() does, with the layout step in front: __call__ runs this instead.
+    module._compiled_call_impl = call
     return module
 
 

@@ -648,9 +648,9 @@ class Trainer:
             return
         from dukd_cli.distill import fast
 
-        fast.compile_module(self.student_module)
+        fast.compile_module(self.student_module, memory_format=self.memory_format)
         if self.teacher is not None:
-            fast.compile_module(self.teacher)
+            fast.compile_module(self.teacher, memory_format=self.memory_format)
 
     def to_device(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 patches from the loader -> float [0, 1] on the training device (converted there)."""
