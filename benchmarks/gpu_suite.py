@@ -661,7 +661,7 @@ def main(argv=None) -> int:
         "iters": 2 if q else 30,
         "cell_s": args.cell_seconds or (5.0 if q else 6.0),
         "upscale_size": 16 if q else 256,
-        "up_warmup": 1 if q else 3,
+        "up_warmup": 2 if q else 3,
         "up_iters": 2 if q else 20,
         "compile_backend": args.compile_backend or ("aot_eager" if q else "inductor"),
         "data": args.data or ["builtin"],
@@ -677,7 +677,7 @@ def main(argv=None) -> int:
                     {"key": c["key"], "status": "skipped", "reason": group["skip"]} for c in group["cells"]
                 ]
                 continue
-            left = deadline_at - time.time()
+            left = deadline_at - time.time() - 3  # room to write the report
             if left < 5:
                 cells += [
                     {
