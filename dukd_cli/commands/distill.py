@@ -168,8 +168,8 @@ def distill_cmd(
     ),
     compile: bool = typer.Option(
         None, "--compile/--no-compile",
-        help="torch.compile the student and the teacher (faster steps on CUDA after a compilation of "
-        "a minute or so; checkpoints, EMA and --resume are unaffected; default off).",
+        help="torch.compile the student and the teacher (meant for CUDA; the first iterations compile; "
+        "checkpoints, EMA and --resume are unaffected; default off).",
     ),
     cache_dir: str = typer.Option(None, "--cache-dir", help="Cache of decoded training images and LR images (default $DUKD_CACHE or ~/.cache/dukd)."),
     log_every: int = typer.Option(None, "--log-every", help="Log to metrics.jsonl and the console every N iterations (default 100)."),
