@@ -5,7 +5,7 @@ than ``--deadline``)::
 
     python benchmarks/gpu_suite.py                       # writes benchmarks/results/gpu_suite.{json,md}
     python benchmarks/gpu_suite.py --deadline 300 --data /path/to/DIV2K
-    python benchmarks/gpu_suite.py --quick               # CPU, tiny sizes: checks the script in a minute
+    python benchmarks/gpu_suite.py --quick               # CPU, tiny sizes, one process: checks the script
 
 What it measures (random weights; speed does not depend on them):
 
@@ -613,7 +613,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", default=None, help="default: edsr,rcan (--quick: edsr-tiny)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--upscale-models", default=",".join(UPSCALE_MODELS))
+    ap.add_argument(
+        "--upscale-models", default=None, help="default: " + ",".join(UPSCALE_MODELS) + " (--quick: edsr-s)"
+    )
     ap.add_argument("--compile-backend", default=None, help="default inductor (--quick: aot_eager)")
     ap.add_argument("--upscale-runtimes", default=",".join(RUNTIMES), help="default: " + ",".join(RUNTIMES))
     ap.add_argument(
@@ -622,8 +624,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "gpu_suite.json"))
     ap.add_argument("--md", default=None, help="Markdown table (default: the JSON path with .md)")
     ap.add_argument(
-        "--inline", action="store_true", help="run every group in this process (no hard timeouts)"
+        "--inline",
+        action="store_true",
+        help="run every group in this process (no hard timeouts; --quick's default)",
     )
+    ap.add_argument("--isolate", action="store_true", help="with --quick: one process per group, as on a GPU")
     ap.add_argument("--group", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--group-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -645,7 +650,9 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"unknown variant(s) {', '.join(bad)} (known: {', '.join(VARIANTS)})")
     args.sections = [s for s in args.sections.split(",") if s]
-    args.upscale_models = [m for m in args.upscale_models.split(",") if m]
+    args.inline = args.inline or (q and not args.isolate)
+    models = args.upscale_models or ("edsr-s" if q else ",".join(UPSCALE_MODELS))
+    args.upscale_models = [m for m in models.split(",") if m]
     args.upscale_runtimes = [r for r in args.upscale_runtimes.split(",") if r]
     bad = [r for r in args.upscale_runtimes if r not in RUNTIMES]
     if bad:

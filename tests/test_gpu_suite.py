@@ -26,11 +26,10 @@ def _run(tmp_path, *args):
 
 def test_quick_run_shape(tmp_path):
     """Training eager and compiled (aot_eager under --quick), the authors' iteration, upscale; in
-    one process (--inline) to keep the test short."""
+    one process (--quick's default) to keep the test short."""
     variants = ["eager", "channels_last+compile"]
     report, md, _ = _run(
         tmp_path,
-        "--inline",
         "--variants",
         ",".join(variants),
         "--methods",
@@ -78,7 +77,7 @@ def test_global_deadline_skips_and_says_so(tmp_path):
 
 def test_a_group_past_its_timeout_is_killed_and_reported(tmp_path):
     """Groups run in their own processes with a hard timeout: a hung compilation cannot overrun."""
-    report, md, out = _run(tmp_path, "--sections", "authors", "--group-seconds", "0.2")
+    report, md, out = _run(tmp_path, "--isolate", "--sections", "authors", "--group-seconds", "0.2")
     (cell,) = report["cells"]
     assert (
         cell["key"] == "authors/edsr-tiny" and cell["status"] == "timeout" and "timed out" in cell["reason"]
