@@ -18,19 +18,22 @@ from dukd_cli.evaluate import BICUBIC, BenchResult, evaluate
 from dukd_cli.fsutil import atomic_write_text
 
 
-def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str):
-    """A model by name ('bicubic', preset, architecture, export directory) and the weights it used."""
+def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str, options=None):
+    """A model by name ('bicubic', preset, architecture, export directory, checkpoint file) and the
+    weights it used; a checkpoint that does not fit says what to type in terms of ``options``."""
     if name.lower() == BICUBIC:
         if weights or args:
             raise DukdError("the bicubic baseline takes no --weights or constructor arguments")
         return BICUBIC, None
+    from dukd_cli import mismatch
     from dukd_cli.inference import select_device
     from dukd_cli.models import build, resolve_spec
 
     spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
     if spec.scale != scale:
         raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
-    return build(spec, device=select_device(device)), spec.weights
+    with mismatch.hints(options or mismatch.EVALUATE):
+        return build(spec, device=select_device(device)), spec.weights
 
 
 def _fmt(x: float | None, digits: int) -> str:
@@ -90,6 +93,13 @@ def evaluate_cmd(
     reference_weights: str = typer.Option(None, "--reference-weights", help="Weights of the reference model."),
     reference_arg: list[str] = typer.Option(None, "--reference-arg", help="Reference constructor argument key=value."),
     max_images: int = typer.Option(None, "--max-images", help="Evaluate only the first N images of each set."),
+    window_pad: str = typer.Option(
+        "reflect",
+        "--window-pad",
+        help="Padding of windowed models (SwinIR, ...) to their window: 'reflect' (BasicSR's, only as needed; "
+        "the DUKD paper's numbers) or 'swinir' (the SwinIR authors' test script: flip-padding that always "
+        "adds 1 to window pixels; the SwinIR paper's numbers).",
+    ),
 ) -> None:
     """Evaluate a model on SR benchmarks: PSNR/SSIM on Y, crop border = scale, MATLAB-exact bicubic LR."""
     if scale < 1:
@@ -97,11 +107,15 @@ def evaluate_cmd(
     if precision not in ("fp32", "bf16", "fp16"):
         raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
+    from dukd_cli import mismatch
+    from dukd_cli.inference import check_window_pad
 
-    net, used_weights = _load(model, scale, weights, arg, device)
+    window_pad = check_window_pad(window_pad)
+
+    net, used_weights = _load(model, scale, weights, arg, device, mismatch.EVALUATE)
     ref = None
     if reference_model:
-        ref, _ = _load(reference_model, scale, reference_weights, reference_arg, device)
+        ref, _ = _load(reference_model, scale, reference_weights, reference_arg, device, mismatch.REFERENCE)
 
     with Progress(
         TextColumn("{task.description:>12}"),
@@ -133,6 +147,7 @@ def evaluate_cmd(
             reference=ref,
             max_images=max_images,
             progress=progress,
+            window_pad=window_pad,
         )
 
     label = model + (" (x8)" if self_ensemble else "")
@@ -157,6 +172,7 @@ def evaluate_cmd(
             "model": model,
             "weights": used_weights,
             "scale": scale,
+            "window_pad": window_pad,
             "results": [{k: (_num(v) if isinstance(v, float) else v) for k, v in r.to_dict().items()} for r in results],
         }
         atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")

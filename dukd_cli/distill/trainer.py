@@ -187,8 +187,13 @@ def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_
 
 def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
     """Build and freeze the teacher: eval mode, no gradients (it also runs under no_grad)."""
+    from dukd_cli import mismatch
+
     try:
-        model, _ = build_with_report(spec, strict=True)
+        with mismatch.hints(mismatch.TEACHER):
+            model, _ = build_with_report(spec, strict=True)
+    except mismatch.ExplainedMismatch:
+        raise
     except WeightsError as exc:
         first = str(exc).strip().splitlines()[0]
         raise DukdError(
@@ -200,7 +205,10 @@ def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
 
 
 def build_student(spec: ModelSpec, strict: bool, device: torch.device) -> tuple[nn.Module, str | None]:
-    model, report = build_with_report(spec, strict=strict)
+    from dukd_cli import mismatch
+
+    with mismatch.hints(mismatch.STUDENT):
+        model, report = build_with_report(spec, strict=strict)
     note = None
     if report is not None and not report.ok:
         note = f"student initialised non-strictly from {spec.weights}: {len(report.loaded)} tensors loaded, {report.summary()}"
