@@ -52,15 +52,17 @@ def use(options: Options) -> None:
 class ExplainedMismatch(StateDictMismatchError):
     """A :class:`StateDictMismatchError` that knows what the file is and can say what to type."""
 
-    def __init__(self, base: str, facts: dict[str, Any], options: Options = API) -> None:
+    def __init__(self, base: str, facts: dict[str, Any], options: Options = API, report: Any = None) -> None:
         self.base = base
         self.facts = facts
         self.options = options
+        self.report = report  # the LoadReport (missing, unexpected, wrong-shape keys)
+        self.source = facts.get("weights")
         super().__init__("\n".join([base, *hint_lines(facts, options)]))
 
     def for_options(self, options: Options) -> ExplainedMismatch:
         """The same failure, its help phrased with ``options``."""
-        return ExplainedMismatch(self.base, self.facts, options)
+        return ExplainedMismatch(self.base, self.facts, options, self.report)
 
 
 @contextlib.contextmanager
@@ -120,7 +122,7 @@ def explain(exc: StateDictMismatchError, spec: Any) -> ExplainedMismatch:
         facts["defaults"] = defaults
     elif spec.arch != "spandrel":
         facts.update(_spandrel_facts(spec.weights))
-    return ExplainedMismatch(str(exc), facts, _current.get())
+    return ExplainedMismatch(str(exc), facts, _current.get(), getattr(exc, "report", None))
 
 
 def _opt(flag: str | None, value: str, what: str) -> str:

@@ -227,3 +227,17 @@ def test_unsafe_pickle_is_refused_before_spandrel_sees_it(tmp_path):
     with pytest.raises(DukdError, match="refusing to load"):
         resolve_spec(str(tmp_path / "RRDB_evil.pth"), None)
     assert not marker.exists()
+
+
+def test_hub_source_as_the_model(files, tmp_path, monkeypatch):
+    """hf://OWNER/REPO/FILE as --model: fetched through the Hub cache (offline), then detected."""
+    from test_weights import _build_hub_cache
+
+    cache = tmp_path / "hub"
+    _build_hub_cache(cache, "someone/esrgan", "RRDB_x4.pth", (files / "RRDB_x4.pth").read_bytes())
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    spec = resolve_spec("hf://someone/esrgan/RRDB_x4.pth", None)
+    assert spec.arch == "spandrel" and spec.scale == 4 and spec.weights == "hf://someone/esrgan/RRDB_x4.pth"
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(build(spec)(x), _rrdb(4).eval()(x), atol=1e-6)
