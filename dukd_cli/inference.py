@@ -354,7 +354,11 @@ def run_model(
     ws = int(getattr(model, "window_size", 0) or 0)
     if check_window_pad(window_pad) == "swinir" and ws > 1 and fixed is None:
         y = run_model(
-            model, pad_swinir(x, ws), tile=tile, tile_overlap=tile_overlap, precision=precision,
+            model,
+            pad_swinir(x, ws),
+            tile=tile,
+            tile_overlap=tile_overlap,
+            precision=precision,
             self_ensemble=self_ensemble,
         )
         return y[..., : h * scale, : w * scale].contiguous(memory_format=torch.channels_last)

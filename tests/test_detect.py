@@ -162,7 +162,9 @@ def test_detection_names_presets_and_assumptions():
     assert paper.presets == ["edsr-s"] and paper.kwargs["res_scale"] == 0.1
     odd = detect(create_model("rcan", 3, n_feats=32, n_resgroups=2, n_resblocks=3, reduction=8).state_dict())
     assert odd.presets == [] and odd.label == "RCAN 32 ch, 2 groups x 3 blocks x3"
-    assert detect(create_model("swinir-s", 3).state_dict()).label == "SwinIR-S (DUKD student) x3 (pixelshuffle)"
+    assert (
+        detect(create_model("swinir-s", 3).state_dict()).label == "SwinIR-S (DUKD student) x3 (pixelshuffle)"
+    )
     # shapes alone are enough
     assert detect(shapes_of(create_model("imdn", 4).state_dict())).kwargs["n_feats"] == 64
     # not a zoo network: a truncated EDSR is not claimed
@@ -173,7 +175,9 @@ def test_detection_names_presets_and_assumptions():
 
 def test_a_checkpoint_of_the_wrong_scale_says_its_scale(tmp_path):
     path = _save(create_model("edsr", 2, n_feats=16, n_resblocks=2).state_dict(), tmp_path / "e.pth")
-    with pytest.raises(DukdError, match=r"EDSR 16 ch, 2 blocks x2 checkpoint \(its upsampler's shapes say x2\), but x4"):
+    with pytest.raises(
+        DukdError, match=r"EDSR 16 ch, 2 blocks x2 checkpoint \(its upsampler's shapes say x2\), but x4"
+    ):
         resolve_spec(path, 4)
 
 

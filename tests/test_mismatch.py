@@ -79,12 +79,38 @@ def test_evaluate_mismatch_names_only_evaluate_options(files, run_dukd, wide_ter
 
 def test_wrong_scale_file_says_its_scale(files, run_dukd, wide_terminal):
     w = files / "edsr16_x2.pth"
-    code, _, err = run_dukd("evaluate", "--model", "edsr", "--arg", "n_feats=16", "--arg", "n_resblocks=2", "--weights", w, "--scale", "4")
+    code, _, err = run_dukd(
+        "evaluate",
+        "--model",
+        "edsr",
+        "--arg",
+        "n_feats=16",
+        "--arg",
+        "n_resblocks=2",
+        "--weights",
+        w,
+        "--scale",
+        "4",
+    )
     assert code == 1
-    assert "this file is EDSR 16 ch, 2 blocks x2: it is for x2 (its upsampler's shapes say so), not x4: use `--scale 2`" in err
+    assert (
+        "this file is EDSR 16 ch, 2 blocks x2: it is for x2 (its upsampler's shapes say so), not x4: use `--scale 2`"
+        in err
+    )
     _check_flags(err, run_dukd, "evaluate")
     # different widths and scale: the arguments and the scale
-    code, _, err = run_dukd("upscale", files / "data" / "0.png", "-o", files / "o.png", "--model", "edsr-baseline", "--weights", w, "--scale", "4")
+    code, _, err = run_dukd(
+        "upscale",
+        files / "data" / "0.png",
+        "-o",
+        files / "o.png",
+        "--model",
+        "edsr-baseline",
+        "--weights",
+        w,
+        "--scale",
+        "4",
+    )
     assert code == 1
     assert "use `--arg n_feats=16 --arg n_resblocks=2` or `--scale 2`" in err
     _check_flags(err, run_dukd, "upscale")
@@ -93,10 +119,33 @@ def test_wrong_scale_file_says_its_scale(files, run_dukd, wide_terminal):
 
 def test_upscale_and_export_mismatch(files, run_dukd, tmp_path, wide_terminal):
     w = files / "002_lightweightSR_DIV2K_s64w8_SwinIR-S_x4.pth"
-    code, _, err = run_dukd("upscale", files / "data" / "0.png", "-o", tmp_path / "o.png", "--model", "swinir-s", "--weights", w, "--scale", "4")
+    code, _, err = run_dukd(
+        "upscale",
+        files / "data" / "0.png",
+        "-o",
+        tmp_path / "o.png",
+        "--model",
+        "swinir-s",
+        "--weights",
+        w,
+        "--scale",
+        "4",
+    )
     assert code == 1 and LIGHT_HINT.format(m="--model", a="--arg") in err
     _check_flags(err, run_dukd, "upscale")
-    code, _, err = run_dukd("export", "--model", "swinir-s", "--weights", w, "--scale", "4", "-o", tmp_path / "exp", "--format", "safetensors")
+    code, _, err = run_dukd(
+        "export",
+        "--model",
+        "swinir-s",
+        "--weights",
+        w,
+        "--scale",
+        "4",
+        "-o",
+        tmp_path / "exp",
+        "--format",
+        "safetensors",
+    )
     assert code == 1 and LIGHT_HINT.format(m="--model", a="--arg") in err
     _check_flags(err, run_dukd, "export")
     assert not (tmp_path / "exp").exists()
@@ -111,7 +160,17 @@ def test_distill_teacher_and_student_mismatch(files, run_dukd, tmp_path, wide_te
     assert code == 1 and LIGHT_HINT.format(m="--teacher", a="--teacher-arg") in err
     assert "--non-strict" not in err  # it loads --student-weights only
     _check_flags(err, run_dukd, "distill")
-    code, _, err = run_dukd(*base, "--method", "scratch", "--student", "swinir-s", "--student-weights", w, "--out", tmp_path / "r2")
+    code, _, err = run_dukd(
+        *base,
+        "--method",
+        "scratch",
+        "--student",
+        "swinir-s",
+        "--student-weights",
+        w,
+        "--out",
+        tmp_path / "r2",
+    )
     assert code == 1 and LIGHT_HINT.format(m="--student", a="--student-arg") in err
     assert "--non-strict loads only the tensors whose names and shapes match" in err
     assert _check_flags(err, run_dukd, "distill") >= {"--student", "--student-arg", "--non-strict"}
@@ -145,7 +204,10 @@ def test_spandrel_file_given_as_weights(tmp_path, monkeypatch):
     with pytest.raises(StateDictMismatchError) as info:
         build(resolve_spec("edsr", 4, weights=str(path)))
     last = info.value.for_options(mismatch.UPSCALE).args[0].splitlines()[-1]
-    assert last == f"  this file is ESRGAN (8nf, 1nb) x4 (detected by spandrel), not edsr: give the file itself as the model, `--model {path}`"
+    assert (
+        last
+        == f"  this file is ESRGAN (8nf, 1nb) x4 (detected by spandrel), not edsr: give the file itself as the model, `--model {path}`"
+    )
     # without spandrel: say how to get it
     monkeypatch.setattr(external, "_spandrel", None)
     monkeypatch.setitem(sys.modules, "spandrel", None)

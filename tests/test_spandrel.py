@@ -18,7 +18,9 @@ from dukd_cli import external
 from dukd_cli.errors import DukdError
 from dukd_cli.models import build, create_model, describe, resolve_spec
 
-pytestmark = pytest.mark.skipif(not external.available(), reason="spandrel is not installed (pip install 'dukd[spandrel]')")
+pytestmark = pytest.mark.skipif(
+    not external.available(), reason="spandrel is not installed (pip install 'dukd[spandrel]')"
+)
 
 
 def _rrdb(scale: int = 4):
@@ -91,7 +93,9 @@ def test_zoo_info_shows_what_spandrel_detected(files, run_dukd):
     assert data["kind"] == "checkpoint" and data["architecture"] == "spandrel" and data["scale"] == 4
     d = data["detected"]
     assert d["source"] == "spandrel" and d["architecture"] == "ESRGAN" and d["purpose"] == "SR"
-    assert d["size_requirements"]["minimum"] >= 1 and data["params"] == sum(p.numel() for p in _rrdb().parameters())
+    assert d["size_requirements"]["minimum"] >= 1 and data["params"] == sum(
+        p.numel() for p in _rrdb().parameters()
+    )
     code, out, err = run_dukd("zoo", "info", files / "RRDB_x4.pth")
     assert code == 0 and "ESRGAN" in out and "spandrel" in out
 
@@ -109,7 +113,9 @@ def test_evaluate_and_upscale_with_a_spandrel_model(files, benchmarks_dir, run_d
 
     img = tmp_path / "in.png"
     Image.fromarray((np.random.default_rng(0).random((9, 10, 3)) * 255).astype(np.uint8)).save(img)
-    code, _, err = run_dukd("upscale", img, "-o", tmp_path / "out.png", "--model", files / "RRDB_x4.pth", "--device", "cpu")
+    code, _, err = run_dukd(
+        "upscale", img, "-o", tmp_path / "out.png", "--model", files / "RRDB_x4.pth", "--device", "cpu"
+    )
     assert code == 0, err
     assert Image.open(tmp_path / "out.png").size == (40, 36)
 
@@ -139,14 +145,20 @@ def test_distill_from_spandrel_teacher_loss_falls(files, tmp_path):
     cfg.student.name, cfg.student.scale, cfg.student.args = "edsr", 4, {"n_feats": 32, "n_resblocks": 4}
     cfg.method.name = "dukd"
     cfg.method.options = {"w_pix": 0.0}  # only the teacher's terms: the student must come to imitate it
-    cfg.data.paths, cfg.data.cache_dir, cfg.data.workers = [str(_images(tmp_path / "d", n=4, size=64))], str(tmp_path / "c"), 0
+    cfg.data.paths, cfg.data.cache_dir, cfg.data.workers = (
+        [str(_images(tmp_path / "d", n=4, size=64))],
+        str(tmp_path / "c"),
+        0,
+    )
     t = cfg.train
     t.iters, t.batch_size, t.patch_size, t.lr, t.seed, t.device = 25, 4, 12, 2e-3, 0, "cpu"
     t.log_every, t.save_every, t.ema_decay = 5, 1000, 0.0
     cfg.val.every = 0
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.setup()
-    assert isinstance(trainer.teacher, external.SpandrelSR) and not any(p.requires_grad for p in trainer.teacher.parameters())
+    assert isinstance(trainer.teacher, external.SpandrelSR) and not any(
+        p.requires_grad for p in trainer.teacher.parameters()
+    )
     torch.manual_seed(5)
     lr = torch.rand(4, 3, 12, 12)
     with torch.no_grad():
@@ -169,7 +181,9 @@ def test_distill_from_spandrel_teacher_loss_falls(files, tmp_path):
 
 def test_export_of_a_spandrel_model_is_self_contained(files, tmp_path, run_dukd):
     out = tmp_path / "exp"
-    code, _, err = run_dukd("export", "--model", files / "SPAN_x2.safetensors", "-o", out, "--format", "safetensors")
+    code, _, err = run_dukd(
+        "export", "--model", files / "SPAN_x2.safetensors", "-o", out, "--format", "safetensors"
+    )
     assert code == 0, err
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architecture"] == "spandrel" and cfg["scale"] == 2

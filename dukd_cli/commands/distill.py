@@ -82,7 +82,7 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         if name == "data":
             if value:
                 out["data.paths"] = [_absolute(str(v)) for v in value]
-        elif name in ("teacher", "student") and Path(str(value)).suffix and Path(str(value)).expanduser().is_file():
+        elif name in ("teacher", "student") and Path(str(value)).expanduser().is_file():
             out[keymap[name]] = _absolute(str(value))  # a checkpoint file as the model
         elif name in ("teacher_weights", "student_weights", "data_dir", "cache_dir"):
             out[keymap[name]] = _absolute(str(value))
@@ -113,7 +113,9 @@ def _default_out(cfg) -> Path:
 
 def distill_cmd(
     teacher: str = typer.Option(
-        None, "--teacher", "-t",
+        None,
+        "--teacher",
+        "-t",
         help="Teacher: preset, architecture, exported model directory, or a checkpoint file of any architecture "
         "the zoo or spandrel detects (e.g. RRDB_x4.pth).",
     ),

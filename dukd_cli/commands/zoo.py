@@ -118,8 +118,8 @@ def list_(
 
 @app.command("info")
 def info(
-    name: str = typer.Argument(..., help="A preset or architecture name, or a checkpoint file (shows what was detected)."),
-    scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor (default 4; a checkpoint file's own)."),
+    name: str = typer.Argument(..., help="A preset, an architecture, or a checkpoint file (what it is)."),
+    scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor (default 4; a file's own)."),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument override, key=value (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
