@@ -23,6 +23,11 @@ from dukd_cli.errors import DukdError, WeightsError
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".safetensors")
 
+# What a file was found to be, per (path, mtime, size): a run resolves its teacher several times
+# (configuration, parameter counts, building) and a spandrel detection builds the whole network.
+_FOUND: dict[tuple, tuple[str, Any]] = {}
+_FOUND_MAX = 8
+
 
 def is_checkpoint_source(name: str | os.PathLike) -> bool:
     """Whether ``name`` is a checkpoint file (by its suffix) on disk or an ``hf://`` file source."""
@@ -44,20 +49,64 @@ def _recorded(name: str) -> str:
     return name if name.startswith("hf://") else str(Path(name).expanduser().resolve())
 
 
+def _file_key(name: str) -> tuple | None:
+    if name.startswith("hf://"):
+        return None  # the Hub cache decides what the name means; always read it
+    try:
+        st = Path(name).expanduser().resolve().stat()
+    except OSError:
+        return None
+    return (str(Path(name).expanduser().resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _find(name: str) -> tuple[str, Any]:
+    """("zoo", Detection) or ("spandrel", its describe() dict) for checkpoint ``name``."""
+    from dukd_cli import external
+    from dukd_cli.detect import ZOO_FAMILIES, detect
+    from dukd_cli.weights import load_state_dict
+
+    key = _file_key(name)
+    if key is not None and key in _FOUND:
+        return _FOUND[key]
+    state_dict = load_state_dict(name)
+    found = detect(state_dict)
+    if found is not None:
+        result: tuple[str, Any] = ("zoo", found)
+    else:
+        try:
+            result = ("spandrel", external.from_state_dict(state_dict, name).describe())
+        except external.SpandrelMissingError:
+            raise DukdError(
+                f"{name}: its keys match no zoo architecture ({', '.join(ZOO_FAMILIES)}); other architectures "
+                f"(ESRGAN, HAT, SPAN, ...) load through spandrel: {external.INSTALL_HINT}"
+            ) from None
+        except external.NotRecognisedError:
+            keys = ", ".join(list(state_dict)[:3])
+            raise DukdError(
+                f"{name}: neither the zoo ({', '.join(ZOO_FAMILIES)}) nor spandrel recognises this checkpoint "
+                f"(its first keys: {keys})"
+            ) from None
+    if key is not None:
+        while len(_FOUND) >= _FOUND_MAX:
+            _FOUND.pop(next(iter(_FOUND)))
+        _FOUND[key] = result
+    return result
+
+
 def resolve_checkpoint_spec(
     name: str, scale: int | None, kwargs: Mapping[str, Any] | None = None, weights: str | None = None
 ):
     """The :class:`~dukd_cli.models.ModelSpec` of checkpoint ``name`` (see the module docstring)."""
+    import copy
+
     from dukd_cli import external, registry
-    from dukd_cli.detect import ZOO_FAMILIES, detect
     from dukd_cli.models import ModelSpec
-    from dukd_cli.weights import load_state_dict
 
     kwargs = dict(kwargs or {})
     source = _recorded(name)
-    state_dict = load_state_dict(name)
-    found = detect(state_dict)
-    if found is not None:
+    kind, found = _find(name)
+    found = copy.deepcopy(found)
+    if kind == "zoo":
         if scale is not None and int(scale) != found.scale:
             raise DukdError(
                 f"{name} is a {found.label} checkpoint (its upsampler's shapes say x{found.scale}), "
@@ -74,21 +123,8 @@ def resolve_checkpoint_spec(
             provider=entry.provider if entry else "?",
             detected=found.to_dict(),
         )
-    try:
-        model = external.from_state_dict(state_dict, name)
-    except external.SpandrelMissingError:
-        raise DukdError(
-            f"{name}: its keys match no zoo architecture ({', '.join(ZOO_FAMILIES)}); other architectures "
-            f"(ESRGAN, HAT, SPAN, ...) load through spandrel: {external.INSTALL_HINT}"
-        ) from None
-    except external.NotRecognisedError:
-        keys = ", ".join(list(state_dict)[:3])
-        raise DukdError(
-            f"{name}: neither the zoo ({', '.join(ZOO_FAMILIES)}) nor spandrel recognises this checkpoint "
-            f"(its first keys: {keys})"
-        ) from None
-    label = model.describe()["label"]
-    if scale is not None and int(scale) != model.scale:
+    label, found_scale = found["label"], int(found["scale"])
+    if scale is not None and int(scale) != found_scale:
         raise DukdError(f"{name} is a {label} checkpoint (detected by spandrel), but x{scale} was asked for")
     if kwargs:
         raise DukdError(
@@ -99,10 +135,10 @@ def resolve_checkpoint_spec(
     return ModelSpec(
         name=name,
         arch=external.ARCH,
-        scale=model.scale,
+        scale=found_scale,
         kwargs={"source": source},
         weights=weights or source,
         preset=None,
         provider=entry.provider if entry else "?",
-        detected=model.describe(),
+        detected=found,
     )

@@ -222,3 +222,12 @@ def test_window_pad_swinir_through_run_model():
     assert not torch.allclose(run_model(m, x), got, atol=1e-4)  # reflect pads 8 -> 8 (none), 10 -> 12
     with pytest.raises(DukdError, match="--window-pad"):
         run_model(m, x, window_pad="zeros")
+
+
+def test_a_replaced_file_is_detected_again(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(create_model("edsr", 2, n_feats=8, n_resblocks=1).state_dict(), path)
+    assert resolve_spec(str(path), None).scale == 2
+    torch.save(create_model("edsr", 3, n_feats=12, n_resblocks=2).state_dict(), path)
+    spec = resolve_spec(str(path), None)
+    assert (spec.scale, spec.kwargs["n_feats"]) == (3, 12)

@@ -203,6 +203,9 @@ def test_student_initialised_from_a_spandrel_file(files):
 
 
 def test_without_spandrel_one_clear_line(files, monkeypatch, run_dukd):
+    from dukd_cli import checkpoint_models
+
+    monkeypatch.setattr(checkpoint_models, "_FOUND", {})  # forget what earlier tests detected
     monkeypatch.setattr(external, "_spandrel", None)
     monkeypatch.setitem(sys.modules, "spandrel", None)  # as if not installed
     with pytest.raises(DukdError, match=r"pip install 'dukd\[spandrel\]'"):
