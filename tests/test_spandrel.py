@@ -103,13 +103,15 @@ def test_zoo_info_shows_what_spandrel_detected(files, run_dukd):
 def test_evaluate_and_upscale_with_a_spandrel_model(files, benchmarks_dir, run_dukd, tmp_path):
     out = tmp_path / "r.json"
     code, _, err = run_dukd(
-        "evaluate", "--model", files / "RRDB_x4.pth", "--scale", "4", "--bench", "set5",
+        "evaluate", "--model", files / "RRDB_x4.pth", "--bench", "set5",
         "--data-dir", benchmarks_dir, "--max-images", "1", "--device", "cpu", "--json", out,
     )  # fmt: skip
     assert code == 0, err
     data = json.loads(out.read_text())
     assert data["results"][0]["n_images"] == 1 and np.isfinite(data["results"][0]["psnr"])
-    assert data["window_pad"] == "reflect"
+    assert data["window_pad"] == "reflect" and data["scale"] == 4  # the file's own scale: no --scale needed
+    code, _, err = run_dukd("evaluate", "--model", "bicubic")
+    assert code == 1 and "the bicubic baseline needs --scale" in err
 
     img = tmp_path / "in.png"
     Image.fromarray((np.random.default_rng(0).random((9, 10, 3)) * 255).astype(np.uint8)).save(img)

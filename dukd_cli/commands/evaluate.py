@@ -36,6 +36,16 @@ def _load(name: str, scale: int, weights: str | None, args: list[str] | None, de
         return build(spec, device=select_device(device)), spec.weights
 
 
+def _own_scale(name: str, weights: str | None, args: list[str] | None) -> int:
+    """The scale of a model that knows its own (a checkpoint file, an exported directory, a one-scale
+    preset); otherwise the one-line error asking for --scale."""
+    if name.lower() == BICUBIC:
+        raise DukdError("the bicubic baseline needs --scale")
+    from dukd_cli.models import resolve_spec
+
+    return resolve_spec(name, None, kwargs=model_args(args), weights=weights).scale
+
+
 def _fmt(x: float | None, digits: int) -> str:
     if x is None:
         return "-"
@@ -64,7 +74,9 @@ def evaluate_cmd(
         None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE[@REV], or a preset name. Presets default to their declared source."
     ),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
-    scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor; must equal the model's."),
+    scale: int = typer.Option(
+        None, "--scale", "-s", help="Upscaling factor; must equal the model's (default: a checkpoint file's own)."
+    ),
     bench: str = typer.Option(
         None,
         "--bench",
@@ -102,6 +114,8 @@ def evaluate_cmd(
     ),
 ) -> None:
     """Evaluate a model on SR benchmarks: PSNR/SSIM on Y, crop border = scale, MATLAB-exact bicubic LR."""
+    if scale is None:
+        scale = _own_scale(model, weights, arg)
     if scale < 1:
         raise DukdError(f"--scale must be a positive integer, got {scale}")
     if precision not in ("fp32", "bf16", "fp16"):
