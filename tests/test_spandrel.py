@@ -136,6 +136,9 @@ def test_distill_rrdb_teacher_into_edsr_student_cli(files, run_dukd, tmp_path):
     cfg = (run / "config.toml").read_text()
     assert str((files / "RRDB_x4.pth").resolve()) in cfg  # recorded absolute: --resume works from anywhere
     assert (run / "student.safetensors").is_file()
+    # the teacher knows its scale: --scale may be left out
+    code, out, err = run_dukd("distill", "--teacher", files / "RRDB_x4.pth", "--student", "edsr", "--dry-run")
+    assert code == 0 and "scale = 4" in out and "spandrel" in out, err
 
 
 def test_distill_from_spandrel_teacher_loss_falls(files, tmp_path):

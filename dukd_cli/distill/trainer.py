@@ -135,6 +135,12 @@ def _meta_model(spec: ModelSpec) -> nn.Module | None:
         return None
 
 
+def _is_checkpoint(name: str) -> bool:
+    from dukd_cli.checkpoint_models import is_checkpoint_source
+
+    return is_checkpoint_source(name)
+
+
 def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_model: nn.Module | None = None) -> Resolved:
     """Decide the scale, model specs and method options of ``cfg`` (nothing is downloaded or trained)."""
     cfg = cfg.copy()
@@ -144,8 +150,8 @@ def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_
     if not cfg.student.name:
         raise DukdError("no student given: pass --student NAME (a preset, an architecture or an exported model)")
     scale = cfg.student.scale
-    if scale is None and cfg.teacher.name and is_export_dir(cfg.teacher.name):
-        scale = resolve_spec(cfg.teacher.name, None).scale
+    if scale is None and cfg.teacher.name and (is_export_dir(cfg.teacher.name) or _is_checkpoint(cfg.teacher.name)):
+        scale = resolve_spec(cfg.teacher.name, None).scale  # a teacher that knows its scale sets it
     if scale is None and is_export_dir(cfg.student.name):
         scale = resolve_spec(cfg.student.name, None).scale
     if scale is None:
