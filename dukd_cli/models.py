@@ -323,6 +323,7 @@ def describe(name: str, scale: int, kwargs: Mapping[str, Any] | None = None) -> 
                 "arguments": _jsonable(dict(ws.kwargs)),
                 "verified": ws.verified,
                 **({"notes": ws.notes} if ws.notes else {}),
+                **_file_info(ws),
             }
         info["description"] = preset.description
         if preset.notes:
@@ -342,3 +343,18 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return repr(obj)
+
+
+def _file_info(ws: registry.WeightSource) -> dict[str, Any]:
+    """What `dukd zoo info` shows of a declared file beyond its first source (only what is known)."""
+    out: dict[str, Any] = {}
+    for key in ("filename", "sha256", "published_by"):
+        if getattr(ws, key):
+            out[key] = getattr(ws, key)
+    if ws.mirrors:
+        out["mirrors"] = list(ws.mirrors)
+    if ws.published:
+        out["published"] = {b: list(v) for b, v in ws.published.items()}
+    if ws.alternatives:
+        out["alternatives"] = [{"source": a.source, "notes": a.notes, "arguments": _jsonable(dict(a.kwargs))} for a in ws.alternatives]
+    return out
