@@ -140,8 +140,9 @@ def resolve_spec(
     repo_arch = weights_given = None
     if weights is not None and is_repo_source(weights):
         # A super-image repository by id: its config.json gives the network and its semantics.
+        # The spec keeps the repository id (re-read on --resume); weights.resolve picks the scale's file.
         weights_given = weights
-        weights, repo_arch, scale, repo_kwargs = expand_repo(weights, scale)
+        _file, repo_arch, scale, repo_kwargs = expand_repo(weights, scale)
         kwargs = {**repo_kwargs, **kwargs}
     if is_export_dir(name):
         directory = Path(name)

@@ -35,7 +35,7 @@ import torch
 from dukd_cli.errors import StateDictMismatchError, UnsafeCheckpointError, WeightsError
 from dukd_cli.registry import WeightSource
 from dukd_cli.sources import HubSource, check_sha256, fetch, is_remote, parse_hub_source, sha256_file  # noqa: F401
-from dukd_cli.sources.superimage import is_repo_source
+from dukd_cli.sources.superimage import expand_repo, is_repo_source
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -51,8 +51,10 @@ def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
     """Turn a weight source into a local file path (downloading through the cache if needed)."""
     s = os.fspath(source)
     if is_remote(s):
-        if is_repo_source(s):
-            raise WeightsError(f"{s} names a repository; build the model with dukd_cli.models (reads config.json)")
+        if is_repo_source(s):  # a super-image repository: its file for the scale (dukd_cli.models sets the semantics)
+            if scale is None:
+                raise WeightsError(f"{s} names a repository; a scale is needed to pick its file")
+            s = expand_repo(s, scale)[0]
         ws = declared_with_source(s)
         return resolve_declared(ws, what=s) if ws is not None else fetch(s)
     p = Path(s).expanduser()

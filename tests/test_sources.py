@@ -170,7 +170,7 @@ def test_super_image_repository_by_id_builds_its_edsr(hub):
         "2" * 40,
     )
     spec = resolve_spec("edsr", None, weights="hf://eugenesiow/edsr-tiny")
-    assert spec.scale == 2 and spec.weights == "hf://eugenesiow/edsr-tiny/pytorch_model_2x.pt"
+    assert spec.scale == 2 and spec.weights == "hf://eugenesiow/edsr-tiny"
     assert spec.kwargs == {
         "n_feats": 8,
         "n_resblocks": 2,
