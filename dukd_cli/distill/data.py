@@ -27,7 +27,6 @@ shards across DDP ranks as consecutive slices of one global batch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path, atomic_write_text
+from dukd_cli.sources.hashing import sha256_file  # the project's one SHA-256 helper
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 BUILTIN = "builtin"
@@ -176,12 +176,6 @@ def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _HashIndex:
