@@ -95,7 +95,7 @@ ENTRIES: tuple[DataEntry, ...] = (
         notes="archive SHA-256 not looked up: not hash-checked",
     ),
     DataEntry(
-        "Manga109", "bench", 109, None, notes="no public Hub copy pinned (licence); bring it or pass --source",
+        "Manga109", "bench", 109, None, notes="no public Hub copy pinned (licence): bring your own copy",
     ),
     DataEntry(
         "DIV2K", "train", 800, f"{_DIV2K}/DIV2K_train_HR.zip@{_DIV2K_REV}",
