@@ -30,8 +30,13 @@ _FOUND_MAX = 8
 
 
 def is_checkpoint_source(name: str | os.PathLike) -> bool:
-    """Whether ``name`` is a checkpoint file (by its suffix) on disk or an ``hf://`` file source."""
+    """Whether ``name`` is a checkpoint file (by its suffix) on disk, an ``hf://`` file or an
+    ``https://`` file (a bare Hub repository id is not: that is a super-image repository)."""
     s = os.fspath(name)
+    if s.startswith(("https://", "http://")):
+        from urllib.parse import urlparse
+
+        return Path(urlparse(s.split("#", 1)[0]).path).suffix.lower() in CHECKPOINT_SUFFIXES
     if s.startswith("hf://"):
         from dukd_cli.weights import parse_hub_source
 
@@ -46,12 +51,14 @@ def is_checkpoint_source(name: str | os.PathLike) -> bool:
 
 def _recorded(name: str) -> str:
     """How the source is recorded: local files absolute (runs resume from any directory)."""
-    return name if name.startswith("hf://") else str(Path(name).expanduser().resolve())
+    if name.startswith(("hf://", "https://", "http://")):
+        return name
+    return str(Path(name).expanduser().resolve())
 
 
 def _file_key(name: str) -> tuple | None:
-    if name.startswith("hf://"):
-        return None  # the Hub cache decides what the name means; always read it
+    if name.startswith(("hf://", "https://", "http://")):
+        return None  # the download cache decides what the name means; always read it
     try:
         st = Path(name).expanduser().resolve().stat()
     except OSError:
