@@ -43,7 +43,7 @@ def export_cmd(
         preset = registry.get_preset(model) if spec.preset else None
         declared = preset.weights.get(spec.scale) if preset else None
         if declared:
-            weights = declared
+            weights = registry.source_of(declared).source
         else:
             warn(escape(f"no --weights for '{model}': exporting its random initialisation"))
 
