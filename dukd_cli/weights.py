@@ -98,13 +98,23 @@ def _hub_download(src: HubSource) -> Path:
     cache_dir = os.environ.get("HF_HUB_CACHE") or (
         os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
     )
+    # No network: the cache only, and one line at once instead of the Hub client's retries.
+    from dukd_cli.hubnet import endpoint, unreachable_reason
+
+    down = None if offline else unreachable_reason()
     try:
         path = hf_hub_download(
-            src.repo_id, src.filename, revision=src.revision, cache_dir=cache_dir, local_files_only=offline
+            src.repo_id, src.filename, revision=src.revision, cache_dir=cache_dir,
+            local_files_only=offline or down is not None, endpoint=endpoint(),
         )
     except Exception as exc:
         kind = type(exc).__name__
         rev = f" at revision {src.revision}" if src.revision else ""
+        if down is not None:
+            raise WeightsError(
+                f"{src} is not in the Hugging Face cache{rev} and the Hub ({endpoint()}) cannot be reached "
+                f"({down}); connect to the network, or pass a local file as the weights source"
+            ) from None
         if offline or "LocalEntryNotFound" in kind or "OfflineMode" in kind:
             raise WeightsError(
                 f"{src} is not in the Hugging Face cache{rev} and the Hub cannot be reached"
