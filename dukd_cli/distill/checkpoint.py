@@ -14,8 +14,9 @@ its iteration). Temporary files a killed process left behind are removed when a 
 resumes (:func:`remove_stale_temps`).
 
 Test hook: with ``DUKD_TEST_CHECKPOINT_PAUSE=written`` (both files written, nothing committed) or
-``=committed`` (state.pt renamed, the student not yet), the writer touches the file named by
-``DUKD_TEST_CHECKPOINT_PAUSE_FILE`` and sleeps there, so a test can kill the process inside the write.
+``=committed`` (state.pt renamed, the student not yet), optionally ``@ITERATION``, the writer touches
+the file named by ``DUKD_TEST_CHECKPOINT_PAUSE_FILE`` and sleeps there, so a test can kill the
+process inside the write.
 """
 
 from __future__ import annotations
@@ -134,9 +135,13 @@ def _temp(target: Path) -> Path:
     return Path(tmp)
 
 
-def _pause(phase: str) -> None:
+def _pause(phase: str, iteration: int) -> None:
     """The test hook (see the module docstring): stop here so a test can kill the process."""
-    if os.environ.get(PAUSE_ENV) != phase:
+    want = os.environ.get(PAUSE_ENV)
+    if not want:
+        return
+    name, _, at = want.partition("@")
+    if name != phase or (at and int(at) != iteration):
         return
     marker = os.environ.get(f"{PAUSE_ENV}_FILE")
     if marker:
@@ -160,10 +165,10 @@ def write_checkpoint(paths: RunPaths, state: dict, metadata: dict[str, str], kep
         for t in (st_tmp, sd_tmp):
             os.chmod(t, mode)  # mkstemp makes 0600; give the usual permissions
             _fsync(t)
-        _pause("written")
+        _pause("written", int(state["iteration"]))
         os.replace(st_tmp, paths.state)  # the commit
         pending.remove(st_tmp)
-        _pause("committed")
+        _pause("committed", int(state["iteration"]))
         os.replace(sd_tmp, paths.student)
         pending.remove(sd_tmp)
         _fsync(paths.root)

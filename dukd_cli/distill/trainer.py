@@ -328,6 +328,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.method_cls_override = method_cls
         self.notes: list[str] = []
+        self.clock = time.monotonic  # --save-every-min's clock (tests replace it)
         if resume:
             if not self.paths.state.is_file() or not self.paths.config.is_file():
                 raise DukdError(f"{run_dir} holds no run to resume (no state.pt / config.toml)")
@@ -540,7 +541,7 @@ class Trainer:
         }
         ckpt.write_checkpoint(self.paths, state, self._metadata(), kept=getattr(self, "saved_iteration", None))
         self.saved_iteration = self.iteration
-        self._t_save = time.monotonic()
+        self._t_save = self.clock()
 
     def _open_tensorboard(self):
         if not (self.main and self.cfg.train.tensorboard):
@@ -701,7 +702,7 @@ class Trainer:
         minutes = float(getattr(self.cfg.train, "save_every_min", 0) or 0)
         if minutes <= 0 or it % check_every:
             return False
-        due = time.monotonic() - self._t_save >= minutes * 60.0
+        due = self.clock() - self._t_save >= minutes * 60.0
         return ddp.any_flag(due and self.main, self.dist, self.device)
 
     def fit(self) -> FitResult:
@@ -713,7 +714,7 @@ class Trainer:
         self._stop_requested = False
         self._stop_signal = None
         self.saved_iteration = self.iteration if self.resume else None
-        self._t_save = time.monotonic()
+        self._t_save = self.clock()
         interrupted = False
         old_handler = self._install_handlers()
         loader = self.make_loader()
