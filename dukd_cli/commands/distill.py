@@ -268,7 +268,7 @@ def _run_demo(out, data_dir, opts: dict[str, Any], implicit: bool) -> None:
     result = run_demo(out, data_dir=data_dir, on_status=lambda m: console.print(f"[dim]{m}[/]"), **kwargs)
     if result.interrupted:
         console.print(f"[yellow]interrupted[/] after {result.iterations} iterations; the run is in {result.run_dir}")
-        raise typer.Exit(130)
+        raise typer.Exit(result.exit_code or 130)
     table = Table(title=f"x4 on {result.bench} (PSNR/SSIM on Y, as dukd evaluate)", title_justify="left")
     table.add_column("model", style="bold")
     table.add_column("what")
