@@ -144,6 +144,15 @@ def test_upscale_and_evaluate_a_run_directory(run_dir, run_dukd, tmp_path):
     assert code == 1 and "x2 student" in _one_line(err)
 
 
+def test_a_run_directory_as_the_next_teacher(run_dir, run_dukd):
+    code, out, err = run_dukd(
+        "distill", "--teacher", run_dir, "--student", "tiny", "--student-arg", "n_feats=2", "--method", "kd",
+        "--dry-run",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "scale = 2" in out and str(run_dir / "student.safetensors") in out
+
+
 def test_run_directory_before_its_first_checkpoint(run_dir, run_dukd, tmp_path):
     (run_dir / "student.safetensors").unlink()
     code, _, err = run_dukd("upscale", tmp_path / "nothing.png", "--model", run_dir)

@@ -339,7 +339,8 @@ class Trainer:
             raise DukdError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
             )
-        check_writable_dir(self.paths.root)  # now, not after the data is prepared
+        if ddp.env_info().is_main:  # rank 0 alone writes the run directory (other nodes may not see it)
+            check_writable_dir(self.paths.root)  # now, not after the data is prepared
         self.cfg = cfg
         self.display = display if display is not None else Display()
 
