@@ -20,6 +20,7 @@ import torch
 from dukd_cli import registry
 from dukd_cli.errors import DukdError
 from dukd_cli.registry import DEFAULT_STUDENT, DEFAULT_TEACHER  # noqa: F401 (re-exported)
+from dukd_cli.sources.superimage import expand_repo, is_repo_source
 from dukd_cli.weights import LoadReport, load_weights
 
 EXPORT_CONFIG = "config.json"
@@ -182,6 +183,13 @@ def resolve_spec(
     (an error where there is none); an explicit ``weights`` always wins.
     """
     kwargs = dict(kwargs or {})
+    repo_arch = weights_given = None
+    if weights is not None and is_repo_source(weights):
+        # A super-image repository by id: its config.json gives the network and its semantics.
+        # The spec keeps the repository id (re-read on --resume); weights.resolve picks the scale's file.
+        weights_given = weights
+        _file, repo_arch, scale, repo_kwargs = expand_repo(weights, scale)
+        kwargs = {**repo_kwargs, **kwargs}
     if is_export_dir(name):
         directory = Path(name)
         cfg = _read_export_config(directory)
@@ -217,16 +225,19 @@ def resolve_spec(
         w = weights
         declared = preset.weights.get(scale)
         ws = registry.source_of(declared) if declared else None
+        declared_ref = (ws.source or ws.filename) if ws is not None else None  # no source: its file name
         if w is None and pretrained:
-            if ws is None:
+            if not declared_ref:
                 raise DukdError(
                     f"preset '{name}' declares no pretrained weights at x{scale}; pass them with --weights SOURCE"
                 )
-            w = ws.source
-        if ws is not None and w in (ws.source, name):
+            w = declared_ref
+        if ws is not None and declared_ref and w in (ws.source, ws.filename, name):
             # The declared file's own semantics (e.g. input range) go with it, whoever names it.
             merged = {**dict(preset.kwargs), **dict(ws.kwargs), **kwargs}
-            w = ws.source
+            w = declared_ref
+        if repo_arch is not None and preset.arch != repo_arch:
+            raise DukdError(f"{weights_given} holds a {repo_arch} model, but preset '{name}' is {preset.arch}")
         entry = registry.entry(registry.PRESET_GROUP, name)
         return ModelSpec(name, preset.arch, scale, merged, w, name, entry.provider if entry else "?")
 
@@ -234,6 +245,8 @@ def resolve_spec(
         _unknown(name)
     if weights is None and pretrained:
         raise DukdError(f"'{name}' is an architecture with no default weights; pass them with --weights SOURCE")
+    if repo_arch is not None and name != repo_arch:
+        raise DukdError(f"{weights_given} holds a {repo_arch} model, not '{name}'")
     entry = registry.entry(registry.ARCH_GROUP, name)
     return ModelSpec(name, name, scale, kwargs, weights, None, entry.provider if entry else "?")
 
@@ -370,6 +383,7 @@ def describe(name: str, scale: int, kwargs: Mapping[str, Any] | None = None) -> 
                 "arguments": _jsonable(dict(ws.kwargs)),
                 "verified": ws.verified,
                 **({"notes": ws.notes} if ws.notes else {}),
+                **_file_info(ws),
             }
         info["description"] = preset.description
         if preset.notes:
@@ -389,3 +403,18 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return repr(obj)
+
+
+def _file_info(ws: registry.WeightSource) -> dict[str, Any]:
+    """What `dukd zoo info` shows of a declared file beyond its first source (only what is known)."""
+    out: dict[str, Any] = {}
+    for key in ("filename", "sha256", "published_by"):
+        if getattr(ws, key):
+            out[key] = getattr(ws, key)
+    if ws.mirrors:
+        out["mirrors"] = list(ws.mirrors)
+    if ws.published:
+        out["published"] = {b: list(v) for b, v in ws.published.items()}
+    if ws.alternatives:
+        out["alternatives"] = [{"source": a.source, "notes": a.notes, "arguments": _jsonable(dict(a.kwargs))} for a in ws.alternatives]
+    return out

@@ -56,6 +56,18 @@ class WeightSource:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     verified: bool = False
     notes: str = ""
+    # What the file is, where else it is, and what its authors published (all optional):
+    filename: str | None = None  # its published name (e.g. EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth)
+    sha256: str | None = None  # its SHA-256: 64 hex digits, or the 8-digit prefix its name carries
+    mirrors: tuple[str, ...] = ()  # further sources of the same file, tried in order after `source`
+    published: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # set -> (PSNR, SSIM), Y
+    published_by: str = ""  # where the published numbers come from
+    alternatives: tuple[WeightSource, ...] = ()  # other files (not this one), each labelled in its notes
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every source of this file, in the order they are tried ('' = no source known)."""
+        return tuple(s for s in (self.source, *self.mirrors) if s)
 
 
 def source_of(w: str | WeightSource) -> WeightSource:

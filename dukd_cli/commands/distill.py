@@ -136,7 +136,8 @@ def distill_cmd(
     zoom_out: bool = typer.Option(None, "--zoom-out/--no-zoom-out", help=ZOOM_OUT_HELP),
     method_opt: list[str] = typer.Option(None, "--method-opt", help="Any method option key=value (repeatable), e.g. max_side=48 for fakd."),
     data: list[str] = typer.Option(
-        None, "--data", "-d", help="Training data (repeatable): HR folder, DIV2K folder, HR/+LR/ folder, or 'builtin' (default)."
+        None, "--data", "-d", help="Training data (repeatable): 'div2k' (DIV2K's 800 images, fetched once; the default with a teacher), "
+        "HR folder, DIV2K folder, HR/+LR/ folder, or 'builtin' (scikit-image's photos)."
     ),
     iters: int = typer.Option(None, "--iters", help="Total iterations (default 250000). On --resume it may be raised."),
     batch_size: int = typer.Option(None, "--batch-size", help="Patches per iteration per process (default 16)."),
@@ -240,6 +241,10 @@ def distill_cmd(
     cfg = cfgmod.load(config) if config is not None else cfgmod.DistillConfig()
     for key, value in overrides.items():
         cfg.set(key, value)
+    from dukd_cli.distill.provenance import apply_data_defaults
+
+    config_data = config is not None and "paths" in cfgmod.load_toml(config).get("data", {})
+    apply_data_defaults(cfg, data_given=bool(data) or config_data)  # a teacher and no --data: DIV2K
     res = resolve(cfg)
     if res.teacher is None and cfg.teacher.name:
         console.print(f"[yellow]note:[/] method '{cfg.method.name}' uses no teacher; --teacher is ignored")
@@ -305,6 +310,10 @@ def _print_plan(res, run_dir) -> None:
         n = counts[role]
         table.add_row(role, spec.name, spec.arch, spec.weights or "(random init)", f"{format_params(n)} ({n:,})")
     console.print(table)
+    from dukd_cli.distill.provenance import plan_lines
+
+    for line in plan_lines(res):  # teacher file and data: where they come from (nothing is downloaded)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if counts.get("teacher"):
         console.print(f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters")
 

@@ -33,6 +33,18 @@ def _load(name: str, scale: int, weights: str | None, args: list[str] | None, de
     return build(spec, device=select_device(device)), spec.weights
 
 
+def _defaults(model: str | None, scale: int | None) -> tuple[str, int]:
+    """No --model: the shipped student (as upscale); no --scale: the model's only scale."""
+    from dukd_cli.models import DEFAULT_STUDENT, resolve_spec
+
+    model = model or DEFAULT_STUDENT
+    if scale is None:
+        if model.lower() == BICUBIC:
+            raise DukdError("the bicubic baseline needs --scale (2, 3, 4, ...)")
+        scale = resolve_spec(model, None).scale  # a one-scale preset or an export knows it; else a clear error
+    return model, int(scale)
+
+
 def _fmt(x: float | None, digits: int) -> str:
     if x is None:
         return "-"
@@ -56,12 +68,14 @@ def results_table(label: str, scale: int, results: list[BenchResult], with_ref: 
 
 
 def evaluate_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Preset, architecture, exported model directory, or 'bicubic'."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Preset, architecture, exported model directory, or 'bicubic'. Default: dukd-student-x4."
+    ),
     weights: str = typer.Option(
         None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE[@REV], or a preset name. Presets default to their declared source."
     ),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
-    scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor; must equal the model's."),
+    scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor; must equal the model's. Default: the model's only scale."),
     bench: str = typer.Option(
         None,
         "--bench",
@@ -91,8 +105,12 @@ def evaluate_cmd(
     reference_weights: str = typer.Option(None, "--reference-weights", help="Weights of the reference model."),
     reference_arg: list[str] = typer.Option(None, "--reference-arg", help="Reference constructor argument key=value."),
     max_images: int = typer.Option(None, "--max-images", help="Evaluate only the first N images of each set."),
+    no_download: bool = typer.Option(
+        False, "--no-download", help="Never fetch a named set that is not found (also the case with HF_HUB_OFFLINE=1)."
+    ),
 ) -> None:
     """Evaluate a model on SR benchmarks: PSNR/SSIM on Y, crop border = scale, MATLAB-exact bicubic LR."""
+    model, scale = _defaults(model, scale)
     if scale < 1:
         raise DukdError(f"--scale must be a positive integer, got {scale}")
     if precision not in ("fp32", "bf16", "fp16"):
@@ -105,6 +123,12 @@ def evaluate_cmd(
     if save_images is not None:
         check_writable_dir(save_images)
 
+    if benches:  # a named set that is not found is fetched first (one line: what, how big)
+        from dukd_cli.data.fetch import ensure_benchmarks
+
+        ensure_benchmarks(
+            benches, download=not no_download, data_dir=data_dir, on_status=lambda m: err_console.print(f"[dim]{m}[/]")
+        )
     net, used_weights = _load(model, scale, weights, arg, device)
     ref = None
     if reference_model:

@@ -56,6 +56,10 @@ class DataConfig:
     paths: list[str] = field(default_factory=lambda: ["builtin"])
     workers: int | None = None  # None: 0 on the CPU, min(8, cores / 2) on CUDA
     cache_dir: str | None = None
+    # Where named data (e.g. "div2k") comes from, recorded by dukd_cli.distill.provenance
+    dataset: str | None = None
+    source: str | None = None
+    revision: str | None = None
 
 
 @dataclass
