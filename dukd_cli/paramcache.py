@@ -36,7 +36,11 @@ class ParamCache:
         self.dirty = False
         try:
             raw = json.loads(self.path.read_text())
-            if isinstance(raw, dict) and raw.get("version") == VERSION and isinstance(raw.get("entries"), dict):
+            if (
+                isinstance(raw, dict)
+                and raw.get("version") == VERSION
+                and isinstance(raw.get("entries"), dict)
+            ):
                 self.data = raw["entries"]
         except (OSError, ValueError):
             pass
@@ -48,7 +52,11 @@ class ParamCache:
         if fp is None:
             return None
         slot = self.data.get(arch)
-        if not isinstance(slot, dict) or slot.get("fingerprint") != fp or not isinstance(slot.get("values"), dict):
+        if (
+            not isinstance(slot, dict)
+            or slot.get("fingerprint") != fp
+            or not isinstance(slot.get("values"), dict)
+        ):
             slot = self.data[arch] = {"fingerprint": fp, "values": {}}
         return slot["values"]
 
@@ -81,7 +89,9 @@ class ParamCache:
         if not self.dirty:
             return
         try:
-            atomic_write_text(self.path, json.dumps({"version": VERSION, "entries": self.data}, sort_keys=True))
+            atomic_write_text(
+                self.path, json.dumps({"version": VERSION, "entries": self.data}, sort_keys=True)
+            )
         except OSError:
             pass
         self.dirty = False
