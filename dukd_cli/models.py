@@ -25,6 +25,8 @@ from dukd_cli.weights import LoadReport, load_weights
 
 EXPORT_CONFIG = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
+RUN_CONFIG = "config.toml"  # a `dukd distill` run directory (see dukd_cli.distill.trainer)
+RUN_WEIGHTS = "student.safetensors"
 
 
 @dataclass
@@ -112,6 +114,49 @@ def is_export_dir(name: str | os.PathLike) -> bool:
     return p.is_dir() and (p / EXPORT_CONFIG).is_file()
 
 
+def is_run_dir(name: str | os.PathLike) -> bool:
+    """A ``dukd distill`` run directory: it holds ``config.toml`` (and, once it has checkpointed,
+    ``student.safetensors``, the EMA student) and is not an export directory."""
+    p = Path(name)
+    return p.is_dir() and (p / RUN_CONFIG).is_file() and not (p / EXPORT_CONFIG).is_file()
+
+
+def is_model_dir(name: str | os.PathLike) -> bool:
+    """An exported model directory or a distill run directory: a model that knows its own scale."""
+    return is_export_dir(name) or is_run_dir(name)
+
+
+def resolve_run_spec(
+    directory: str | os.PathLike,
+    scale: int | None = None,
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    weights: str | None = None,
+) -> ModelSpec:
+    """The student a distill run directory trained: its ``config.toml`` [student] table (name, scale,
+    constructor arguments) with ``student.safetensors`` as the weights (unless ``weights`` is given)."""
+    from dukd_cli.distill.config import load_toml
+
+    d = Path(directory)
+    table = load_toml(d / RUN_CONFIG).get("student")
+    student = dict(table) if isinstance(table, Mapping) else {}
+    name, run_scale = student.get("name"), student.get("scale")
+    if not name or not isinstance(run_scale, int):
+        raise DukdError(f"{d / RUN_CONFIG} has no [student] name and scale; not a complete dukd distill run")
+    if scale is not None and int(scale) != run_scale:
+        raise DukdError(f"run {d} trained a x{run_scale} student, but x{scale} was asked for")
+    if weights is None:
+        if not (d / RUN_WEIGHTS).is_file():
+            raise DukdError(f"run {d} has no {RUN_WEIGHTS} yet (a run writes it at its first checkpoint)")
+        weights = str(d / RUN_WEIGHTS)
+    args = student.get("args")
+    merged = {**(dict(args) if isinstance(args, Mapping) else {}), **dict(kwargs or {})}
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+    inner = resolve_spec(str(name), run_scale, kwargs=merged, weights=weights)
+    return ModelSpec(str(d), inner.arch, inner.scale, inner.kwargs, inner.weights, inner.preset, inner.provider,
+                     inner.directory)
+
+
 def _read_export_config(directory: Path) -> dict[str, Any]:
     try:
         cfg = json.loads((directory / EXPORT_CONFIG).read_text())
@@ -133,9 +178,10 @@ def resolve_spec(
 ) -> ModelSpec:
     """Resolve a model name into a :class:`ModelSpec` without building anything.
 
-    Lookup order: an exported model directory (holding ``config.json``), a checkpoint file or
-    ``hf://`` file (its architecture detected from the file: :mod:`dukd_cli.checkpoint_models`), a
-    preset, an architecture.
+    Lookup order: an exported model directory (holding ``config.json``), a distill run directory
+    (``config.toml``; see :func:`resolve_run_spec`), a checkpoint file or ``hf://`` / ``https://``
+    file (its architecture detected from the file: :mod:`dukd_cli.checkpoint_models`), a preset, an
+    architecture.
     ``pretrained=True`` with no explicit ``weights`` takes the preset's declared source for the scale
     (an error where there is none); an explicit ``weights`` always wins.
     """
@@ -162,6 +208,8 @@ def resolve_spec(
             merged["source"] = w
         entry = registry.entry(registry.ARCH_GROUP, arch)
         return ModelSpec(str(name), arch, exp_scale, merged, w, None, entry.provider if entry else "?", str(directory))
+    if is_run_dir(name):
+        return resolve_run_spec(name, scale, kwargs=kwargs, weights=weights)
 
     checkpoint = _checkpoint_spec(name, scale, kwargs, weights)
     if checkpoint is not None:
@@ -171,6 +219,8 @@ def resolve_spec(
         only = registry.get_preset(str(name))
         if only is not None and len(only.scales) == 1:  # a one-scale preset (e.g. dukd-student-x4) knows its scale
             scale = only.scales[0]
+        elif only is None and registry.entry(registry.ARCH_GROUP, str(name)) is None:
+            _unknown(str(name))
         else:
             raise DukdError(f"a scale is needed to build '{name}' (e.g. --scale 4)")
     scale = int(scale)
@@ -201,8 +251,7 @@ def resolve_spec(
         return ModelSpec(name, preset.arch, scale, merged, w, name, entry.provider if entry else "?")
 
     if registry.entry(registry.ARCH_GROUP, name) is None:
-        # Give the architecture lookup's message (with suggestions).
-        registry.get_architecture(name)
+        _unknown(name)
     if weights is None and pretrained:
         raise DukdError(f"'{name}' is an architecture with no default weights; pass them with --weights SOURCE")
     if repo_arch is not None and name != repo_arch:
@@ -220,6 +269,16 @@ def _checkpoint_spec(
     if not is_checkpoint_source(name):
         return None
     return resolve_checkpoint_spec(str(name), scale, kwargs, weights)
+
+
+def _unknown(name: str) -> None:
+    """Raise the error for a name that is no model: a folder that is neither kind of model directory,
+    or the architecture lookup's message (with suggestions)."""
+    if Path(name).is_dir():
+        raise DukdError(
+            f"{name} is a folder but neither an exported model ({EXPORT_CONFIG}) nor a distill run ({RUN_CONFIG})"
+        )
+    registry.get_architecture(name)
 
 
 def build(spec: ModelSpec, *, strict: bool = True, device: str | torch.device | None = None) -> torch.nn.Module:

@@ -246,6 +246,33 @@ def get_method(name: str) -> Any:
     return obj
 
 
+def fingerprint(group: str, name: str) -> str | None:
+    """What identifies the code behind a loaded entry point: its distribution and version, its
+    ``module:attr``, and the size and mtime of every Python file beside the module (an edited
+    plugin gets a new fingerprint). ``None`` for an unknown or unloaded entry."""
+    import sys
+
+    e = _entries(group).get(name)
+    if e is None or (group, name) not in _loaded:
+        return None
+    dist = getattr(e._ep, "dist", None)
+    version = getattr(dist, "version", None) or "?"
+    module = sys.modules.get(e.value.split(":", 1)[0])
+    files = []
+    path = getattr(module, "__file__", None)
+    if path:
+        from pathlib import Path
+
+        folder = Path(path).parent
+        for f in sorted(folder.glob("*.py")):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            files.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join([e.provider, version, e.value, *files])
+
+
 def entry(group: str, name: str) -> Entry | None:
     return _entries(group).get(name)
 

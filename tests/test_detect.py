@@ -105,7 +105,7 @@ def test_acceptance_evaluate_official_swinir_s_file_without_args(lightweight_fil
     assert res["results"][0]["n_images"] == 1 and res["window_pad"] == "reflect"
     code, stdout, err = run_dukd(
         "evaluate", "--model", path, "--scale", "4", "--bench", hr, "--device", "cpu", "--json", out,
-        "--window-pad", "swinir",
+        "--window-pad", "swinir", "--overwrite",
     )  # fmt: skip
     assert code == 0, err
     res2 = json.loads(out.read_text())

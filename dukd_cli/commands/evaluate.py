@@ -15,7 +15,7 @@ from rich.table import Table
 from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
 from dukd_cli.evaluate import BICUBIC, BenchResult, evaluate
-from dukd_cli.fsutil import atomic_write_text
+from dukd_cli.fsutil import atomic_write_text, check_writable_dir, check_writable_file
 
 
 def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str, options=None):
@@ -104,6 +104,7 @@ def evaluate_cmd(
     per_image: bool = typer.Option(False, "--per-image", help="Also print (and write to --csv) per-image figures."),
     json_path: Path = typer.Option(None, "--json", help="Write results as JSON to PATH."),
     csv_path: Path = typer.Option(None, "--csv", help="Write results as CSV to PATH."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json / --csv files."),
     reference_model: str = typer.Option(
         None, "--reference-model", help="Also report PSNR between this model's output and a reference model's."
     ),
@@ -128,6 +129,12 @@ def evaluate_cmd(
     if precision not in ("fp32", "bf16", "fp16"):
         raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
+    # Outputs are checked before the evaluation, not after it.
+    for option, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None:
+            check_writable_file(path, overwrite=overwrite, option=option)
+    if save_images is not None:
+        check_writable_dir(save_images)
     from dukd_cli import mismatch
     from dukd_cli.inference import check_window_pad
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from dukd_cli import registry
 from dukd_cli.commands._common import console, model_args
-from dukd_cli.models import count_parameters_of, describe, supported_scales
+from dukd_cli.models import describe
 
 app = typer.Typer(help="List and inspect the installed architectures and presets.", no_args_is_help=True)
 
@@ -27,13 +27,16 @@ def _matches(name: str, pattern: str | None) -> bool:
 
 def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
     """One row per installed preset and architecture (the data behind ``dukd zoo list``)."""
+    from dukd_cli.paramcache import ParamCache
+
+    cache = ParamCache()  # counting builds each network: seconds for the whole zoo, so it is cached
     rows = []
     for name, (entry, preset) in sorted(registry.presets().items()):
         if not _matches(name, pattern):
             continue
         s = scale if scale in preset.scales else preset.scales[-1]
         try:
-            params = count_parameters_of(preset.arch, s, preset.kwargs)
+            params = cache.params(preset.arch, s, preset.kwargs)
         except Exception as exc:  # a broken plugin must not hide the rest
             params = None
             warnings.warn(f"cannot count parameters of preset '{name}': {exc}", registry.PluginWarning, stacklevel=2)
@@ -52,10 +55,10 @@ def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
     for name, (entry, _factory) in sorted(registry.architectures().items()):
         if not _matches(name, pattern):
             continue
-        scales = supported_scales(name)
+        scales = cache.scales(name)
         s = scale if scale in scales else (scales[-1] if scales else scale)
         try:
-            params = count_parameters_of(name, s, {})
+            params = cache.params(name, s, {})
         except Exception:
             params = None
         rows.append(
@@ -70,6 +73,7 @@ def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
                 "weights": [],
             }
         )
+    cache.save()
     return rows
 
 

@@ -92,6 +92,10 @@ def hub_download(src: HubSource, filename: str | None = None) -> Path:
         raise SourceError(f"{src} names a repository, not a file")
     offline = is_offline()
     shown = str(src) if filename is None else str(src.with_file(fname))
+    # No network: the cache only, and one line at once instead of the Hub client's ~30 s of retries.
+    from dukd_cli.hubnet import endpoint, unreachable_reason
+
+    down = None if offline else unreachable_reason()
     try:
         path = hf_hub_download(
             src.repo_id,
@@ -99,11 +103,17 @@ def hub_download(src: HubSource, filename: str | None = None) -> Path:
             repo_type=src.repo_type,
             revision=src.revision,
             cache_dir=str(hub_cache_dir()),
-            local_files_only=offline,
+            local_files_only=offline or down is not None,
+            endpoint=endpoint(),
         )
     except Exception as exc:
         kind = type(exc).__name__
         rev = f" at revision {src.revision}" if src.revision else ""
+        if down is not None:
+            raise SourceError(
+                f"{shown} is not in the Hugging Face cache{rev} ({hub_cache_dir()}) and the Hub ({endpoint()}) "
+                f"cannot be reached ({down}); connect to the network, or pass a local file instead"
+            ) from None
         if offline or "LocalEntryNotFound" in kind or "OfflineMode" in kind:
             raise SourceError(
                 f"{shown} is not in the Hugging Face cache{rev} ({hub_cache_dir()}) and the Hub cannot be reached"
