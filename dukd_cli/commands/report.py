@@ -13,7 +13,9 @@ from dukd_cli.errors import DukdError
 
 def report_cmd(
     runs: list[Path] = typer.Argument(
-        ..., help="Run directories of dukd distill (e.g. scratch, kd and dukd students of one teacher)."
+        ...,
+        metavar="RUN_DIR",
+        help="Run directories of dukd distill (e.g. scratch, kd and dukd students of one teacher).",
     ),
     out: Path = typer.Option(
         Path("report.html"), "--out", "-o", help="The HTML page; its JSON and PNGs go beside it."

@@ -151,11 +151,20 @@ def _teacher_of(trainer) -> nn.Module | None:
     cfg = trainer.cfg
     if not cfg.teacher.name:
         return None
-    from dukd_cli.distill.methods import KD
-    from dukd_cli.distill.trainer import build_teacher, resolve
+    from dukd_cli.distill.trainer import build_teacher
 
-    spec = resolve(cfg, KD).teacher  # the teacher-resolution rules of a method that needs one
-    return build_teacher(spec, trainer.device)
+    return build_teacher(teacher_spec(cfg), trainer.device)
+
+
+def teacher_spec(cfg):
+    """The teacher a configuration names, resolved by the rules of a method that needs one (kd's;
+    the run's own method options do not apply to it)."""
+    from dukd_cli.distill.methods import KD
+    from dukd_cli.distill.trainer import resolve
+
+    cfg = cfg.copy()
+    cfg.method.name, cfg.method.options = "kd", {}
+    return resolve(cfg, KD).teacher
 
 
 def probe_for(trainer) -> Probe | None:

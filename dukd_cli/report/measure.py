@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dukd_cli.distill.agreement import teacher_spec
 from dukd_cli.errors import DukdError
 from dukd_cli.report.runs import RunData
 
@@ -106,14 +107,11 @@ def distill_config(run: RunData):
 def teacher_key(run: RunData) -> tuple | None:
     """Which teacher a run names, as resolved (a scratch run's config holds the name without the
     preset's weights, which a kd run records): runs with equal keys share one teacher."""
-    from dukd_cli.distill.methods import KD
-    from dukd_cli.distill.trainer import resolve
-
     t = run.section("teacher")
     if not t.get("name"):
         return None
     try:
-        spec = resolve(distill_config(run), KD).teacher
+        spec = teacher_spec(distill_config(run))
         return (spec.arch, str(spec.weights), repr(sorted(spec.kwargs.items())))
     except DukdError:
         return (t.get("name"), t.get("weights"), repr(sorted((t.get("args") or {}).items())))
@@ -121,11 +119,10 @@ def teacher_key(run: RunData) -> tuple | None:
 
 def build_run_teacher(run: RunData, device: torch.device):
     """The teacher a run names, by the trainer's own rules (its preset's weights, or the recorded file)."""
-    from dukd_cli.distill.methods import KD
-    from dukd_cli.distill.trainer import build_teacher, resolve
+    from dukd_cli.distill.trainer import build_teacher
     from dukd_cli.models import count_parameters
 
-    spec = resolve(distill_config(run), KD).teacher
+    spec = teacher_spec(distill_config(run))
     model = build_teacher(spec, device)
     return model, spec, count_parameters(model)
 
@@ -297,13 +294,13 @@ def measure(
                 f"(HR pixels, after cropping to a multiple of {scale})"
             )
         chosen.append(Crop(hb, name, x, y, w, h))
-    teacher = teacher_spec = None
+    teacher = t_spec = None
     t_params = None
     t_runs = [r for r in runs if teacher_key(r) is not None]
     if t_runs:
         try:
-            teacher, teacher_spec, t_params = build_run_teacher(t_runs[0], dev)
-            out.teacher = teacher_spec.name
+            teacher, t_spec, t_params = build_run_teacher(t_runs[0], dev)
+            out.teacher = t_spec.name
         except DukdError as exc:
             out.notes.append(f"teacher not measured: {exc}")
         others = {teacher_key(r) for r in t_runs} - {teacher_key(t_runs[0])}
