@@ -13,6 +13,7 @@ fixed palette (one colour per run in every figure); they print well on white pap
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import numpy as np
@@ -67,7 +68,23 @@ def plain_log_labels(ax) -> None:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    lo, hi = ax.get_ylim()
+    if lo <= 0 or math.log10(hi / lo) >= 1.6:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        return
+    # At most about one decade shown: label the 2x and 5x ticks too, or every tick if that is still < 2.
+    ticks = [
+        m * 10.0**e
+        for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        for m in (1, 2, 5)
+    ]
+    leads = (2, 5) if sum(lo <= t <= hi for t in ticks) >= 2 else tuple(range(2, 10))
+
+    def minor(v, _pos):
+        lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9)) if v > 0 else 0
+        return f"{v:g}" if lead in leads else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _grid(n: int, cols: int = 3) -> tuple[int, int]:
