@@ -123,6 +123,24 @@ def test_training_logs_teacher_agreement(runs):
         assert info["sessions"][0]["device"] == "cpu" and info["sessions"][0]["torch"] == torch.__version__
 
 
+def test_resumed_run_logs_the_same_agreement(runs):
+    """The probe patches are drawn from the seed, not from the run's history: a run stopped at
+    iteration 2 and resumed logs exactly what the uninterrupted run logged."""
+
+    def stop_at_2(trainer, it):
+        if it == 2:
+            raise KeyboardInterrupt
+
+    run = runs["root"] / "kd-resumed"
+    assert Trainer(_cfg(runs, "kd"), run, callbacks=[stop_at_2]).fit().interrupted
+    Trainer(C.DistillConfig(), run, resume=True).fit()
+    keys = ("iteration", "val_psnr", "agree_train_psnr", "agree_val_psnr")
+    got = [{k: r[k] for k in keys} for r in _records(run) if "val_psnr" in r]
+    want = [{k: r[k] for k in keys} for r in _records(runs["root"] / "kd") if "val_psnr" in r]
+    assert got == want[-1:] and got[0]["iteration"] == 4  # (stopped before its iteration-2 validation)
+    assert len(json.loads((run / "run.json").read_text())["sessions"]) == 2
+
+
 def test_probe_patches_are_fixed_and_the_cache_is_exact(runs):
     keys = agreement.fixed_patch_keys(5, 3)
     assert keys == agreement.fixed_patch_keys(5, 3) and keys != agreement.fixed_patch_keys(5, 4)

@@ -8,6 +8,8 @@ architecture and the parameter count of the paper's presets at x4 (``edsr-l`` ->
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 from dukd_cli.errors import DukdError
@@ -42,10 +44,15 @@ SOURCE = "Zhang et al., Data Upcycling Knowledge Distillation for Image Super-Re
 
 
 def _signature(name: str, kwargs: dict[str, Any], scale: int) -> tuple[str, int] | None:
+    return _signature_cached(str(name), json.dumps(kwargs or {}, sort_keys=True, default=str), int(scale))
+
+
+@lru_cache(maxsize=64)
+def _signature_cached(name: str, kwargs_json: str, scale: int) -> tuple[str, int] | None:
     from dukd_cli.models import count_parameters_of, resolve_spec
 
     try:
-        spec = resolve_spec(str(name), scale, kwargs=kwargs or {})
+        spec = resolve_spec(name, scale, kwargs=json.loads(kwargs_json))
         return spec.arch, count_parameters_of(spec.arch, spec.scale, spec.kwargs)
     except (DukdError, Exception):  # an unbuildable name is simply not the paper's pair
         return None
