@@ -268,3 +268,45 @@ def test_without_matplotlib_one_clear_line(runs, run_dukd, monkeypatch, tmp_path
     code, o, err = run_dukd("report", runs["root"] / "kd", "-o", tmp_path / "x.html")
     assert code == 1 and "dukd[report]" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.html").exists()
+
+
+def _check_numbers(page, rep):
+    found = NUM.findall(page)
+    for path, digits, text in found:
+        value = _lookup(rep, path)
+        d = int(digits)
+        assert text == (f"{value:,.0f}" if d == 0 else f"{value:.{d}f}"), path
+    return found
+
+
+def test_paper_table_beside_the_results_when_the_pair_is_the_papers(report):
+    from dukd_cli.report import html
+    from dukd_cli.report.paper import paper_pair
+
+    rep = json.loads(report.json.read_text())
+    rep["paper"] = paper_pair({"name": "edsr-l"}, {"name": "edsr-s"}, 4)
+    page = html.render(rep, {})
+    assert "The paper's numbers (EDSR: edsr-l &rarr; edsr-s)" in page and "Table 2" in page
+    paths = [p for p, _, _ in _check_numbers(page, rep)]
+    assert {
+        "paper.psnr.Set5.scratch",
+        "paper.psnr.Set5.kd",
+        "paper.psnr.Set5.dukd",
+        "paper.psnr.Urban100.dukd",
+    } <= set(paths)
+
+
+def test_without_a_benchmark_the_logged_validation_is_shown(runs, tmp_path):
+    from dukd_cli.report import make_report
+
+    run = tmp_path / "moved"
+    shutil.copytree(runs["root"] / "scratch", run)
+    cfg = (run / "config.toml").read_text().replace(str(runs["bench"]), str(tmp_path / "gone"))
+    (run / "config.toml").write_text(cfg)
+    res = make_report([run], tmp_path / "r.html", device="cpu")
+    page = res.html.read_text()
+    assert res.report["measured"] is None and "no benchmark evaluated" in " ".join(res.report["notes"])
+    assert "each run's last validation" in page and "No crops" in page
+    paths = [p for p, _, _ in _check_numbers(page, res.report)]
+    assert "runs.0.last_val.val_psnr" in paths
+    assert res.report["runs"][0]["last_val"]["val_psnr"] == _records(run)[-1]["val_psnr"]
