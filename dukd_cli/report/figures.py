@@ -236,13 +236,13 @@ def crops(
     full = pixels["full"]
     axes[0].imshow(full)
     axes[0].add_patch(Rectangle((crop["x"], crop["y"]), crop["w"], crop["h"], fill=False, ec="#ff0000", lw=2))
-    axes[0].set_title(f"{crop['bench']}/{crop['image']}", fontsize=10)
+    axes[0].set_title(f"{crop['bench']}/{crop['image']}", fontsize=13)
     for ax, k in zip(axes[1:], keys, strict=True):
         ax.imshow(pixels[k], interpolation="nearest")
         p = crop["psnr"].get(k)
         ax.set_title(
             names.get(k, k) + ("\n(reference)" if k == "HR" else f"\n{p:.2f} dB" if p is not None else "\n-"),
-            fontsize=10,
+            fontsize=13,
         )
     for ax in axes:
         ax.set_xticks([])

@@ -22,7 +22,7 @@ p, li { max-width: 78em; }
 .sub { color: var(--muted); margin: 0 0 12px; }
 nav { margin: 10px 0 6px; font-size: 14px; }
 nav a { color: var(--accent); margin-right: 14px; text-decoration: none; }
-table { border-collapse: collapse; margin: 8px 0 6px; font-size: 14px; }
+table { border-collapse: collapse; margin: 8px 0 6px; font-size: 14px; display: block; overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid var(--line); padding: 4px 9px; vertical-align: top; }
 th { background: var(--head); text-align: left; font-weight: 600; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
@@ -43,6 +43,8 @@ td code { background: none; padding: 0; word-break: break-all; }
   h2 { break-after: avoid; page-break-after: avoid; }
   section, figure, table { break-inside: avoid; page-break-inside: avoid; }
   figure img { border: none; max-height: 24cm; }
+  table { display: table; font-size: 8.5pt; }
+  th, td { padding: 2px 5px; }
   th { background: #eee !important; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; text-decoration: none; }
 }
@@ -156,10 +158,12 @@ def _agreement_table(rep: dict[str, Any]) -> str:
     m = rep.get("measured") or {"rows": [], "benches": []}
     rows = {r["model"]: (i, r) for i, r in enumerate(m["rows"])}
     benches = m["benches"]
+    n_now = 1 + len(benches)
     head = (
-        "<tr><th>run</th><th class='n'>training patches</th>"
+        f"<tr><th rowspan='2'>run</th><th colspan='{n_now}'>final weights, measured now</th>"
+        "<th colspan='3'>last value logged in training</th></tr><tr><th class='n'>training patches</th>"
         + "".join(f"<th class='n'>{esc(b)}</th>" for b in benches)
-        + "<th class='n'>logged: training patches</th><th class='n'>logged: validation set</th><th class='n'>at iteration</th></tr>"
+        + "<th class='n'>training patches</th><th class='n'>validation set</th><th class='n'>iteration</th></tr>"
     )
     body = []
     for j, r in enumerate(rep["runs"]):
@@ -183,7 +187,7 @@ def _agreement_table(rep: dict[str, Any]) -> str:
             f"<td class='n'>{num(tr[-1][0] if tr else None, 0, f'runs.{j}.agree_train_psnr.{k}.0')}</td>"
         )
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return "<table>" + head + "".join(body) + "</table>"
+    return "<table>" + head + "".join(body) + "</table><p class='sub'>PSNR (dB) student vs teacher, on Y.</p>"
 
 
 def _crop_table(rep: dict[str, Any], c_i: int, crop: dict[str, Any]) -> str:
