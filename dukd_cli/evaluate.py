@@ -115,7 +115,8 @@ def resolve_benches(benches: Sequence[str | BenchSet] | None, data_dir=None) -> 
         where = ", ".join(str(r) for r in search_roots(data_dir))
         raise DukdError(
             f"none of {', '.join(PAPER_SETS)} found (looked in {where}); pass --data-dir DIR holding "
-            "<set>/HR/ folders, set DUKD_DATA, or name a folder with --bench"
+            "<set>/HR/ folders, set DUKD_DATA, name a set or folder with --bench (a named set is fetched), "
+            "or run 'dukd data fetch set5 set14 bsd100 urban100'"
         )
     return found
 

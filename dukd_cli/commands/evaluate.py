@@ -15,7 +15,7 @@ from rich.table import Table
 from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
 from dukd_cli.evaluate import BICUBIC, BenchResult, evaluate
-from dukd_cli.fsutil import atomic_write_text
+from dukd_cli.fsutil import atomic_write_text, check_writable_dir, check_writable_file
 
 
 def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str):
@@ -31,6 +31,18 @@ def _load(name: str, scale: int, weights: str | None, args: list[str] | None, de
     if spec.scale != scale:
         raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
     return build(spec, device=select_device(device)), spec.weights
+
+
+def _defaults(model: str | None, scale: int | None) -> tuple[str, int]:
+    """No --model: the shipped student (as upscale); no --scale: the model's only scale."""
+    from dukd_cli.models import DEFAULT_STUDENT, resolve_spec
+
+    model = model or DEFAULT_STUDENT
+    if scale is None:
+        if model.lower() == BICUBIC:
+            raise DukdError("the bicubic baseline needs --scale (2, 3, 4, ...)")
+        scale = resolve_spec(model, None).scale  # a one-scale preset or an export knows it; else a clear error
+    return model, int(scale)
 
 
 def _fmt(x: float | None, digits: int) -> str:
@@ -56,12 +68,14 @@ def results_table(label: str, scale: int, results: list[BenchResult], with_ref: 
 
 
 def evaluate_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Preset, architecture, exported model directory, or 'bicubic'."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Preset, architecture, exported model directory, or 'bicubic'. Default: dukd-student-x4."
+    ),
     weights: str = typer.Option(
         None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE[@REV], or a preset name. Presets default to their declared source."
     ),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
-    scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor; must equal the model's."),
+    scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor; must equal the model's. Default: the model's only scale."),
     bench: str = typer.Option(
         None,
         "--bench",
@@ -84,20 +98,37 @@ def evaluate_cmd(
     per_image: bool = typer.Option(False, "--per-image", help="Also print (and write to --csv) per-image figures."),
     json_path: Path = typer.Option(None, "--json", help="Write results as JSON to PATH."),
     csv_path: Path = typer.Option(None, "--csv", help="Write results as CSV to PATH."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json / --csv files."),
     reference_model: str = typer.Option(
         None, "--reference-model", help="Also report PSNR between this model's output and a reference model's."
     ),
     reference_weights: str = typer.Option(None, "--reference-weights", help="Weights of the reference model."),
     reference_arg: list[str] = typer.Option(None, "--reference-arg", help="Reference constructor argument key=value."),
     max_images: int = typer.Option(None, "--max-images", help="Evaluate only the first N images of each set."),
+    no_download: bool = typer.Option(
+        False, "--no-download", help="Never fetch a named set that is not found (also the case with HF_HUB_OFFLINE=1)."
+    ),
 ) -> None:
     """Evaluate a model on SR benchmarks: PSNR/SSIM on Y, crop border = scale, MATLAB-exact bicubic LR."""
+    model, scale = _defaults(model, scale)
     if scale < 1:
         raise DukdError(f"--scale must be a positive integer, got {scale}")
     if precision not in ("fp32", "bf16", "fp16"):
         raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
+    # Outputs are checked before the evaluation, not after it.
+    for option, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None:
+            check_writable_file(path, overwrite=overwrite, option=option)
+    if save_images is not None:
+        check_writable_dir(save_images)
 
+    if benches:  # a named set that is not found is fetched first (one line: what, how big)
+        from dukd_cli.data.fetch import ensure_benchmarks
+
+        ensure_benchmarks(
+            benches, download=not no_download, data_dir=data_dir, on_status=lambda m: err_console.print(f"[dim]{m}[/]")
+        )
     net, used_weights = _load(model, scale, weights, arg, device)
     ref = None
     if reference_model:

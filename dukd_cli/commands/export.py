@@ -41,9 +41,9 @@ def export_cmd(
         from dukd_cli import registry
 
         preset = registry.get_preset(model) if spec.preset else None
-        declared = preset.weights.get(spec.scale) if preset else None
-        if declared:
-            weights = declared
+        declared = registry.source_of(preset.weights[spec.scale]) if preset and preset.weights.get(spec.scale) else None
+        if declared is not None and (declared.source or declared.filename):
+            weights = declared.source or declared.filename  # as resolve_spec(pretrained=True) takes it
         else:
             warn(escape(f"no --weights for '{model}': exporting its random initialisation"))
 

@@ -8,7 +8,6 @@ import typer
 from rich.markup import escape
 
 from dukd_cli.commands._common import console
-from dukd_cli.errors import DukdError
 
 
 def report_cmd(
@@ -51,20 +50,17 @@ def report_cmd(
     from dukd_cli.report import make_report
 
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
-    try:
-        res = make_report(
-            runs,
-            out,
-            bench=benches,
-            data_dir=data_dir,
-            crops=crop or None,
-            device=device,
-            title=title,
-            note=note,
-            progress=lambda m: console.print(f"[dim]{escape(m)}[/]"),
-        )
-    except DukdError as exc:  # shown as rich markup: keep 'dukd[report]' literal
-        raise DukdError(escape(str(exc))) from None
+    res = make_report(
+        runs,
+        out,
+        bench=benches,
+        data_dir=data_dir,
+        crops=crop or None,
+        device=device,
+        title=title,
+        note=note,
+        progress=lambda m: console.print(f"[dim]{escape(m)}[/]"),
+    )
     for line in res.report["notes"]:
         console.print(f"[yellow]note:[/] {escape(line)}", highlight=False)
     console.print(

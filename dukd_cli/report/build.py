@@ -61,13 +61,16 @@ def make_report(
 ) -> ReportResult:
     """Build the report of ``run_dirs`` into ``out`` (an .html path)."""
     from dukd_cli import __version__
-    from dukd_cli.fsutil import atomic_write_bytes, atomic_write_text
+    from dukd_cli.fsutil import atomic_write_bytes, atomic_write_text, check_writable_dir
     from dukd_cli.report.measure import student_params
 
     figures.require_matplotlib()  # before any work: one clear line without the extra
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise DukdError(f"-o {out}: the report is an HTML page; give a name ending in .html")
+    if out.is_dir():
+        raise DukdError(f"-o {out} is a folder; give the page's file name (e.g. {out / 'report.html'})")
+    check_writable_dir(out.parent)  # before minutes of evaluation
     say = progress or (lambda _m: None)
     runs = load_runs(list(run_dirs))
     notes: list[str] = []

@@ -157,6 +157,15 @@ def probe_patches(run: RunData):
 
     cfg = distill_config(run)
     t = cfg.train
+    for spec in cfg.data.paths:  # the report never downloads: catalog data must be here already
+        if str(spec).lower() == getattr(datamod, "DIV2K", "div2k") and not Path(str(spec)).exists():
+            from dukd_cli.data.catalog import get
+            from dukd_cli.data.fetch import is_present
+
+            if not is_present(get("DIV2K")):
+                raise DukdError(
+                    "the run's training data (div2k) is not on this machine; the report downloads nothing"
+                )
     ts = datamod.prepare(cfg.data.paths, int(cfg.student.scale), t.patch_size, cfg.data.cache_dir)
     ds = datamod.PatchDataset(ts.items, int(cfg.student.scale), t.patch_size, t.seed)
     return fixed_patches(ds, int(t.seed))[0]
