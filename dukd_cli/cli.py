@@ -11,6 +11,7 @@ from dukd_cli.commands._common import run_cli
 from dukd_cli.commands.distill import distill_cmd
 from dukd_cli.commands.evaluate import evaluate_cmd
 from dukd_cli.commands.export import export_cmd
+from dukd_cli.commands.report import report_cmd
 from dukd_cli.commands.upscale import upscale_cmd
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.command("evaluate")(evaluate_cmd)
 app.command("distill")(distill_cmd)
 app.command("upscale")(upscale_cmd)
 app.command("export")(export_cmd)
+app.command("report")(report_cmd)
 
 
 def main() -> None:

@@ -255,7 +255,8 @@ def distill_cmd(
     apply_data_defaults(cfg, data_given=bool(data) or config_data)  # a teacher and no --data: DIV2K
     res = resolve(cfg)
     if res.teacher is None and cfg.teacher.name:
-        console.print(f"[yellow]note:[/] method '{cfg.method.name}' uses no teacher; --teacher is ignored")
+        console.print(f"[yellow]note:[/] method '{cfg.method.name}' trains without a teacher; --teacher serves "
+                      "only to log the teacher agreement at validation (for dukd report)")
     run_dir = out if out is not None else _default_out(res.cfg)
     if dry_run:
         _print_plan(res, run_dir)

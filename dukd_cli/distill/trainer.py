@@ -491,6 +491,9 @@ class Trainer:
                 self.paths.root.mkdir(parents=True, exist_ok=True)
                 header = "dukd distill: resolved configuration (read back by --resume)"
                 atomic_write_text(self.paths.config, cfgmod.to_toml(cfg, header))
+                from dukd_cli.distill.runinfo import record_session
+
+                record_session(self.paths.root, self.device, self.iteration)  # hardware and start time, for dukd report
                 if self.resume:
                     self._truncate_metrics(self.iteration)
             except OSError as exc:
@@ -602,12 +605,15 @@ class Trainer:
         v = self.cfg.val
         if not self.val_enabled:
             return None
+        from dukd_cli.distill import agreement
         from dukd_cli.evaluate import evaluate
 
-        res = evaluate(self.ema, int(self.cfg.student.scale), [v.bench], data_dir=v.data_dir,
-                       device=self.device, precision="fp32", max_images=v.max_images)
+        probe = agreement.probe_for(self)  # student-vs-teacher PSNR (paper Fig. 5), reusing these forwards
+        res = evaluate(self.ema, int(self.cfg.student.scale), [v.bench], data_dir=v.data_dir, device=self.device,
+                       precision="fp32", max_images=v.max_images, reference=probe.reference if probe else None)
         r = res[0]
         out = {"val_bench": r.bench, "val_psnr": float(r.psnr), "val_ssim": float(r.ssim)}
+        out.update(agreement.record(probe, self.ema, r))
         self.last_val = out
         if self.best_psnr is None or r.psnr > self.best_psnr:
             self.best_psnr, self.best_iteration = float(r.psnr), self.iteration
