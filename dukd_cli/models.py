@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from dukd_cli import registry
-from dukd_cli.errors import DukdError
+from dukd_cli.errors import DukdError, StateDictMismatchError
 from dukd_cli.registry import DEFAULT_STUDENT, DEFAULT_TEACHER  # noqa: F401 (re-exported)
 from dukd_cli.sources.superimage import expand_repo, is_repo_source
 from dukd_cli.weights import LoadReport, load_weights
@@ -41,6 +41,7 @@ class ModelSpec:
     preset: str | None = None
     provider: str = "?"
     directory: str | None = None  # for exported model directories
+    detected: dict[str, Any] | None = None  # for a checkpoint given as the model: what it was found to be
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -178,7 +179,9 @@ def resolve_spec(
     """Resolve a model name into a :class:`ModelSpec` without building anything.
 
     Lookup order: an exported model directory (holding ``config.json``), a distill run directory
-    (``config.toml``; see :func:`resolve_run_spec`), a preset, an architecture.
+    (``config.toml``; see :func:`resolve_run_spec`), a checkpoint file or ``hf://`` / ``https://``
+    file (its architecture detected from the file: :mod:`dukd_cli.checkpoint_models`), a preset, an
+    architecture.
     ``pretrained=True`` with no explicit ``weights`` takes the preset's declared source for the scale
     (an error where there is none); an explicit ``weights`` always wins.
     """
@@ -201,10 +204,16 @@ def resolve_spec(
         w = weights or (str(directory / EXPORT_WEIGHTS) if (directory / EXPORT_WEIGHTS).is_file() else None)
         if w is None:
             raise DukdError(f"model directory {name} has no {EXPORT_WEIGHTS}")
+        if arch == "spandrel":  # its network comes from the weights: the directory's own file
+            merged["source"] = w
         entry = registry.entry(registry.ARCH_GROUP, arch)
         return ModelSpec(str(name), arch, exp_scale, merged, w, None, entry.provider if entry else "?", str(directory))
     if is_run_dir(name):
         return resolve_run_spec(name, scale, kwargs=kwargs, weights=weights)
+
+    checkpoint = _checkpoint_spec(name, scale, kwargs, weights)
+    if checkpoint is not None:
+        return checkpoint
 
     if scale is None:
         only = registry.get_preset(str(name))
@@ -251,6 +260,17 @@ def resolve_spec(
     return ModelSpec(name, name, scale, kwargs, weights, None, entry.provider if entry else "?")
 
 
+def _checkpoint_spec(
+    name: str, scale: int | None, kwargs: Mapping[str, Any], weights: str | None
+) -> ModelSpec | None:
+    """A checkpoint file (or hf:// file) named as the model: its architecture detected from the file."""
+    from dukd_cli.checkpoint_models import is_checkpoint_source, resolve_checkpoint_spec
+
+    if not is_checkpoint_source(name):
+        return None
+    return resolve_checkpoint_spec(str(name), scale, kwargs, weights)
+
+
 def _unknown(name: str) -> None:
     """Raise the error for a name that is no model: a folder that is neither kind of model directory,
     or the architecture lookup's message (with suggestions)."""
@@ -275,7 +295,12 @@ def build_with_report(
     model = instantiate(spec.arch, factory, spec.scale, spec.kwargs)
     report = None
     if spec.weights:
-        report = load_weights(model, spec.weights, strict=strict, scale=spec.scale)
+        try:
+            report = load_weights(model, spec.weights, strict=strict, scale=spec.scale)
+        except StateDictMismatchError as exc:
+            from dukd_cli.mismatch import explain
+
+            raise explain(exc, spec) from None
     model.eval()
     if device is not None:
         model.to(device)
@@ -390,6 +415,10 @@ def describe(name: str, scale: int, kwargs: Mapping[str, Any] | None = None) -> 
             info["notes"] = preset.notes
     elif spec.directory:
         info["weights"] = {f"x{spec.scale}": spec.weights}
+    elif spec.detected is not None:
+        info["kind"] = "checkpoint"
+        info["weights"] = {f"x{spec.scale}": spec.weights}
+        info["detected"] = _jsonable(spec.detected)
     else:
         info["weights"] = {}
     return info

@@ -274,6 +274,7 @@ def load_into(
     readable report, and the model is left untouched. Non-strict: every key whose name and shape
     match is loaded; the report lists the rest.
     """
+    raw = state_dict
     state_dict = convert_for(model, state_dict)
     own = model.state_dict()
     report = LoadReport()
@@ -287,11 +288,7 @@ def load_into(
             usable[k] = v
     report.missing = [k for k in own if k not in state_dict]
     if strict and not report.ok:
-        raise StateDictMismatchError(
-            f"{source} does not match {type(model).__name__} (x{getattr(model, 'scale', '?')}): "
-            f"{report.summary()}\n{report.format()}\n"
-            "  (pass the right architecture/constructor arguments, or --non-strict where partial loading is wanted)"
-        )
+        raise mismatch_error(model, raw, report, source)
     with torch.no_grad():
         for k, v in usable.items():
             own[k].copy_(v.to(dtype=own[k].dtype))
@@ -299,6 +296,22 @@ def load_into(
     if not strict and not report.loaded:
         raise StateDictMismatchError(f"{source}: no key of the checkpoint matches the model\n{report.format()}")
     return report
+
+
+def mismatch_error(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], report: LoadReport, source: str
+) -> StateDictMismatchError:
+    """The strict-load failure: the report, then what to do (no option names: the caller's own help,
+    :mod:`dukd_cli.mismatch`, adds those). Carries ``report``, ``source`` and the checkpoint's
+    ``shapes`` (key -> shape, as read) for that help."""
+    err = StateDictMismatchError(
+        f"{source} does not match {type(model).__name__} (x{getattr(model, 'scale', '?')}): "
+        f"{report.summary()}\n{report.format()}"
+    )
+    err.report = report
+    err.source = source
+    err.shapes = {str(k): tuple(v.shape) for k, v in state_dict.items()}
+    return err
 
 
 def load_weights(

@@ -13,6 +13,10 @@ swinir-l      SwinIR embed 180, 6 RSTB x 6, 6 heads, window 8       11.75 M  11.
 swinir-s      SwinIR embed 60, 4 RSTB x 6, 6 heads, window 8        1.09 M   1.27 M   1.24 M
 ============  ====================================================  =======  =======  =======
 
+``swinir-lightweight`` is the SwinIR authors' own SwinIR-S (``002_lightweightSR_*`` files): the same
+body as ``swinir-s`` with the one-conv ``pixelshuffledirect`` upsampler (see its row in
+``tests/test_detect.py`` for the counts).
+
 Weight sources: the paper's teacher files, their SHA-256s, sources in order and published
 numbers are in ``zoo/teachers.py`` (``dukd zoo info NAME``; ``dukd zoo verify NAME --scale S``).
 """
@@ -97,6 +101,25 @@ SWINIR_S = Preset(
     description="SwinIR student of the DUKD paper: embed 60, 4 RSTB x 6 layers, window 8, pixelshuffle; ~1.2 M parameters",
 )
 
+SWINIR_LIGHTWEIGHT = Preset(
+    arch="swinir",
+    kwargs={
+        "embed_dim": 60,
+        "depths": (6, 6, 6, 6),
+        "num_heads": (6, 6, 6, 6),
+        "window_size": 8,
+        "mlp_ratio": 2.0,
+        "upsampler": "pixelshuffledirect",
+        "resi_connection": "1conv",
+        "img_size": 64,
+    },
+    scales=(2, 3, 4),
+    weights={},
+    description="SwinIR-S of the SwinIR authors (lightweight SR, their 002_lightweightSR_DIV2K_s64w8_SwinIR-S_x* "
+    "files): embed 60, 4 RSTB x 6 layers, window 8, pixelshuffledirect; 0.93 M parameters (the SwinIR paper's "
+    "0.90 M leaves out the relative-position bias tables)",
+)
+
 ALL = {
     "edsr-l": EDSR_L,
     "edsr-s": EDSR_S,
@@ -105,5 +128,6 @@ ALL = {
     "rcan-s": RCAN_S,
     "swinir-l": SWINIR_L,
     "swinir-s": SWINIR_S,
+    "swinir-lightweight": SWINIR_LIGHTWEIGHT,
 }
 """The presets by the names ``pyproject.toml`` registers them under."""

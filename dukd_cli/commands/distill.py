@@ -83,6 +83,8 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         if name == "data":
             if value:
                 out["data.paths"] = [_absolute(str(v)) for v in value]
+        elif name in ("teacher", "student") and Path(str(value)).expanduser().is_file():
+            out[keymap[name]] = _absolute(str(value))  # a checkpoint file as the model
         elif name in ("teacher_weights", "student_weights", "data_dir", "cache_dir"):
             out[keymap[name]] = _absolute(str(value))
         elif name == "teacher_arg":
@@ -111,7 +113,13 @@ def _default_out(cfg) -> Path:
 
 
 def distill_cmd(
-    teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher: preset, architecture or exported model directory."),
+    teacher: str = typer.Option(
+        None,
+        "--teacher",
+        "-t",
+        help="Teacher: preset, architecture, exported model directory, or a checkpoint file of any architecture "
+        "the zoo or spandrel detects (e.g. RRDB_x4.pth).",
+    ),
     teacher_weights: str = typer.Option(
         None, "--teacher-weights", help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source."
     ),

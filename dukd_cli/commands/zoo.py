@@ -176,17 +176,21 @@ def verify_cmd(
 
 @app.command("info")
 def info(
-    name: str = typer.Argument(..., help="A preset or architecture name."),
-    scale: int = typer.Option(4, "--scale", "-s", help="Upscaling factor."),
+    name: str = typer.Argument(..., help="A preset, an architecture, or a checkpoint file (what it is)."),
+    scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor (default 4; a file's own)."),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument override, key=value (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show an architecture or preset: constructor arguments, parameter count, weight sources."""
+    from dukd_cli.checkpoint_models import is_checkpoint_source
+
+    if scale is None and not is_checkpoint_source(name):
+        scale = 4
     data = describe(name, scale, model_args(arg))
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    table = Table(show_header=False, title=f"{name} (x{scale})", title_justify="left")
+    table = Table(show_header=False, title=f"{name} (x{data['scale']})", title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("kind", data["kind"])
@@ -195,6 +199,8 @@ def info(
         table.add_row("preset from", data["provider"])
         table.add_row("scales", ", ".join(f"x{s}" for s in data["scales"]))
     table.add_row("parameters", f"{data['params_m']}  ({data['params']:,})")
+    if data.get("detected"):
+        table.add_row("detected", detected_lines(data["detected"]))
     table.add_row("arguments", "\n".join(f"{k} = {v!r}" for k, v in data["arguments"].items()) or "-")
     weights = data.get("weights") or {}
     if weights:
@@ -219,6 +225,24 @@ def info(
     if data.get("notes"):
         table.add_row("notes", data["notes"])
     console.print(table)
+
+
+def detected_lines(d: dict) -> str:
+    """What ``dukd zoo info FILE`` says was detected (zoo family or spandrel)."""
+    lines = [f"{d.get('label')}  (by {'the dukd zoo' if d.get('source') == 'zoo' else 'spandrel'})"]
+    if d.get("presets"):
+        lines.append("same shape as preset(s): " + ", ".join(d["presets"]))
+    for k, v in (d.get("assumed") or {}).items():
+        lines.append(f"{k} = {v!r} assumed (shapes cannot tell)")
+    if d.get("source") == "spandrel":
+        req = d.get("size_requirements") or {}
+        lines.append(f"purpose {d.get('purpose')}, {d.get('input_channels')} input channels")
+        lines.append(
+            f"input size: multiple of {req.get('multiple_of', 1)}, at least {req.get('minimum', 0)}"
+            + (", square" if req.get("square") else "")
+            + " (padded to it)"
+        )
+    return "\n".join(lines)
 
 
 def _file_lines(v: dict) -> list[str]:

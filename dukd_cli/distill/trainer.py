@@ -114,6 +114,12 @@ def _meta_model(spec: ModelSpec) -> nn.Module | None:
         return None
 
 
+def _is_checkpoint(name: str) -> bool:
+    from dukd_cli.checkpoint_models import is_checkpoint_source
+
+    return is_checkpoint_source(name)
+
+
 def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_model: nn.Module | None = None) -> Resolved:
     """Decide the scale, model specs and method options of ``cfg`` (nothing is downloaded or trained)."""
     cfg = cfg.copy()
@@ -123,8 +129,8 @@ def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_
     if not cfg.student.name:
         raise DukdError("no student given: pass --student NAME (a preset, an architecture or an exported model)")
     scale = cfg.student.scale
-    if scale is None and cfg.teacher.name and is_model_dir(cfg.teacher.name):
-        scale = resolve_spec(cfg.teacher.name, None).scale
+    if scale is None and cfg.teacher.name and (is_model_dir(cfg.teacher.name) or _is_checkpoint(cfg.teacher.name)):
+        scale = resolve_spec(cfg.teacher.name, None).scale  # a teacher that knows its scale sets it
     if scale is None and is_model_dir(cfg.student.name):
         scale = resolve_spec(cfg.student.name, None).scale
     if scale is None:
@@ -166,8 +172,13 @@ def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_
 
 def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
     """Build and freeze the teacher: eval mode, no gradients (it also runs under no_grad)."""
+    from dukd_cli import mismatch
+
     try:
-        model, _ = build_with_report(spec, strict=True)
+        with mismatch.hints(mismatch.TEACHER):
+            model, _ = build_with_report(spec, strict=True)
+    except mismatch.ExplainedMismatch:
+        raise
     except WeightsError as exc:
         first = str(exc).strip().splitlines()[0]
         raise DukdError(
@@ -179,7 +190,10 @@ def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
 
 
 def build_student(spec: ModelSpec, strict: bool, device: torch.device) -> tuple[nn.Module, str | None]:
-    model, report = build_with_report(spec, strict=strict)
+    from dukd_cli import mismatch
+
+    with mismatch.hints(mismatch.STUDENT):
+        model, report = build_with_report(spec, strict=strict)
     note = None
     if report is not None and not report.ok:
         note = f"student initialised non-strictly from {spec.weights}: {len(report.loaded)} tensors loaded, {report.summary()}"
