@@ -2,6 +2,9 @@
 
 ``--data SPEC`` (repeatable) accepts:
 
+* ``div2k``: DIV2K's 800 training images (the paper's data), fetched once from a pinned Hub copy
+  (:mod:`dukd_cli.data.catalog`; about 3.5 GB, announced with its cache path first); LR by the
+  MATLAB-exact bicubic, or DIV2K's official bicubic LR where ``dukd data fetch div2k-lr-x{s}`` got it;
 * ``builtin``: photographs bundled with scikit-image (astronaut, chelsea, coffee, rocket, ...), so
   ``dukd distill`` runs anywhere with nothing to download;
 * the DIV2K layout: a folder holding ``DIV2K_train_HR`` (and optionally
@@ -24,7 +27,6 @@ shards across DDP ranks as consecutive slices of one global batch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -38,10 +40,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path, atomic_write_text
+from dukd_cli.sources.hashing import sha256_file  # the project's one SHA-256 helper
 from dukd_cli.threads import available_cores
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 BUILTIN = "builtin"
+DIV2K = "div2k"  # DIV2K's 800 training images, fetched once from a pinned Hub copy
 # Photographs shipped inside scikit-image's wheel (skimage/data/), RGB.
 BUILTIN_FILES = (
     "astronaut.png",
@@ -131,6 +135,12 @@ def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
     s = os.fspath(spec)
     if s == BUILTIN:
         return builtin_sources(), "scikit-image sample photographs"
+    if s.lower() == DIV2K and not Path(s).exists():
+        from dukd_cli.distill.provenance import div2k_folder
+
+        path = div2k_folder(scale)  # fetched once from the pinned Hub copy (announced first)
+        srcs, layout = discover(path, scale)
+        return srcs, f"DIV2K from the pinned Hub copy ({layout})"
     path = Path(s).expanduser()
     if not path.exists():
         raise DukdError(f"training data not found: {s} (a folder of HR images, a DIV2K folder, or 'builtin')")
@@ -167,12 +177,6 @@ def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _HashIndex:
