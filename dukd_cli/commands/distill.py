@@ -54,6 +54,7 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         "grad_clip": "train.grad_clip",
         "precision": "train.precision",
         "channels_last": "train.channels_last",
+        "compile": "train.compile",
         "device": "train.device",
         "log_every": "train.log_every",
         "save_every": "train.save_every",
@@ -170,6 +171,16 @@ def distill_cmd(
     data_dir: str = typer.Option(None, "--data-dir", help="Folder holding the benchmark sets (default: $DUKD_DATA, then the cache)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto). Under torchrun each rank uses cuda:LOCAL_RANK."),
     workers: int = typer.Option(None, "--workers", help="Data worker processes (default 0 on the CPU, min(8, cores/2) on CUDA)."),
+    threads: int = typer.Option(
+        None, "--threads",
+        help="CPU threads for the whole process (torch, resizing, minus one per --workers process); "
+        "default and maximum: the cores this process may use (CPU affinity, cgroup quota).",
+    ),
+    compile: bool = typer.Option(
+        None, "--compile/--no-compile",
+        help="torch.compile the student and the teacher (meant for CUDA; the first iterations compile; "
+        "checkpoints, EMA and --resume are unaffected; default off).",
+    ),
     cache_dir: str = typer.Option(None, "--cache-dir", help="Cache of decoded training images and LR images (default $DUKD_CACHE or ~/.cache/dukd)."),
     log_every: int = typer.Option(None, "--log-every", help="Log to metrics.jsonl and the console every N iterations (default 100)."),
     save_every: int = typer.Option(None, "--save-every", help="Checkpoint every N iterations (default 1000), and at the end."),
@@ -196,9 +207,13 @@ def distill_cmd(
     RUN_DIR. Several GPUs:
     torchrun --nproc_per_node=N -m dukd_cli distill ...
     """
+    from dukd_cli import threads as threads_mod
     from dukd_cli.distill import config as cfgmod
     from dukd_cli.distill.trainer import Trainer, resolve
 
+    budget = threads_mod.apply(threads_mod.plan(threads, workers=workers or 0))
+    if budget.note:
+        console.print(f"[yellow]note:[/] {budget.note}")
     demo_opts = {
         "iters": iters, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "precision": precision,
         "channels_last": channels_last, "cache_dir": cache_dir, "workers": workers, "log_every": log_every,
@@ -212,7 +227,7 @@ def distill_cmd(
         "--ema-decay": ema_decay, "--grad-clip": grad_clip, "--resume": resume, "--val-every": val_every,
         "--val-bench": val_bench, "--val-max-images": val_max_images, "--save-every": save_every,
         "--save-every-min": save_every_min,
-        "--tensorboard": tensorboard, "--config": config, "--dry-run": dry_run or None,
+        "--tensorboard": tensorboard, "--compile": compile, "--config": config, "--dry-run": dry_run or None,
     }
     given = [k for k, v in other.items() if v not in (None, [], ())]
     if demo and given:
@@ -230,7 +245,7 @@ def distill_cmd(
         method=method, update=update, aug_prob=aug_prob, w_pix=w_pix, w_kd=w_kd, zoom_in_tiles=zoom_in_tiles,
         zoom_out=zoom_out, method_opt=method_opt, data=data, iters=iters, batch_size=batch_size,
         patch_size=patch_size, seed=seed, lr=lr, milestones=milestones, gamma=gamma, ema_decay=ema_decay,
-        grad_clip=grad_clip, precision=precision, channels_last=channels_last, device=device, workers=workers, cache_dir=cache_dir,
+        grad_clip=grad_clip, precision=precision, channels_last=channels_last, compile=compile, device=device, workers=workers, cache_dir=cache_dir,
         val_every=val_every, val_bench=val_bench, val_max_images=val_max_images, data_dir=data_dir,
         log_every=log_every, save_every=save_every, save_every_min=save_every_min, tensorboard=tensorboard,
     )

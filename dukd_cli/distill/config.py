@@ -78,6 +78,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0: off
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
     channels_last: bool = False  # NHWC tensors and weights: faster convolutions on CPU (oneDNN) and tensor cores
+    compile: bool = False  # torch.compile the student and the teacher (same numbers up to rounding)
     device: str = "auto"
     log_every: int = 100
     save_every: int = 1000
@@ -134,7 +135,7 @@ SECTIONS = ("student", "teacher", "method", "data", "train", "val")
 # Keys that may differ on --resume: they change how a run is watched, not what it computes.
 # (iters may only grow: checked separately.)
 OPERATIONAL = {
-    "train.iters", "data.workers", "train.log_every", "train.save_every", "train.save_every_min", "train.tensorboard", "val.every", "val.max_images",
+    "train.iters", "data.workers", "train.compile", "train.log_every", "train.save_every", "train.save_every_min", "train.tensorboard", "val.every", "val.max_images",
 }
 
 

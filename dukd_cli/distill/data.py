@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path, atomic_write_text
 from dukd_cli.sources.hashing import sha256_file  # the project's one SHA-256 helper
+from dukd_cli.threads import available_cores
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 BUILTIN = "builtin"
@@ -188,19 +189,40 @@ class _HashIndex:
         except (OSError, ValueError):
             self.data = {}
         self.dirty = False
+        self._touched = False  # a file was hashed (new or changed): images were probably decoded
 
     def sha(self, p: Path) -> str:
         st = p.stat()
         key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         if key not in self.data:
             self.data[key] = sha256_file(p)
-            self.dirty = True
+            self.dirty = self._touched = True
         return self.data[key]
+
+    @property
+    def dirty_since_load(self) -> bool:
+        return self._touched
 
     def save(self) -> None:
         if self.dirty:
             atomic_write_text(self.path, json.dumps(self.data))
             self.dirty = False
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere nothing).
+
+    Filling the cache decodes and resizes every image in a thread pool; glibc keeps what those
+    threads freed in their arenas, ~40 MiB of resident memory for the rest of a run on the
+    built-in photos (``benchmarks/distill_memory.py``)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -306,7 +328,7 @@ def prepare(
     root.mkdir(parents=True, exist_ok=True)
     index = _HashIndex(root)
     out = TrainingSet([])
-    n_threads = threads or min(8, os.cpu_count() or 1)
+    n_threads = threads or min(8, available_cores())
     try:
         sources: list[Source] = []
         for spec in specs:
@@ -325,6 +347,8 @@ def prepare(
             out.items.append(Item(str(src.hr), hr_npy, lr_npy, lh, lw))
     finally:
         index.save()
+    if index.dirty_since_load:
+        _trim_heap()  # decoding and resizing freed tens of MiB the C heap would otherwise keep
     if not out.items:
         raise DukdError(
             f"no training image is large enough for a {p} px LR patch at x{scale} "

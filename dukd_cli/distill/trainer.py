@@ -41,7 +41,7 @@ import torch
 from rich.markup import escape
 from torch import nn
 
-from dukd_cli import registry
+from dukd_cli import registry, threads
 from dukd_cli.distill import checkpoint as ckpt
 from dukd_cli.distill import config as cfgmod
 from dukd_cli.distill import data as datamod
@@ -415,6 +415,7 @@ class Trainer:
         self.params = list(student.parameters())
         self.ema_buffers = list(self.ema.buffers())
         self.buffers = list(student.buffers())
+        self._compile_models()
 
         t = cfg.train
         # The fused CUDA kernel is the fastest Adam there; the CPU keeps the default (bit-reproducible).
@@ -480,9 +481,7 @@ class Trainer:
                 self.notes.append(f"validation off for this run: {exc}")
         workers = cfg.data.workers
         if workers is None:
-            import os
-
-            workers = min(8, max(1, (os.cpu_count() or 2) // 2)) if dev.type == "cuda" else 0
+            workers = threads.default_workers(dev.type)
         self.workers = int(workers)
         self.dataset = datamod.PatchDataset(self.trainset.items, cfg.student.scale, t.patch_size, seed)
 
@@ -505,6 +504,7 @@ class Trainer:
         if state is not None:
             self._acc, self._acc_n = ckpt.unpack_log(state, self.dist.rank, self.device)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._prefetch: bool | None = None  # None: one batch ahead on CUDA (tests force it on the CPU)
         self._ready = True
 
     def _restore(self, st: dict) -> None:
@@ -622,14 +622,35 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def device_batch(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> Batch:
+    def _compile_models(self) -> None:
+        """``--compile``: the student and the teacher compiled in place (after the EMA copy, so the
+        EMA, the optimiser and checkpoints keep using the same, uncompiled parameters)."""
+        if not self.cfg.train.compile:
+            return
+        from dukd_cli.distill import fast
+
+        fast.compile_module(self.student_module, memory_format=self.memory_format)
+        if self.teacher is not None:
+            fast.compile_module(self.teacher, memory_format=self.memory_format)
+
+    def to_device(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 patches from the loader -> float [0, 1] on the training device (converted there)."""
         lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
         hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
         if self.memory_format is torch.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
             hr = hr.contiguous(memory_format=torch.channels_last)
-        return Batch(lr, hr, self.iteration)
+        return lr, hr
+
+    def device_batch(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> Batch:
+        return Batch(*self.to_device(lr_u8, hr_u8), self.iteration)
+
+    def batches(self, loader, ahead: bool | None = None):
+        """The loader's batches as device tensors, the next one in flight on CUDA (see distill.fast)."""
+        from dukd_cli.distill.fast import DevicePrefetcher
+
+        return DevicePrefetcher(iter(loader), self.to_device, self.device,
+                                ahead=self._prefetch if ahead is None else ahead)
 
     def make_loader(self, start_iter: int | None = None):
         t = self.cfg.train
@@ -751,12 +772,12 @@ class Trainer:
         consistent = True
         t_log, it_log = time.perf_counter(), self.iteration
         check_every = 1 if not self.dist.enabled else max(1, min(t.log_every, 10))
-        data_iter = iter(loader)
+        data_iter = self.batches(loader)
         try:
             while self.iteration < total:
-                lr_u8, hr_u8 = next(data_iter)
+                lr, hr = next(data_iter)
                 consistent = False
-                self.train_step(self.device_batch(lr_u8, hr_u8))
+                self.train_step(Batch(lr, hr, self.iteration))
                 self.iteration += 1
                 self._acc_n += 1
                 consistent = True
