@@ -5,11 +5,13 @@ from __future__ import annotations
 import typer
 
 from dukd_cli import __version__
+from dukd_cli.commands import data as data_commands
 from dukd_cli.commands import zoo as zoo_commands
 from dukd_cli.commands._common import run_cli
 from dukd_cli.commands.distill import distill_cmd
 from dukd_cli.commands.evaluate import evaluate_cmd
 from dukd_cli.commands.export import export_cmd
+from dukd_cli.commands.report import report_cmd
 from dukd_cli.commands.upscale import upscale_cmd
 
 app = typer.Typer(
@@ -39,10 +41,12 @@ def _root(
 
 
 app.add_typer(zoo_commands.app, name="zoo")
+app.add_typer(data_commands.app, name="data")
 app.command("evaluate")(evaluate_cmd)
 app.command("distill")(distill_cmd)
 app.command("upscale")(upscale_cmd)
 app.command("export")(export_cmd)
+app.command("report")(report_cmd)
 
 
 def main() -> None:

@@ -71,8 +71,9 @@ def _quantise(t: torch.Tensor) -> np.ndarray:
 class _Runner:
     """Turns an LR uint8 image into an SR uint8 image with a model or MATLAB bicubic."""
 
-    def __init__(self, model, scale, device, precision, self_ensemble, tile, tile_overlap):
+    def __init__(self, model, scale, device, precision, self_ensemble, tile, tile_overlap, window_pad="reflect"):
         self.model, self.scale, self.device = model, scale, device
+        self.window_pad = window_pad
         self.precision, self.self_ensemble = precision, self_ensemble
         self.tile, self.tile_overlap = tile, tile_overlap
 
@@ -92,6 +93,7 @@ class _Runner:
             tile_overlap=self.tile_overlap,
             precision=self.precision,
             self_ensemble=self.self_ensemble,
+            window_pad=self.window_pad,
         )
         return _quantise(y)
 
@@ -115,7 +117,8 @@ def resolve_benches(benches: Sequence[str | BenchSet] | None, data_dir=None) -> 
         where = ", ".join(str(r) for r in search_roots(data_dir))
         raise DukdError(
             f"none of {', '.join(PAPER_SETS)} found (looked in {where}); pass --data-dir DIR holding "
-            "<set>/HR/ folders, set DUKD_DATA, or name a folder with --bench"
+            "<set>/HR/ folders, set DUKD_DATA, name a set or folder with --bench (a named set is fetched), "
+            "or run 'dukd data fetch set5 set14 bsd100 urban100'"
         )
     return found
 
@@ -136,16 +139,20 @@ def evaluate(
     reference: torch.nn.Module | str | None = None,
     max_images: int | None = None,
     progress: Progress | bool | None = None,
+    window_pad: str = "reflect",
 ) -> list[BenchResult]:
     """Evaluate ``model`` (a module, or ``"bicubic"``) at ``scale`` on each benchmark set.
 
     ``reference``: another model (or ``"bicubic"``) whose outputs on the same inputs are compared with
     this model's (``ref_psnr``: PSNR on Y between the two SR images, the paper's Fig. 5).
+    ``window_pad``: ``reflect`` (BasicSR's, the DUKD paper's) or ``swinir`` (the SwinIR authors'
+    test-time padding) for windowed models; see :func:`dukd_cli.inference.run_model`.
     The model's train/eval mode is restored afterwards, so training validation can call this.
     """
-    from dukd_cli.inference import select_device
+    from dukd_cli.inference import check_window_pad, select_device
     from dukd_cli.metrics import psnr_y, ssim_y
 
+    window_pad = check_window_pad(window_pad)
     scale = int(scale)
     check_scale(model, scale)
     if reference is not None:
@@ -161,8 +168,12 @@ def evaluate(
     moved = [(m, p.device) for m, p in zip(modules, params, strict=False) if p is not None and p.device != dev]
     for m, _ in moved:
         m.to(dev)
-    run = _Runner(model, scale, dev, precision, self_ensemble, tile, tile_overlap)
-    ref_run = _Runner(reference, scale, dev, precision, self_ensemble, tile, tile_overlap) if reference is not None else None
+    run = _Runner(model, scale, dev, precision, self_ensemble, tile, tile_overlap, window_pad)
+    ref_run = (
+        _Runner(reference, scale, dev, precision, self_ensemble, tile, tile_overlap, window_pad)
+        if reference is not None
+        else None
+    )
     save_root = Path(save_images) if save_images else None
 
     results: list[BenchResult] = []

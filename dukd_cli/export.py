@@ -49,6 +49,7 @@ from torch import Tensor
 from dukd_cli import __version__
 from dukd_cli.errors import DukdError
 from dukd_cli.models import EXPORT_CONFIG, EXPORT_WEIGHTS, ModelSpec, build, count_parameters, resolve_spec
+from dukd_cli.models import is_run_dir as models_is_run_dir
 
 ONNX_FILE = "model.onnx"
 README_FILE = "README.md"
@@ -102,8 +103,7 @@ def _ort():
 
 def is_run_dir(path: str | os.PathLike) -> bool:
     """A ``dukd distill`` run directory: ``config.toml`` and ``student.safetensors``."""
-    p = Path(path)
-    return p.is_dir() and (p / RUN_CONFIG).is_file() and (p / RUN_WEIGHTS).is_file()
+    return models_is_run_dir(path) and (Path(path) / RUN_WEIGHTS).is_file()
 
 
 def _load_toml(path: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Atomic file writes: every file dukd writes appears whole or not at all."""
+"""Atomic file writes (every file dukd writes appears whole or not at all), and checks that an
+output can be written, made before the long work that produces it."""
 
 from __future__ import annotations
 
@@ -39,6 +40,41 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def check_writable_dir(path: str | os.PathLike) -> None:
+    """Raise a one-line :class:`DukdError` unless files can be created in the folder ``path`` (which
+    need not exist yet: its nearest existing ancestor is tried). Nothing is left behind."""
+    from dukd_cli.errors import DukdError
+
+    target = Path(path).expanduser().absolute()
+    probe = target
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DukdError(f"cannot write to {target}: {probe} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".dukd-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise DukdError(f"cannot write to {target}: {exc.strerror or exc}") from None
+
+
+def check_writable_file(
+    path: str | os.PathLike, *, overwrite: bool = False, option: str | None = None
+) -> None:
+    """Raise a one-line :class:`DukdError` unless the file ``path`` can be written: not a folder, not
+    an existing file unless ``overwrite`` (the ``--overwrite`` flag of the command), a writable folder."""
+    from dukd_cli.errors import DukdError
+
+    p = Path(path).expanduser()
+    what = f"{option} {p}" if option else str(p)
+    if p.is_dir():
+        raise DukdError(f"{what} is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise DukdError(f"{what} already exists; pass --overwrite to replace it")
+    check_writable_dir(p.parent)
 
 
 def _umask() -> int:

@@ -150,6 +150,31 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return pad_to_size(x, h + (-h) % multiple, w + (-w) % multiple)
 
 
+WINDOW_PADS = ("reflect", "swinir")
+
+
+def check_window_pad(mode: str) -> str:
+    """``reflect`` or ``swinir`` (see :func:`pad_swinir`), else a one-line :class:`DukdError`."""
+    m = str(mode).strip().lower()
+    if m not in WINDOW_PADS:
+        raise DukdError(f"--window-pad must be {' or '.join(WINDOW_PADS)}, not '{mode}'")
+    return m
+
+
+def pad_swinir(x: Tensor, multiple: int) -> Tensor:
+    """The SwinIR authors' test-time padding (``main_test_swinir.py``): H and W are padded at the
+    bottom/right to the *next* multiple of ``multiple`` (always 1 to ``multiple`` pixels, also when
+    the side already divides) by concatenating the flipped image (the edge pixel repeated, unlike
+    reflect padding) and cropping."""
+    for dim in (-2, -1):
+        size = x.shape[dim]
+        target = (size // multiple + 1) * multiple
+        while x.shape[dim] < target:  # one flip suffices unless the side is shorter than the pad
+            x = torch.cat([x, x.flip(dim)], dim)
+        x = x.narrow(dim, 0, target)
+    return x
+
+
 # The x8 self-ensemble: bit 0 flips W, bit 1 flips H, bit 2 transposes H and W (applied first).
 def _forward_transform(x: Tensor, k: int) -> Tensor:
     if k & 4:
@@ -293,9 +318,14 @@ def run_model(
     tile_overlap: int = 16,
     precision: str = "fp32",
     self_ensemble: bool = False,
+    window_pad: str = "reflect",
 ) -> Tensor:
     """Super-resolve ``x`` (N, 3, h, w) in [0, 1] with ``model``; returns (N, 3, h*s, w*s) float32 on
     ``x``'s device, NOT clamped (callers clamp or quantise).
+
+    ``window_pad``: how windowed models (a ``window_size``) get whole windows: ``reflect`` pads only
+    as needed (BasicSR's way); ``swinir`` pads the whole image first with :func:`pad_swinir`
+    (the SwinIR authors' test script) and crops the output.
 
     ``tile``: side (in input pixels) of square tiles, or ``None`` for the whole image at once. Tiles
     overlap by at least ``tile_overlap`` pixels and are blended with a raised-cosine ramp, so the
@@ -322,6 +352,16 @@ def run_model(
     n, _, h, w = x.shape
     fixed = getattr(model, "fixed_input_size", None)
     ws = int(getattr(model, "window_size", 0) or 0)
+    if check_window_pad(window_pad) == "swinir" and ws > 1 and fixed is None:
+        y = run_model(
+            model,
+            pad_swinir(x, ws),
+            tile=tile,
+            tile_overlap=tile_overlap,
+            precision=precision,
+            self_ensemble=self_ensemble,
+        )
+        return y[..., : h * scale, : w * scale].contiguous(memory_format=torch.channels_last)
     if fixed is not None:
         tile = int(fixed[0])  # a fixed-size model is always run at its own (square) size
     if tile is not None:

@@ -18,12 +18,15 @@ from typing import Any
 import torch
 
 from dukd_cli import registry
-from dukd_cli.errors import DukdError
+from dukd_cli.errors import DukdError, StateDictMismatchError
 from dukd_cli.registry import DEFAULT_STUDENT, DEFAULT_TEACHER  # noqa: F401 (re-exported)
+from dukd_cli.sources.superimage import expand_repo, is_repo_source
 from dukd_cli.weights import LoadReport, load_weights
 
 EXPORT_CONFIG = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
+RUN_CONFIG = "config.toml"  # a `dukd distill` run directory (see dukd_cli.distill.trainer)
+RUN_WEIGHTS = "student.safetensors"
 
 
 @dataclass
@@ -38,6 +41,7 @@ class ModelSpec:
     preset: str | None = None
     provider: str = "?"
     directory: str | None = None  # for exported model directories
+    detected: dict[str, Any] | None = None  # for a checkpoint given as the model: what it was found to be
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +114,49 @@ def is_export_dir(name: str | os.PathLike) -> bool:
     return p.is_dir() and (p / EXPORT_CONFIG).is_file()
 
 
+def is_run_dir(name: str | os.PathLike) -> bool:
+    """A ``dukd distill`` run directory: it holds ``config.toml`` (and, once it has checkpointed,
+    ``student.safetensors``, the EMA student) and is not an export directory."""
+    p = Path(name)
+    return p.is_dir() and (p / RUN_CONFIG).is_file() and not (p / EXPORT_CONFIG).is_file()
+
+
+def is_model_dir(name: str | os.PathLike) -> bool:
+    """An exported model directory or a distill run directory: a model that knows its own scale."""
+    return is_export_dir(name) or is_run_dir(name)
+
+
+def resolve_run_spec(
+    directory: str | os.PathLike,
+    scale: int | None = None,
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    weights: str | None = None,
+) -> ModelSpec:
+    """The student a distill run directory trained: its ``config.toml`` [student] table (name, scale,
+    constructor arguments) with ``student.safetensors`` as the weights (unless ``weights`` is given)."""
+    from dukd_cli.distill.config import load_toml
+
+    d = Path(directory)
+    table = load_toml(d / RUN_CONFIG).get("student")
+    student = dict(table) if isinstance(table, Mapping) else {}
+    name, run_scale = student.get("name"), student.get("scale")
+    if not name or not isinstance(run_scale, int):
+        raise DukdError(f"{d / RUN_CONFIG} has no [student] name and scale; not a complete dukd distill run")
+    if scale is not None and int(scale) != run_scale:
+        raise DukdError(f"run {d} trained a x{run_scale} student, but x{scale} was asked for")
+    if weights is None:
+        if not (d / RUN_WEIGHTS).is_file():
+            raise DukdError(f"run {d} has no {RUN_WEIGHTS} yet (a run writes it at its first checkpoint)")
+        weights = str(d / RUN_WEIGHTS)
+    args = student.get("args")
+    merged = {**(dict(args) if isinstance(args, Mapping) else {}), **dict(kwargs or {})}
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+    inner = resolve_spec(str(name), run_scale, kwargs=merged, weights=weights)
+    return ModelSpec(str(d), inner.arch, inner.scale, inner.kwargs, inner.weights, inner.preset, inner.provider,
+                     inner.directory)
+
+
 def _read_export_config(directory: Path) -> dict[str, Any]:
     try:
         cfg = json.loads((directory / EXPORT_CONFIG).read_text())
@@ -131,11 +178,21 @@ def resolve_spec(
 ) -> ModelSpec:
     """Resolve a model name into a :class:`ModelSpec` without building anything.
 
-    Lookup order: an exported model directory (holding ``config.json``), a preset, an architecture.
+    Lookup order: an exported model directory (holding ``config.json``), a distill run directory
+    (``config.toml``; see :func:`resolve_run_spec`), a checkpoint file or ``hf://`` / ``https://``
+    file (its architecture detected from the file: :mod:`dukd_cli.checkpoint_models`), a preset, an
+    architecture.
     ``pretrained=True`` with no explicit ``weights`` takes the preset's declared source for the scale
     (an error where there is none); an explicit ``weights`` always wins.
     """
     kwargs = dict(kwargs or {})
+    repo_arch = weights_given = None
+    if weights is not None and is_repo_source(weights):
+        # A super-image repository by id: its config.json gives the network and its semantics.
+        # The spec keeps the repository id (re-read on --resume); weights.resolve picks the scale's file.
+        weights_given = weights
+        _file, repo_arch, scale, repo_kwargs = expand_repo(weights, scale)
+        kwargs = {**repo_kwargs, **kwargs}
     if is_export_dir(name):
         directory = Path(name)
         cfg = _read_export_config(directory)
@@ -147,13 +204,23 @@ def resolve_spec(
         w = weights or (str(directory / EXPORT_WEIGHTS) if (directory / EXPORT_WEIGHTS).is_file() else None)
         if w is None:
             raise DukdError(f"model directory {name} has no {EXPORT_WEIGHTS}")
+        if arch == "spandrel":  # its network comes from the weights: the directory's own file
+            merged["source"] = w
         entry = registry.entry(registry.ARCH_GROUP, arch)
         return ModelSpec(str(name), arch, exp_scale, merged, w, None, entry.provider if entry else "?", str(directory))
+    if is_run_dir(name):
+        return resolve_run_spec(name, scale, kwargs=kwargs, weights=weights)
+
+    checkpoint = _checkpoint_spec(name, scale, kwargs, weights)
+    if checkpoint is not None:
+        return checkpoint
 
     if scale is None:
         only = registry.get_preset(str(name))
         if only is not None and len(only.scales) == 1:  # a one-scale preset (e.g. dukd-student-x4) knows its scale
             scale = only.scales[0]
+        elif only is None and registry.entry(registry.ARCH_GROUP, str(name)) is None:
+            _unknown(str(name))
         else:
             raise DukdError(f"a scale is needed to build '{name}' (e.g. --scale 4)")
     scale = int(scale)
@@ -167,26 +234,51 @@ def resolve_spec(
         w = weights
         declared = preset.weights.get(scale)
         ws = registry.source_of(declared) if declared else None
+        declared_ref = (ws.source or ws.filename) if ws is not None else None  # no source: its file name
         if w is None and pretrained:
-            if ws is None:
+            if not declared_ref:
                 raise DukdError(
                     f"preset '{name}' declares no pretrained weights at x{scale}; pass them with --weights SOURCE"
                 )
-            w = ws.source
-        if ws is not None and w in (ws.source, name):
+            w = declared_ref
+        if ws is not None and declared_ref and w in (ws.source, ws.filename, name):
             # The declared file's own semantics (e.g. input range) go with it, whoever names it.
             merged = {**dict(preset.kwargs), **dict(ws.kwargs), **kwargs}
-            w = ws.source
+            w = declared_ref
+        if repo_arch is not None and preset.arch != repo_arch:
+            raise DukdError(f"{weights_given} holds a {repo_arch} model, but preset '{name}' is {preset.arch}")
         entry = registry.entry(registry.PRESET_GROUP, name)
         return ModelSpec(name, preset.arch, scale, merged, w, name, entry.provider if entry else "?")
 
     if registry.entry(registry.ARCH_GROUP, name) is None:
-        # Give the architecture lookup's message (with suggestions).
-        registry.get_architecture(name)
+        _unknown(name)
     if weights is None and pretrained:
         raise DukdError(f"'{name}' is an architecture with no default weights; pass them with --weights SOURCE")
+    if repo_arch is not None and name != repo_arch:
+        raise DukdError(f"{weights_given} holds a {repo_arch} model, not '{name}'")
     entry = registry.entry(registry.ARCH_GROUP, name)
     return ModelSpec(name, name, scale, kwargs, weights, None, entry.provider if entry else "?")
+
+
+def _checkpoint_spec(
+    name: str, scale: int | None, kwargs: Mapping[str, Any], weights: str | None
+) -> ModelSpec | None:
+    """A checkpoint file (or hf:// file) named as the model: its architecture detected from the file."""
+    from dukd_cli.checkpoint_models import is_checkpoint_source, resolve_checkpoint_spec
+
+    if not is_checkpoint_source(name):
+        return None
+    return resolve_checkpoint_spec(str(name), scale, kwargs, weights)
+
+
+def _unknown(name: str) -> None:
+    """Raise the error for a name that is no model: a folder that is neither kind of model directory,
+    or the architecture lookup's message (with suggestions)."""
+    if Path(name).is_dir():
+        raise DukdError(
+            f"{name} is a folder but neither an exported model ({EXPORT_CONFIG}) nor a distill run ({RUN_CONFIG})"
+        )
+    registry.get_architecture(name)
 
 
 def build(spec: ModelSpec, *, strict: bool = True, device: str | torch.device | None = None) -> torch.nn.Module:
@@ -203,7 +295,12 @@ def build_with_report(
     model = instantiate(spec.arch, factory, spec.scale, spec.kwargs)
     report = None
     if spec.weights:
-        report = load_weights(model, spec.weights, strict=strict, scale=spec.scale)
+        try:
+            report = load_weights(model, spec.weights, strict=strict, scale=spec.scale)
+        except StateDictMismatchError as exc:
+            from dukd_cli.mismatch import explain
+
+            raise explain(exc, spec) from None
     model.eval()
     if device is not None:
         model.to(device)
@@ -311,12 +408,17 @@ def describe(name: str, scale: int, kwargs: Mapping[str, Any] | None = None) -> 
                 "arguments": _jsonable(dict(ws.kwargs)),
                 "verified": ws.verified,
                 **({"notes": ws.notes} if ws.notes else {}),
+                **_file_info(ws),
             }
         info["description"] = preset.description
         if preset.notes:
             info["notes"] = preset.notes
     elif spec.directory:
         info["weights"] = {f"x{spec.scale}": spec.weights}
+    elif spec.detected is not None:
+        info["kind"] = "checkpoint"
+        info["weights"] = {f"x{spec.scale}": spec.weights}
+        info["detected"] = _jsonable(spec.detected)
     else:
         info["weights"] = {}
     return info
@@ -330,3 +432,18 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return repr(obj)
+
+
+def _file_info(ws: registry.WeightSource) -> dict[str, Any]:
+    """What `dukd zoo info` shows of a declared file beyond its first source (only what is known)."""
+    out: dict[str, Any] = {}
+    for key in ("filename", "sha256", "published_by"):
+        if getattr(ws, key):
+            out[key] = getattr(ws, key)
+    if ws.mirrors:
+        out["mirrors"] = list(ws.mirrors)
+    if ws.published:
+        out["published"] = {b: list(v) for b, v in ws.published.items()}
+    if ws.alternatives:
+        out["alternatives"] = [{"source": a.source, "notes": a.notes, "arguments": _jsonable(dict(a.kwargs))} for a in ws.alternatives]
+    return out

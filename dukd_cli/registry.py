@@ -56,6 +56,18 @@ class WeightSource:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     verified: bool = False
     notes: str = ""
+    # What the file is, where else it is, and what its authors published (all optional):
+    filename: str | None = None  # its published name (e.g. EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth)
+    sha256: str | None = None  # its SHA-256: 64 hex digits, or the 8-digit prefix its name carries
+    mirrors: tuple[str, ...] = ()  # further sources of the same file, tried in order after `source`
+    published: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # set -> (PSNR, SSIM), Y
+    published_by: str = ""  # where the published numbers come from
+    alternatives: tuple[WeightSource, ...] = ()  # other files (not this one), each labelled in its notes
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every source of this file, in the order they are tried ('' = no source known)."""
+        return tuple(s for s in (self.source, *self.mirrors) if s)
 
 
 def source_of(w: str | WeightSource) -> WeightSource:
@@ -232,6 +244,33 @@ def get_method(name: str) -> Any:
     if obj is None:
         raise UnknownModelError(f"method '{name}' is installed but failed to load: {_failed[(METHOD_GROUP, name)]}")
     return obj
+
+
+def fingerprint(group: str, name: str) -> str | None:
+    """What identifies the code behind a loaded entry point: its distribution and version, its
+    ``module:attr``, and the size and mtime of every Python file beside the module (an edited
+    plugin gets a new fingerprint). ``None`` for an unknown or unloaded entry."""
+    import sys
+
+    e = _entries(group).get(name)
+    if e is None or (group, name) not in _loaded:
+        return None
+    dist = getattr(e._ep, "dist", None)
+    version = getattr(dist, "version", None) or "?"
+    module = sys.modules.get(e.value.split(":", 1)[0])
+    files = []
+    path = getattr(module, "__file__", None)
+    if path:
+        from pathlib import Path
+
+        folder = Path(path).parent
+        for f in sorted(folder.glob("*.py")):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            files.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join([e.provider, version, e.value, *files])
 
 
 def entry(group: str, name: str) -> Entry | None:

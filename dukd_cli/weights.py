@@ -7,7 +7,11 @@ A *source* is one of:
   only: a pickle that would run code on load is refused (:class:`UnsafeCheckpointError`);
 - ``hf://OWNER/REPO/PATH[@REVISION][#sha256=HEX]`` (also ``hf://OWNER/REPO@REVISION/PATH``), fetched
   with ``huggingface_hub.hf_hub_download`` into its usual cache; ``HF_HUB_OFFLINE=1`` is honoured;
-- the name of a preset, meaning that preset's declared source for the requested scale.
+- ``https://...[#sha256=HEX]``, downloaded into the same cache with resume (:mod:`dukd_cli.sources`);
+- the name of a preset, meaning that preset's declared sources for the requested scale, in order.
+
+``hf://OWNER/REPO`` (a super-image repository, no file) is expanded by :mod:`dukd_cli.models`,
+which reads its ``config.json`` (:mod:`dukd_cli.sources.superimage`).
 
 After reading, the checkpoint is unwrapped (``params_ema`` > ``params`` > ``state_dict`` > ``model``
 > ``net``), ``module.`` / ``_orig_mod.`` prefixes are stripped, the model's own converter turns known
@@ -18,7 +22,6 @@ wrong-shape keys) instead of a torch traceback.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -30,6 +33,9 @@ from pathlib import Path
 import torch
 
 from dukd_cli.errors import StateDictMismatchError, UnsafeCheckpointError, WeightsError
+from dukd_cli.registry import WeightSource
+from dukd_cli.sources import HubSource, check_sha256, fetch, is_remote, parse_hub_source, sha256_file  # noqa: F401
+from dukd_cli.sources.superimage import expand_repo, is_repo_source
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -41,110 +47,21 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HubSource:
-    """A parsed ``hf://`` source."""
-
-    repo_id: str
-    filename: str
-    revision: str | None = None
-    sha256: str | None = None
-
-    def __str__(self) -> str:
-        s = f"hf://{self.repo_id}/{self.filename}"
-        if self.revision:
-            s += f"@{self.revision}"
-        if self.sha256:
-            s += f"#sha256={self.sha256}"
-        return s
-
-
-_SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def parse_hub_source(source: str) -> HubSource:
-    """Parse ``hf://OWNER/REPO/PATH[@REV][#sha256=HEX]`` or ``hf://OWNER/REPO@REV/PATH[#sha256=HEX]``."""
-    if not source.startswith("hf://"):
-        raise WeightsError(f"not a Hub source: '{source}'")
-    rest = source[len("hf://") :]
-    sha = None
-    if "#" in rest:
-        rest, frag = rest.split("#", 1)
-        frag = frag.removeprefix("sha256=").removeprefix("sha256:")
-        if not _SHA_RE.match(frag):
-            raise WeightsError(f"bad SHA-256 pin in '{source}': expected #sha256=<64 hex digits>")
-        sha = frag.lower()
-    parts = rest.split("/")
-    if len(parts) < 3 or not all(parts):
-        raise WeightsError(f"bad Hub source '{source}': expected hf://OWNER/REPO/PATH[@REVISION][#sha256=HEX]")
-    owner, repo, path = parts[0], parts[1], "/".join(parts[2:])
-    revision = None
-    if "@" in repo:
-        repo, revision = repo.split("@", 1)
-    elif "@" in parts[-1]:
-        path, revision = path.rsplit("@", 1)
-    if not repo or not path or (revision is not None and not revision):
-        raise WeightsError(f"bad Hub source '{source}': expected hf://OWNER/REPO/PATH[@REVISION][#sha256=HEX]")
-    return HubSource(f"{owner}/{repo}", path, revision, sha)
-
-
-def _hub_download(src: HubSource) -> Path:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise WeightsError("huggingface_hub is not installed; it is needed for hf:// sources") from exc
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    # Read at call time (huggingface_hub reads its environment once, at import).
-    cache_dir = os.environ.get("HF_HUB_CACHE") or (
-        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
-    )
-    try:
-        path = hf_hub_download(
-            src.repo_id, src.filename, revision=src.revision, cache_dir=cache_dir, local_files_only=offline
-        )
-    except Exception as exc:
-        kind = type(exc).__name__
-        rev = f" at revision {src.revision}" if src.revision else ""
-        if offline or "LocalEntryNotFound" in kind or "OfflineMode" in kind:
-            raise WeightsError(
-                f"{src} is not in the Hugging Face cache{rev} and the Hub cannot be reached"
-                f"{' (HF_HUB_OFFLINE is set)' if offline else ''}; download it once online, "
-                "or pass a local file as the weights source"
-            ) from None
-        if "RepositoryNotFound" in kind or "GatedRepo" in kind:
-            raise WeightsError(f"Hub repository '{src.repo_id}' not found or not accessible ({kind})") from None
-        if "RevisionNotFound" in kind:
-            raise WeightsError(f"revision '{src.revision}' not found in Hub repository '{src.repo_id}'") from None
-        if "EntryNotFound" in kind:
-            raise WeightsError(f"file '{src.filename}' not found in Hub repository '{src.repo_id}'{rev}") from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
-        raise WeightsError(f"could not fetch {src}: {first}") from None
-    return Path(path)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
-    """Turn a weight source into a local file path (downloading through the Hub cache if needed)."""
+    """Turn a weight source into a local file path (downloading through the cache if needed)."""
     s = os.fspath(source)
-    if s.startswith("hf://"):
-        src = parse_hub_source(s)
-        path = _hub_download(src)
-        if src.sha256:
-            got = sha256_file(path)
-            if got != src.sha256:
-                raise WeightsError(f"SHA-256 mismatch for {src}: file has {got}; refusing to load it")
-        return path
+    if is_remote(s):
+        if is_repo_source(s):  # a super-image repository: its file for the scale (dukd_cli.models sets the semantics)
+            if scale is None:
+                raise WeightsError(f"{s} names a repository; a scale is needed to pick its file")
+            s = expand_repo(s, scale)[0]
+        ws = declared_with_source(s)
+        return resolve_declared(ws, what=s) if ws is not None else fetch(s)
     p = Path(s).expanduser()
     if p.exists():
         if p.is_dir():
             raise WeightsError(f"weights source '{s}' is a directory, not a checkpoint file")
+        _check_known_file(p)
         return p
     # A preset name stands for the preset's declared source.
     from dukd_cli.registry import get_preset, source_of
@@ -159,8 +76,61 @@ def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
                 f"preset '{s}' declares no weights at x{scale}"
                 + (f" (it has x{', x'.join(map(str, sorted(preset.weights)))})" if preset.weights else "")
             )
-        return resolve(source_of(declared).source, scale=scale)
+        return resolve_declared(source_of(declared), what=f"preset '{s}' at x{scale}")
+    known = known_file(p.name)
+    if known is not None:
+        raise WeightsError(f"{s} not found: {known.notes}")
     raise WeightsError(f"weights file not found: {s}")
+
+
+def resolve_declared(ws: WeightSource, *, what: str = "the declared weights") -> Path:
+    """The file of a declared :class:`WeightSource`: each of its sources in order, the first that works."""
+    if not ws.sources:
+        raise WeightsError(f"{what}: no download source is known; {ws.notes or 'pass a weights file'}")
+    errors = []
+    for src in ws.sources:
+        try:
+            return fetch(src, sha256=ws.sha256)
+        except WeightsError as exc:
+            if "SHA-256 mismatch" in str(exc):
+                raise
+            errors.append(str(exc).splitlines()[0])
+    if len(errors) == 1:
+        raise WeightsError(errors[0])
+    raise WeightsError(f"{what}: none of its {len(errors)} sources worked: " + " | ".join(errors))
+
+
+def known_file(name: str) -> WeightSource | None:
+    """The declared weights whose published file name is ``name`` (across installed presets), if any."""
+    from dukd_cli.registry import presets, source_of
+
+    for _name, (_entry, preset) in presets().items():
+        for w in preset.weights.values():
+            ws = source_of(w)
+            if ws.filename and ws.filename == name:
+                return ws
+    return None
+
+
+def declared_with_source(source: str) -> WeightSource | None:
+    """The declared weights (of any installed preset) whose first source is ``source``: its mirrors come too."""
+    from dukd_cli.registry import presets, source_of
+
+    for _name, (_entry, preset) in presets().items():
+        for w in preset.weights.values():
+            ws = source_of(w)
+            if ws.source and ws.source == source:
+                return ws
+    return None
+
+
+def _check_known_file(p: Path) -> None:
+    """A local file carrying a known published name must have that file's hash (or hash prefix)."""
+    if p.suffix not in PICKLE_SUFFIXES + (".safetensors",):
+        return
+    ws = known_file(p.name)
+    if ws is not None and ws.sha256:
+        check_sha256(p, ws.sha256, what=f"{p} (the published {ws.filename})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,6 +274,7 @@ def load_into(
     readable report, and the model is left untouched. Non-strict: every key whose name and shape
     match is loaded; the report lists the rest.
     """
+    raw = state_dict
     state_dict = convert_for(model, state_dict)
     own = model.state_dict()
     report = LoadReport()
@@ -317,11 +288,7 @@ def load_into(
             usable[k] = v
     report.missing = [k for k in own if k not in state_dict]
     if strict and not report.ok:
-        raise StateDictMismatchError(
-            f"{source} does not match {type(model).__name__} (x{getattr(model, 'scale', '?')}): "
-            f"{report.summary()}\n{report.format()}\n"
-            "  (pass the right architecture/constructor arguments, or --non-strict where partial loading is wanted)"
-        )
+        raise mismatch_error(model, raw, report, source)
     with torch.no_grad():
         for k, v in usable.items():
             own[k].copy_(v.to(dtype=own[k].dtype))
@@ -329,6 +296,22 @@ def load_into(
     if not strict and not report.loaded:
         raise StateDictMismatchError(f"{source}: no key of the checkpoint matches the model\n{report.format()}")
     return report
+
+
+def mismatch_error(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], report: LoadReport, source: str
+) -> StateDictMismatchError:
+    """The strict-load failure: the report, then what to do (no option names: the caller's own help,
+    :mod:`dukd_cli.mismatch`, adds those). Carries ``report``, ``source`` and the checkpoint's
+    ``shapes`` (key -> shape, as read) for that help."""
+    err = StateDictMismatchError(
+        f"{source} does not match {type(model).__name__} (x{getattr(model, 'scale', '?')}): "
+        f"{report.summary()}\n{report.format()}"
+    )
+    err.report = report
+    err.source = source
+    err.shapes = {str(k): tuple(v.shape) for k, v in state_dict.items()}
+    return err
 
 
 def load_weights(

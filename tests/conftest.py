@@ -41,6 +41,15 @@ def imdn_dir(shared: Path) -> Path:
     return d
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Caches the code writes (decoded training images, zoo parameter counts) go to a temporary
+    folder for the session, never into the user's ~/.cache/dukd. A test may still set DUKD_CACHE."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DUKD_CACHE", str(tmp_path_factory.mktemp("dukd-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Tests never reach the network: the Hub client runs offline."""

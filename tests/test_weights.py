@@ -177,18 +177,18 @@ def test_preset_name_as_source(tiny_plugin):
         resolve("tiny4", scale=2)
 
 
-def test_preset_hub_source_carries_its_constructor_arguments():
-    """edsr-l's Hub source is super-image's file: same shapes, [0,1] input, no mean shift."""
+def test_preset_default_is_the_papers_file_and_a_retrain_keeps_its_arguments():
+    """edsr-l's default is BasicSR's file (no source known: its name), never super-image's retrain."""
     from dukd_cli.models import resolve_spec
 
     plain = resolve_spec("edsr-l", 4)
     assert plain.weights is None and plain.kwargs["res_scale"] == 0.1
     spec = resolve_spec("edsr-l", 4, pretrained=True)
-    assert spec.weights == "hf://eugenesiow/edsr/pytorch_model_4x.pt"
-    assert spec.kwargs == {"n_feats": 256, "n_resblocks": 32, "res_scale": 1.0, "img_range": 1.0, "mean_shift": False}
-    # another explicit source wins, and the preset's own arguments stay
-    assert resolve_spec("edsr-l", 4, weights="x.pth", pretrained=True).kwargs["res_scale"] == 0.1
-    with pytest.raises(WeightsError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE"):
+    assert spec.weights == "EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth"
+    assert spec.kwargs == {"n_feats": 256, "n_resblocks": 32, "res_scale": 0.1}
+    retrain = "hf://eugenesiow/edsr/pytorch_model_4x.pt"  # not declared: the preset's own arguments stay
+    assert resolve_spec("edsr-l", 4, weights=retrain, pretrained=True).kwargs["res_scale"] == 0.1
+    with pytest.raises(WeightsError, match="no public Hub copy.*--teacher-weights"):
         create_model("edsr-l", 4, pretrained=True)
 
 
@@ -207,7 +207,8 @@ def test_edsr_without_mean_shift_ignores_the_mean_buffers():
 def test_naming_the_declared_source_explicitly_keeps_its_semantics():
     from dukd_cli.models import resolve_spec
 
-    for w in ("hf://eugenesiow/edsr/pytorch_model_4x.pt", "edsr-l"):
-        spec = resolve_spec("edsr-l", 4, weights=w)
-        assert spec.weights == "hf://eugenesiow/edsr/pytorch_model_4x.pt"
-        assert spec.kwargs["img_range"] == 1.0 and spec.kwargs["mean_shift"] is False
+    swin = "hf://uwg/upscaler/SwinIR/001_classicalSR_DIV2K_s48w8_SwinIR-M_x4.pth@b542ac1292ca56f3bff1451557f57858c6ad3343"
+    spec = resolve_spec("swinir-l", 4, weights="swinir-l")
+    assert spec.weights.startswith(swin) and spec.kwargs["img_size"] == 48
+    with pytest.raises(WeightsError, match="not in the Hugging Face cache"):
+        create_model("swinir-l", 4, pretrained=True)

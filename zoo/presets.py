@@ -13,32 +13,24 @@ swinir-l      SwinIR embed 180, 6 RSTB x 6, 6 heads, window 8       11.75 M  11.
 swinir-s      SwinIR embed 60, 4 RSTB x 6, 6 heads, window 8        1.09 M   1.27 M   1.24 M
 ============  ====================================================  =======  =======  =======
 
-Weight sources: no organisation publishes the paper's exact teachers on the Hugging Face Hub.
-``edsr-l`` points at super-image's EDSR mirror (``eugenesiow/edsr``): the same parameter shapes and
-key names as the official release, but trained to take [0, 1] input without a mean shift and with
-``res_scale`` 1 (its ``config.json``), which the source's constructor arguments encode. It is marked
-unverified: this project has not yet measured it against published numbers, and its revision is not
-pinned. RCAN and SwinIR teachers have no Hub source here: pass the official files with
-``--teacher-weights`` / ``--weights`` (they load as they are).
+``swinir-lightweight`` is the SwinIR authors' own SwinIR-S (``002_lightweightSR_*`` files): the same
+body as ``swinir-s`` with the one-conv ``pixelshuffledirect`` upsampler (see its row in
+``tests/test_detect.py`` for the counts).
+
+Weight sources: the paper's teacher files, their SHA-256s, sources in order and published
+numbers are in ``zoo/teachers.py`` (``dukd zoo info NAME``; ``dukd zoo verify NAME --scale S``).
 """
 
 from __future__ import annotations
 
-from dukd_cli.registry import Preset, WeightSource
-
-_SUPER_IMAGE_EDSR = {"res_scale": 1.0, "img_range": 1.0, "mean_shift": False}
-_SUPER_IMAGE_NOTE = (
-    "super-image's EDSR (community mirror; [0,1] input, no mean shift, res_scale 1); revision not pinned"
-)
+from dukd_cli.registry import Preset
+from zoo.teachers import edsr_l, rcan_l, swinir_l
 
 EDSR_L = Preset(
     arch="edsr",
     kwargs={"n_feats": 256, "n_resblocks": 32, "res_scale": 0.1},
     scales=(2, 3, 4),
-    weights={
-        s: WeightSource(f"hf://eugenesiow/edsr/pytorch_model_{s}x.pt", _SUPER_IMAGE_EDSR, False, _SUPER_IMAGE_NOTE)
-        for s in (2, 3, 4)
-    },
+    weights={s: edsr_l(s) for s in (2, 3, 4)},
     description="EDSR (paper teacher): 256 channels, 32 residual blocks, res_scale 0.1; ~43 M parameters",
 )
 
@@ -62,7 +54,7 @@ RCAN_L = Preset(
     arch="rcan",
     kwargs={"n_feats": 64, "n_resgroups": 10, "n_resblocks": 20, "reduction": 16},
     scales=(2, 3, 4),
-    weights={},
+    weights={s: rcan_l(s) for s in (2, 3, 4)},
     description="RCAN (paper teacher): 64 channels, 10 residual groups x 20 blocks, reduction 16; ~15.6 M parameters",
 )
 
@@ -87,7 +79,7 @@ SWINIR_L = Preset(
         "img_size": 48,
     },
     scales=(2, 3, 4),
-    weights={},
+    weights={s: swinir_l(s) for s in (2, 3, 4)},
     description="SwinIR-M (paper teacher, classical SR): embed 180, 6 RSTB x 6 layers, window 8; ~11.9 M parameters",
 )
 
@@ -109,6 +101,25 @@ SWINIR_S = Preset(
     description="SwinIR student of the DUKD paper: embed 60, 4 RSTB x 6 layers, window 8, pixelshuffle; ~1.2 M parameters",
 )
 
+SWINIR_LIGHTWEIGHT = Preset(
+    arch="swinir",
+    kwargs={
+        "embed_dim": 60,
+        "depths": (6, 6, 6, 6),
+        "num_heads": (6, 6, 6, 6),
+        "window_size": 8,
+        "mlp_ratio": 2.0,
+        "upsampler": "pixelshuffledirect",
+        "resi_connection": "1conv",
+        "img_size": 64,
+    },
+    scales=(2, 3, 4),
+    weights={},
+    description="SwinIR-S of the SwinIR authors (lightweight SR, their 002_lightweightSR_DIV2K_s64w8_SwinIR-S_x* "
+    "files): embed 60, 4 RSTB x 6 layers, window 8, pixelshuffledirect; 0.93 M parameters (the SwinIR paper's "
+    "0.90 M leaves out the relative-position bias tables)",
+)
+
 ALL = {
     "edsr-l": EDSR_L,
     "edsr-s": EDSR_S,
@@ -117,5 +128,6 @@ ALL = {
     "rcan-s": RCAN_S,
     "swinir-l": SWINIR_L,
     "swinir-s": SWINIR_S,
+    "swinir-lightweight": SWINIR_LIGHTWEIGHT,
 }
 """The presets by the names ``pyproject.toml`` registers them under."""

@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from rich.console import Console
+from rich.markup import escape
 
 from dukd_cli.errors import DukdError
 from dukd_cli.models import parse_model_args
@@ -15,17 +16,18 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print one red error line and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    """Print one red error line (``message`` is plain text, never markup) and exit non-zero."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 
 def warn(message: str) -> None:
+    """One yellow warning line; ``message`` is rich markup (escape plain text that may hold brackets)."""
     err_console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-    warn(str(message))
+    warn(escape(str(message)))
 
 
 def install_warning_handler() -> None:
@@ -37,13 +39,35 @@ def model_args(items: list[str] | None) -> dict:
     return parse_model_args(items)
 
 
+def hide_flag_metavars(command):
+    """Flags take no value: show none in --help (Typer labels every bool option ``<bool>``).
+    ``command`` is the click command Typer built (Typer may bring its own copy of click)."""
+    ctx = command.context_class(command, info_name=command.name)
+    for param in command.get_params(ctx):  # includes the (cached) --help option
+        if getattr(param, "is_flag", False) and getattr(param, "param_type_name", "") == "option":
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        hide_flag_metavars(sub)
+    return command
+
+
+def _oserror_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 def run_cli(app) -> None:
-    """Run a Typer app with the project's error convention: a DukdError is one line, exit 1."""
+    """Run a Typer app with the project's error convention: a DukdError is one line, exit 1; so is an
+    OSError a command did not handle (a full or read-only disk)."""
+    import typer
+
     install_warning_handler()
     try:
-        app()
+        hide_flag_metavars(typer.main.get_command(app))(prog_name="dukd")
     except DukdError as exc:
         fail(str(exc), getattr(exc, "exit_code", 1))
+    except OSError as exc:
+        fail(_oserror_line(exc))
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)

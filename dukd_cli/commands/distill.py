@@ -59,9 +59,11 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         "grad_clip": "train.grad_clip",
         "precision": "train.precision",
         "channels_last": "train.channels_last",
+        "compile": "train.compile",
         "device": "train.device",
         "log_every": "train.log_every",
         "save_every": "train.save_every",
+        "save_every_min": "train.save_every_min",
         "tensorboard": "train.tensorboard",
         "workers": "data.workers",
         "cache_dir": "data.cache_dir",
@@ -87,6 +89,8 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         if name == "data":
             if value:
                 out["data.paths"] = [_absolute(str(v)) for v in value]
+        elif name in ("teacher", "student") and Path(str(value)).expanduser().is_file():
+            out[keymap[name]] = _absolute(str(value))  # a checkpoint file as the model
         elif name in ("teacher_weights", "student_weights", "data_dir", "cache_dir"):
             out[keymap[name]] = _absolute(str(value))
         elif name == "teacher_arg":
@@ -115,7 +119,13 @@ def _default_out(cfg) -> Path:
 
 
 def distill_cmd(
-    teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher: preset, architecture or exported model directory."),
+    teacher: str = typer.Option(
+        None,
+        "--teacher",
+        "-t",
+        help="Teacher: preset, architecture, exported model directory, or a checkpoint file of any architecture "
+        "the zoo or spandrel detects (e.g. RRDB_x4.pth).",
+    ),
     teacher_weights: str = typer.Option(
         None, "--teacher-weights", help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source."
     ),
@@ -147,7 +157,8 @@ def distill_cmd(
     zoom_out: bool = typer.Option(None, "--zoom-out/--no-zoom-out", help=ZOOM_OUT_HELP),
     method_opt: list[str] = typer.Option(None, "--method-opt", help="Any method option key=value (repeatable), e.g. max_side=48 for fakd."),
     data: list[str] = typer.Option(
-        None, "--data", "-d", help="Training data (repeatable): HR folder, DIV2K folder, HR/+LR/ folder, or 'builtin' (default)."
+        None, "--data", "-d", help="Training data (repeatable): 'div2k' (DIV2K's 800 images, fetched once; the default with a teacher), "
+        "HR folder, DIV2K folder, HR/+LR/ folder, or 'builtin' (scikit-image's photos)."
     ),
     iters: int = typer.Option(None, "--iters", help="Total iterations (default 250000). On --resume it may be raised."),
     batch_size: int = typer.Option(None, "--batch-size", help="Patches per iteration per process (default 16)."),
@@ -172,9 +183,22 @@ def distill_cmd(
     data_dir: str = typer.Option(None, "--data-dir", help="Folder holding the benchmark sets (default: $DUKD_DATA, then the cache)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto). Under torchrun each rank uses cuda:LOCAL_RANK."),
     workers: int = typer.Option(None, "--workers", help="Data worker processes (default 0 on the CPU, min(8, cores/2) on CUDA)."),
+    threads: int = typer.Option(
+        None, "--threads",
+        help="CPU threads for the whole process (torch, resizing, minus one per --workers process); "
+        "default and maximum: the cores this process may use (CPU affinity, cgroup quota).",
+    ),
+    compile: bool = typer.Option(
+        None, "--compile/--no-compile",
+        help="torch.compile the student and the teacher (meant for CUDA; the first iterations compile; "
+        "checkpoints, EMA and --resume are unaffected; default off).",
+    ),
     cache_dir: str = typer.Option(None, "--cache-dir", help="Cache of decoded training images and LR images (default $DUKD_CACHE or ~/.cache/dukd)."),
     log_every: int = typer.Option(None, "--log-every", help="Log to metrics.jsonl and the console every N iterations (default 100)."),
     save_every: int = typer.Option(None, "--save-every", help="Checkpoint every N iterations (default 1000), and at the end."),
+    save_every_min: float = typer.Option(
+        None, "--save-every-min", help="Also checkpoint when this many minutes passed since the last checkpoint (default 0: off)."
+    ),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log to RUN_DIR/tensorboard (pip install 'dukd\\[tensorboard]')."),
     config: Path = typer.Option(None, "--config", help="TOML configuration file (same tables as RUN_DIR/config.toml); options override it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and parameter counts; train nothing."),
@@ -191,12 +215,17 @@ def distill_cmd(
     Example: dukd distill --teacher edsr-l --student edsr-s --scale 4 --data DIV2K/
 
     RUN_DIR gets config.toml, student.safetensors (EMA weights), student_best.safetensors, state.pt
-    (resume) and metrics.jsonl. Ctrl-C saves and exits; continue with --resume RUN_DIR. Several GPUs:
+    (resume) and metrics.jsonl. Ctrl-C or SIGTERM saves and exits (130, 143); continue with --resume
+    RUN_DIR. Several GPUs:
     torchrun --nproc_per_node=N -m dukd_cli distill ...
     """
+    from dukd_cli import threads as threads_mod
     from dukd_cli.distill import config as cfgmod
     from dukd_cli.distill.trainer import Trainer, resolve
 
+    budget = threads_mod.apply(threads_mod.plan(threads, workers=workers or 0))
+    if budget.note:
+        console.print(f"[yellow]note:[/] {budget.note}")
     demo_opts = {
         "iters": iters, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "precision": precision,
         "channels_last": channels_last, "cache_dir": cache_dir, "workers": workers, "log_every": log_every,
@@ -209,7 +238,8 @@ def distill_cmd(
         "--data": data, "--patch-size": patch_size, "--milestones": milestones, "--gamma": gamma,
         "--ema-decay": ema_decay, "--grad-clip": grad_clip, "--resume": resume, "--val-every": val_every,
         "--val-bench": val_bench, "--val-max-images": val_max_images, "--save-every": save_every,
-        "--tensorboard": tensorboard, "--config": config, "--dry-run": dry_run or None,
+        "--save-every-min": save_every_min,
+        "--tensorboard": tensorboard, "--compile": compile, "--config": config, "--dry-run": dry_run or None,
     }
     other.update(_fix_options(recipe=recipe, true_inverse=true_inverse, eval_teacher=eval_teacher,
                               clamp_zoom_out=clamp_zoom_out, ema_warmup=ema_warmup, zoom_out_aug=zoom_out_aug,
@@ -230,9 +260,9 @@ def distill_cmd(
         method=method, update=update, aug_prob=aug_prob, w_pix=w_pix, w_kd=w_kd, zoom_in_tiles=zoom_in_tiles,
         zoom_out=zoom_out, method_opt=method_opt, data=data, iters=iters, batch_size=batch_size,
         patch_size=patch_size, seed=seed, lr=lr, milestones=milestones, gamma=gamma, ema_decay=ema_decay,
-        grad_clip=grad_clip, precision=precision, channels_last=channels_last, device=device, workers=workers, cache_dir=cache_dir,
+        grad_clip=grad_clip, precision=precision, channels_last=channels_last, compile=compile, device=device, workers=workers, cache_dir=cache_dir,
         val_every=val_every, val_bench=val_bench, val_max_images=val_max_images, data_dir=data_dir,
-        log_every=log_every, save_every=save_every, tensorboard=tensorboard,
+        log_every=log_every, save_every=save_every, save_every_min=save_every_min, tensorboard=tensorboard,
     )
     overrides.update(_recipe_overrides(recipe, true_inverse, eval_teacher, clamp_zoom_out, ema_warmup, zoom_out_aug,
                                        init_from, student_weights))
@@ -251,9 +281,14 @@ def distill_cmd(
     cfg = cfgmod.load(config) if config is not None else cfgmod.DistillConfig()
     for key, value in overrides.items():
         cfg.set(key, value)
+    from dukd_cli.distill.provenance import apply_data_defaults
+
+    config_data = config is not None and "paths" in cfgmod.load_toml(config).get("data", {})
+    apply_data_defaults(cfg, data_given=bool(data) or config_data)  # a teacher and no --data: DIV2K
     res = resolve(cfg, plan=dry_run)
     if res.teacher is None and cfg.teacher.name:
-        console.print(f"[yellow]note:[/] method '{cfg.method.name}' uses no teacher; --teacher is ignored")
+        console.print(f"[yellow]note:[/] method '{cfg.method.name}' trains without a teacher; --teacher serves "
+                      "only to log the teacher agreement at validation (for dukd report)")
     run_dir = out if out is not None else _default_out(res.cfg)
     if dry_run:
         _print_plan(res, run_dir)
@@ -303,7 +338,7 @@ def _run_demo(out, data_dir, opts: dict[str, Any], implicit: bool) -> None:
     result = run_demo(out, data_dir=data_dir, on_status=lambda m: console.print(f"[dim]{m}[/]"), **kwargs)
     if result.interrupted:
         console.print(f"[yellow]interrupted[/] after {result.iterations} iterations; the run is in {result.run_dir}")
-        raise typer.Exit(130)
+        raise typer.Exit(result.exit_code or 130)
     table = Table(title=f"x4 on {result.bench} (PSNR/SSIM on Y, as dukd evaluate)", title_justify="left")
     table.add_column("model", style="bold")
     table.add_column("what")
@@ -340,11 +375,14 @@ def _print_plan(res, run_dir) -> None:
         n = counts[role]
         table.add_row(role, spec.name, spec.arch, _weights_cell(role, spec), f"{format_params(n)} ({n:,})")
     console.print(table)
-    if res.teacher is not None:
-        src = res.teacher.weights
-        line = f"teacher weights: {'from ' + str(src) if src else _weights_cell('teacher', res.teacher)} (a dry run downloads nothing)"
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-    for line in _recipe_lines(res):
+    from dukd_cli.distill.provenance import data_lines, plan_lines
+
+    # teacher file and data: where they come from (nothing is downloaded); then the recipe
+    if res.teacher is not None and not res.teacher.weights:
+        lines = ["teacher file: none declared: pass --teacher-weights FILE", *data_lines(res.cfg)]
+    else:
+        lines = plan_lines(res)
+    for line in [*lines, *_recipe_lines(res)]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if counts.get("teacher"):
         console.print(f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters")
@@ -377,7 +415,7 @@ def _fit(trainer) -> None:
 def _report(result) -> None:
     if not result.main:
         if result.interrupted:
-            raise typer.Exit(130)
+            raise typer.Exit(result.exit_code)
         return
     if not result.interrupted:
         msg = f"[green]done:[/] {result.iteration} iterations; student weights in {result.run_dir / 'student.safetensors'}"
@@ -385,4 +423,4 @@ def _report(result) -> None:
             msg += f"; {result.last_val['val_bench']} {result.last_val['val_psnr']:.2f} dB (EMA)"
         console.print(msg)
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(result.exit_code)

@@ -15,22 +15,37 @@ from rich.table import Table
 from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
 from dukd_cli.evaluate import BICUBIC, BenchResult, evaluate
-from dukd_cli.fsutil import atomic_write_text
+from dukd_cli.fsutil import atomic_write_text, check_writable_dir, check_writable_file
 
 
-def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str):
-    """A model by name ('bicubic', preset, architecture, export directory) and the weights it used."""
+def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str, options=None):
+    """A model by name ('bicubic', preset, architecture, export directory, checkpoint file) and the
+    weights it used; a checkpoint that does not fit says what to type in terms of ``options``."""
     if name.lower() == BICUBIC:
         if weights or args:
             raise DukdError("the bicubic baseline takes no --weights or constructor arguments")
         return BICUBIC, None
+    from dukd_cli import mismatch
     from dukd_cli.inference import select_device
     from dukd_cli.models import build, resolve_spec
 
     spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
     if spec.scale != scale:
         raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
-    return build(spec, device=select_device(device)), spec.weights
+    with mismatch.hints(options or mismatch.EVALUATE):
+        return build(spec, device=select_device(device)), spec.weights
+
+
+def _defaults(model: str | None, scale: int | None) -> tuple[str, int]:
+    """No --model: the shipped student (as upscale); no --scale: the model's only scale."""
+    from dukd_cli.models import DEFAULT_STUDENT, resolve_spec
+
+    model = model or DEFAULT_STUDENT
+    if scale is None:
+        if model.lower() == BICUBIC:
+            raise DukdError("the bicubic baseline needs --scale (2, 3, 4, ...)")
+        scale = resolve_spec(model, None).scale  # a one-scale preset or an export knows it; else a clear error
+    return model, int(scale)
 
 
 def _fmt(x: float | None, digits: int) -> str:
@@ -56,12 +71,17 @@ def results_table(label: str, scale: int, results: list[BenchResult], with_ref: 
 
 
 def evaluate_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Preset, architecture, exported model directory, or 'bicubic'."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Preset, architecture, exported model directory, or 'bicubic'. Default: dukd-student-x4."
+    ),
     weights: str = typer.Option(
         None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE[@REV], or a preset name. Presets default to their declared source."
     ),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
-    scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor; must equal the model's."),
+    scale: int = typer.Option(
+        None, "--scale", "-s", help="Upscaling factor; must equal the model's. Default: the model's only scale "
+        "(a checkpoint file's own)."
+    ),
     bench: str = typer.Option(
         None,
         "--bench",
@@ -84,24 +104,51 @@ def evaluate_cmd(
     per_image: bool = typer.Option(False, "--per-image", help="Also print (and write to --csv) per-image figures."),
     json_path: Path = typer.Option(None, "--json", help="Write results as JSON to PATH."),
     csv_path: Path = typer.Option(None, "--csv", help="Write results as CSV to PATH."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json / --csv files."),
     reference_model: str = typer.Option(
         None, "--reference-model", help="Also report PSNR between this model's output and a reference model's."
     ),
     reference_weights: str = typer.Option(None, "--reference-weights", help="Weights of the reference model."),
     reference_arg: list[str] = typer.Option(None, "--reference-arg", help="Reference constructor argument key=value."),
     max_images: int = typer.Option(None, "--max-images", help="Evaluate only the first N images of each set."),
+    no_download: bool = typer.Option(
+        False, "--no-download", help="Never fetch a named set that is not found (also the case with HF_HUB_OFFLINE=1)."
+    ),
+    window_pad: str = typer.Option(
+        "reflect",
+        "--window-pad",
+        help="Padding of windowed models (SwinIR, ...) to their window: 'reflect' (BasicSR's, only as needed; "
+        "the DUKD paper's numbers) or 'swinir' (the SwinIR authors' test script: flip-padding that always "
+        "adds 1 to window pixels; the SwinIR paper's numbers).",
+    ),
 ) -> None:
     """Evaluate a model on SR benchmarks: PSNR/SSIM on Y, crop border = scale, MATLAB-exact bicubic LR."""
+    model, scale = _defaults(model, scale)
     if scale < 1:
         raise DukdError(f"--scale must be a positive integer, got {scale}")
     if precision not in ("fp32", "bf16", "fp16"):
         raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
+    # Outputs are checked before the evaluation, not after it.
+    for option, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None:
+            check_writable_file(path, overwrite=overwrite, option=option)
+    if save_images is not None:
+        check_writable_dir(save_images)
+    from dukd_cli import mismatch
+    from dukd_cli.inference import check_window_pad
 
-    net, used_weights = _load(model, scale, weights, arg, device)
+    window_pad = check_window_pad(window_pad)
+    if benches:  # a named set that is not found is fetched first (one line: what, how big)
+        from dukd_cli.data.fetch import ensure_benchmarks
+
+        ensure_benchmarks(
+            benches, download=not no_download, data_dir=data_dir, on_status=lambda m: err_console.print(f"[dim]{m}[/]")
+        )
+    net, used_weights = _load(model, scale, weights, arg, device, mismatch.EVALUATE)
     ref = None
     if reference_model:
-        ref, _ = _load(reference_model, scale, reference_weights, reference_arg, device)
+        ref, _ = _load(reference_model, scale, reference_weights, reference_arg, device, mismatch.REFERENCE)
 
     with Progress(
         TextColumn("{task.description:>12}"),
@@ -133,6 +180,7 @@ def evaluate_cmd(
             reference=ref,
             max_images=max_images,
             progress=progress,
+            window_pad=window_pad,
         )
 
     label = model + (" (x8)" if self_ensemble else "")
@@ -157,6 +205,7 @@ def evaluate_cmd(
             "model": model,
             "weights": used_weights,
             "scale": scale,
+            "window_pad": window_pad,
             "results": [{k: (_num(v) if isinstance(v, float) else v) for k, v in r.to_dict().items()} for r in results],
         }
         atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")

@@ -12,7 +12,7 @@ from dukd_cli.commands._common import console, err_console, model_args, warn
 
 def export_cmd(
     model: str = typer.Option(
-        ..., "--model", "-m", help="Preset, architecture, exported directory, or a `dukd distill` run directory."
+        ..., "--model", "-m", help="Preset, architecture, exported directory, `dukd distill` run directory, or a checkpoint file."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to create (built beside it, renamed when complete)."),
     weights: str = typer.Option(
@@ -31,8 +31,11 @@ def export_cmd(
     private: bool = typer.Option(False, "--private", help="Create the Hub repo as private."),
 ) -> None:
     """Export a model: model.safetensors, config.json, model.onnx (checked against PyTorch) and a README model card."""
+    from dukd_cli import mismatch
     from dukd_cli.export import export_model, is_run_dir
     from dukd_cli.export import push_to_hub as push
+
+    mismatch.use(mismatch.EXPORT)  # a checkpoint that does not fit: help in this command's options
 
     if weights is None and not is_run_dir(model) and not Path(model).is_dir():
         from dukd_cli.models import resolve_spec
@@ -41,10 +44,10 @@ def export_cmd(
         from dukd_cli import registry
 
         preset = registry.get_preset(model) if spec.preset else None
-        declared = preset.weights.get(spec.scale) if preset else None
-        if declared:
-            weights = declared
-        else:
+        declared = registry.source_of(preset.weights[spec.scale]) if preset and preset.weights.get(spec.scale) else None
+        if declared is not None and (declared.source or declared.filename):
+            weights = declared.source or declared.filename  # as resolve_spec(pretrained=True) takes it
+        elif spec.weights is None:  # a checkpoint file given as the model carries its own weights
             warn(escape(f"no --weights for '{model}': exporting its random initialisation"))
 
     def log(message: str) -> None:

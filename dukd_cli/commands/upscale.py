@@ -44,6 +44,7 @@ def load_upscaler(
         return m
     if runtime != "torch":
         raise DukdError(f"--runtime must be torch or onnx, not '{runtime}'")
+    from dukd_cli import mismatch
     from dukd_cli.models import build, resolve_spec
 
     spec = resolve_spec(model, scale, kwargs=model_args(args), weights=weights, pretrained=True)
@@ -51,7 +52,8 @@ def load_upscaler(
         raise DukdError(f"model '{model}' is x{spec.scale}, but --scale {scale} was given")
     if not spec.weights:
         raise DukdError(f"'{model}' has no weights to upscale with; pass --weights SOURCE")
-    return build(spec, device=select_device(device))
+    with mismatch.hints(mismatch.UPSCALE):
+        return build(spec, device=select_device(device))
 
 
 def upscale_cmd(
@@ -63,7 +65,8 @@ def upscale_cmd(
         DEFAULT_MODEL,
         "--model",
         "-m",
-        help="Preset, architecture or exported model directory. Default: the shipped DUKD student "
+        help="Preset, architecture, exported model directory, or a checkpoint file (architecture detected). "
+        "Default: the shipped DUKD student "
         f"({DEFAULT_MODEL}, x4, 0.16 M parameters).",
     ),
     weights: str = typer.Option(

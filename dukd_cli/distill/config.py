@@ -57,6 +57,10 @@ class DataConfig:
     paths: list[str] = field(default_factory=lambda: ["builtin"])
     workers: int | None = None  # None: 0 on the CPU, min(8, cores / 2) on CUDA
     cache_dir: str | None = None
+    # Where named data (e.g. "div2k") comes from, recorded by dukd_cli.distill.provenance
+    dataset: str | None = None
+    source: str | None = None
+    revision: str | None = None
 
 
 @dataclass
@@ -75,15 +79,13 @@ class TrainConfig:
     eval_teacher: bool | None = None  # None: decided by the recipe (dukd: eval mode; authors: train mode)
     seed: int = 0
     grad_clip: float = 0.0  # 0: off
-    precision: str | None = (
-        None  # auto: bf16 on CUDA, fp32 elsewhere; None: the recipe's (dukd auto, authors fp32)
-    )
-    channels_last: bool = (
-        False  # NHWC tensors and weights: faster convolutions on CPU (oneDNN) and tensor cores
-    )
+    precision: str | None = None  # auto: bf16 on CUDA, fp32 elsewhere; None: the recipe's (dukd auto, authors fp32)
+    channels_last: bool = False  # NHWC tensors and weights: faster convolutions on CPU (oneDNN) and tensor cores
+    compile: bool = False  # torch.compile the student and the teacher (same numbers up to rounding)
     device: str = "auto"
     log_every: int = 100
     save_every: int = 1000
+    save_every_min: float = 0.0  # also checkpoint when this many minutes passed since the last one (0: off)
     tensorboard: bool = False  # also log scalars to RUN_DIR/tensorboard (needs the tensorboard extra)
 
 
@@ -137,13 +139,7 @@ SECTIONS = ("student", "teacher", "method", "data", "train", "val")
 # Keys that may differ on --resume: they change how a run is watched, not what it computes.
 # (iters may only grow: checked separately.)
 OPERATIONAL = {
-    "train.iters",
-    "data.workers",
-    "train.log_every",
-    "train.save_every",
-    "train.tensorboard",
-    "val.every",
-    "val.max_images",
+    "train.iters", "data.workers", "train.compile", "train.log_every", "train.save_every", "train.save_every_min", "train.tensorboard", "val.every", "val.max_images",
 }
 
 

@@ -2,6 +2,9 @@
 
 ``--data SPEC`` (repeatable) accepts:
 
+* ``div2k``: DIV2K's 800 training images (the paper's data), fetched once from a pinned Hub copy
+  (:mod:`dukd_cli.data.catalog`; about 3.5 GB, announced with its cache path first); LR by the
+  MATLAB-exact bicubic, or DIV2K's official bicubic LR where ``dukd data fetch div2k-lr-x{s}`` got it;
 * ``builtin``: photographs bundled with scikit-image (astronaut, chelsea, coffee, rocket, ...), so
   ``dukd distill`` runs anywhere with nothing to download;
 * the DIV2K layout: a folder holding ``DIV2K_train_HR`` (and optionally
@@ -24,7 +27,6 @@ shards across DDP ranks as consecutive slices of one global batch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -38,9 +40,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path, atomic_write_text
+from dukd_cli.sources.hashing import sha256_file  # the project's one SHA-256 helper
+from dukd_cli.threads import available_cores
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 BUILTIN = "builtin"
+DIV2K = "div2k"  # DIV2K's 800 training images, fetched once from a pinned Hub copy
 # Photographs shipped inside scikit-image's wheel (skimage/data/), RGB.
 BUILTIN_FILES = (
     "astronaut.png",
@@ -130,6 +135,12 @@ def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
     s = os.fspath(spec)
     if s == BUILTIN:
         return builtin_sources(), "scikit-image sample photographs"
+    if s.lower() == DIV2K and not Path(s).exists():
+        from dukd_cli.distill.provenance import div2k_folder
+
+        path = div2k_folder(scale)  # fetched once from the pinned Hub copy (announced first)
+        srcs, layout = discover(path, scale)
+        return srcs, f"DIV2K from the pinned Hub copy ({layout})"
     path = Path(s).expanduser()
     if not path.exists():
         raise DukdError(f"training data not found: {s} (a folder of HR images, a DIV2K folder, or 'builtin')")
@@ -166,12 +177,6 @@ def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _HashIndex:
@@ -184,19 +189,40 @@ class _HashIndex:
         except (OSError, ValueError):
             self.data = {}
         self.dirty = False
+        self._touched = False  # a file was hashed (new or changed): images were probably decoded
 
     def sha(self, p: Path) -> str:
         st = p.stat()
         key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         if key not in self.data:
             self.data[key] = sha256_file(p)
-            self.dirty = True
+            self.dirty = self._touched = True
         return self.data[key]
+
+    @property
+    def dirty_since_load(self) -> bool:
+        return self._touched
 
     def save(self) -> None:
         if self.dirty:
             atomic_write_text(self.path, json.dumps(self.data))
             self.dirty = False
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``; elsewhere nothing).
+
+    Filling the cache decodes and resizes every image in a thread pool; glibc keeps what those
+    threads freed in their arenas, ~40 MiB of resident memory for the rest of a run on the
+    built-in photos (``benchmarks/distill_memory.py``)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -302,7 +328,7 @@ def prepare(
     root.mkdir(parents=True, exist_ok=True)
     index = _HashIndex(root)
     out = TrainingSet([])
-    n_threads = threads or min(8, os.cpu_count() or 1)
+    n_threads = threads or min(8, available_cores())
     try:
         sources: list[Source] = []
         for spec in specs:
@@ -321,6 +347,8 @@ def prepare(
             out.items.append(Item(str(src.hr), hr_npy, lr_npy, lh, lw))
     finally:
         index.save()
+    if index.dirty_since_load:
+        _trim_heap()  # decoding and resizing freed tens of MiB the C heap would otherwise keep
     if not out.items:
         raise DukdError(
             f"no training image is large enough for a {p} px LR patch at x{scale} "

@@ -50,6 +50,7 @@ class DemoResult:
     train_seconds: float
     rows: list[DemoRow] = field(default_factory=list)
     interrupted: bool = False
+    exit_code: int = 0  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -196,7 +197,8 @@ def run_demo(
     finally:
         ddp.shutdown()
     seconds = time.perf_counter() - t0
-    result = DemoResult(run_dir, bench.name, fit.iteration, seconds, rows, interrupted=fit.interrupted)
+    result = DemoResult(run_dir, bench.name, fit.iteration, seconds, rows, interrupted=fit.interrupted,
+                        exit_code=fit.exit_code)
     if fit.interrupted:
         return result
 

@@ -14,7 +14,9 @@ Run directory (``--out``)::
     student_best.safetensors    EMA weights at the best validation PSNR
     metrics.jsonl               one JSON object per log step (iteration, losses, lr, it/s, validation)
 
-Every file is written to a temporary name and renamed. The learning-rate schedule is a pure
+Every file is written to a temporary name and renamed; state.pt and student.safetensors form one
+checkpoint committed by the rename of state.pt (see :mod:`dukd_cli.distill.checkpoint`). Ctrl-C and
+SIGTERM stop after the current iteration and save. The learning-rate schedule is a pure
 function of the iteration (``lr * gamma ** #milestones passed``), so it needs no saved state.
 On the CPU with a fixed seed a run resumed at iteration K ends bit-identical to an uninterrupted
 run (the data stream is a function of the iteration; see :mod:`dukd_cli.distill.data`).
@@ -39,47 +41,24 @@ import torch
 from rich.markup import escape
 from torch import nn
 
-from dukd_cli import registry
+from dukd_cli import registry, threads
+from dukd_cli.distill import checkpoint as ckpt
 from dukd_cli.distill import config as cfgmod
 from dukd_cli.distill import data as datamod
 from dukd_cli.distill import ddp, recipes
+from dukd_cli.distill.checkpoint import STATE_FORMAT, STATE_VERSION, RunPaths, save_safetensors
 from dukd_cli.distill.config import DistillConfig
 from dukd_cli.distill.methods import UPDATES, Batch, Method, MethodContext, model_family
 from dukd_cli.errors import DukdError, WeightsError
-from dukd_cli.fsutil import atomic_path, atomic_write_text
-from dukd_cli.models import ModelSpec, build_with_report, instantiate, is_export_dir, resolve_spec
+from dukd_cli.fsutil import atomic_write_text, check_writable_dir
+from dukd_cli.models import ModelSpec, build_with_report, instantiate, is_model_dir, resolve_spec
 
-STATE_FORMAT = "dukd-distill-state"
-STATE_VERSION = 1
+__all__ = ["STATE_FORMAT", "STATE_VERSION", "FitResult", "NonFiniteLossError", "RunPaths", "Trainer", "resolve",
+           "save_safetensors"]
 
 
 class NonFiniteLossError(DukdError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
-
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.pt"
-
-    @property
-    def student(self) -> Path:
-        return self.root / "student.safetensors"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "student_best.safetensors"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,6 +114,12 @@ def _meta_model(spec: ModelSpec) -> nn.Module | None:
         return None
 
 
+def _is_checkpoint(name: str) -> bool:
+    from dukd_cli.checkpoint_models import is_checkpoint_source
+
+    return is_checkpoint_source(name)
+
+
 def resolve(
     cfg: DistillConfig,
     method_cls: type[Method] | None = None,
@@ -154,9 +139,9 @@ def resolve(
     if not cfg.student.name:
         raise DukdError("no student given: pass --student NAME (a preset, an architecture or an exported model)")
     scale = cfg.student.scale
-    if scale is None and cfg.teacher.name and is_export_dir(cfg.teacher.name):
-        scale = resolve_spec(cfg.teacher.name, None).scale
-    if scale is None and is_export_dir(cfg.student.name):
+    if scale is None and cfg.teacher.name and (is_model_dir(cfg.teacher.name) or _is_checkpoint(cfg.teacher.name)):
+        scale = resolve_spec(cfg.teacher.name, None).scale  # a teacher that knows its scale sets it
+    if scale is None and is_model_dir(cfg.student.name):
         scale = resolve_spec(cfg.student.name, None).scale
     if scale is None:
         raise DukdError("no scale given: pass --scale (2, 3, 4, ...)")
@@ -166,7 +151,7 @@ def resolve(
         if not cfg.teacher.name:
             raise DukdError(f"method '{cfg.method.name}' needs a teacher: pass --teacher NAME")
         t_name = cfg.teacher.name
-        t_scale = None if is_export_dir(t_name) else scale
+        t_scale = None if is_model_dir(t_name) else scale
         t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, weights=cfg.teacher.weights)
         if t_spec.scale != s_spec.scale:
             raise DukdError(
@@ -198,8 +183,13 @@ def resolve(
 
 def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
     """Build and freeze the teacher: eval mode, no gradients (it also runs under no_grad)."""
+    from dukd_cli import mismatch
+
     try:
-        model, _ = build_with_report(spec, strict=True)
+        with mismatch.hints(mismatch.TEACHER):
+            model, _ = build_with_report(spec, strict=True)
+    except mismatch.ExplainedMismatch:
+        raise
     except WeightsError as exc:
         first = str(exc).strip().splitlines()[0]
         raise DukdError(
@@ -211,7 +201,10 @@ def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
 
 
 def build_student(spec: ModelSpec, strict: bool, device: torch.device) -> tuple[nn.Module, str | None]:
-    model, report = build_with_report(spec, strict=strict)
+    from dukd_cli import mismatch
+
+    with mismatch.hints(mismatch.STUDENT):
+        model, report = build_with_report(spec, strict=strict)
     note = None
     if report is not None and not report.ok:
         note = f"student initialised non-strictly from {spec.weights}: {len(report.loaded)} tensors loaded, {report.summary()}"
@@ -242,31 +235,6 @@ def ema_decay_at(cfg: DistillConfig, step: int) -> float:
 
 def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
-
-
-def save_safetensors(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    """Save a state dict; the metadata goes in as ONE key (``dukd``, sorted JSON) because safetensors
-    writes several metadata keys in hash order, which would make identical weights differ in bytes."""
-    from safetensors.torch import save_file
-
-    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(sd, str(tmp), metadata={"dukd": json.dumps(metadata, sort_keys=True)})
-
-
-def _np_state() -> dict:
-    st = np.random.get_state(legacy=False)
-    return {"bit_generator": st["bit_generator"], "key": torch.from_numpy(st["state"]["key"].astype(np.int64)),
-            "pos": int(st["state"]["pos"]), "has_gauss": int(st["has_gauss"]), "gauss": float(st["gauss"])}
-
-
-def _set_np_state(d: dict) -> None:
-    np.random.set_state({
-        "bit_generator": d["bit_generator"],
-        "state": {"key": d["key"].numpy().astype(np.uint32), "pos": d["pos"]},
-        "has_gauss": d["has_gauss"],
-        "gauss": d["gauss"],
-    })
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,11 +296,11 @@ class Display:
         if not self.enabled:
             return
         if self.progress is None:
-            self.console.print(line, highlight=False)
+            self.console.print(line, highlight=False, soft_wrap=True)  # redirected: one line each, never wrapped
 
     def message(self, line: str) -> None:
         if self.enabled:
-            self.console.print(line, highlight=False)
+            self.console.print(line, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -354,6 +322,12 @@ class FitResult:
     last_val: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
     main: bool = True  # rank 0 (the process that reports)
+    signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if any
+
+    @property
+    def exit_code(self) -> int:
+        """What the CLI exits with: 0 when the run completed, else 128 + the signal (130, 143)."""
+        return 0 if not self.interrupted else 128 + int(self.signal or signal.SIGINT)
 
 
 Callback = Callable[["Trainer", int], None]
@@ -363,7 +337,8 @@ class Trainer:
     """Distil a student from a teacher as configured.
 
     ``callbacks`` run after every completed iteration (``cb(trainer, iteration)``); raising
-    ``KeyboardInterrupt`` there behaves like Ctrl-C (checkpoint, clean exit).
+    ``KeyboardInterrupt`` there behaves like Ctrl-C (checkpoint, clean exit). SIGTERM (what
+    schedulers send before killing) is handled like Ctrl-C.
     """
 
     def __init__(
@@ -382,6 +357,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.method_cls_override = method_cls
         self.notes: list[str] = []
+        self.clock = time.monotonic  # --save-every-min's clock (tests replace it)
         if resume:
             if not self.paths.state.is_file() or not self.paths.config.is_file():
                 raise DukdError(f"{run_dir} holds no run to resume (no state.pt / config.toml)")
@@ -392,6 +368,8 @@ class Trainer:
             raise DukdError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
             )
+        if ddp.env_info().is_main:  # rank 0 alone writes the run directory (other nodes may not see it)
+            check_writable_dir(self.paths.root)  # now, not after the data is prepared
         self.cfg = cfg
         self.display = display if display is not None else Display()
 
@@ -399,13 +377,7 @@ class Trainer:
         return int(self._load_state()["iteration"])
 
     def _load_state(self) -> dict:
-        try:
-            st = torch.load(self.paths.state, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise DukdError(f"cannot read {self.paths.state}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
-            raise DukdError(f"{self.paths.state} is not a dukd training state")
-        return st
+        return ckpt.read_state(self.paths.state)
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -460,6 +432,7 @@ class Trainer:
         self.params = list(student.parameters())
         self.ema_buffers = list(self.ema.buffers())
         self.buffers = list(student.buffers())
+        self._compile_models()
 
         t = cfg.train
         # The fused CUDA kernel is the fastest Adam there; the CPU keeps the default (bit-reproducible).
@@ -489,8 +462,19 @@ class Trainer:
         self.best_psnr: float | None = None
         self.best_iteration: int | None = None
         self.last_val: dict[str, float] | None = None
+        state = None
+        if self.main:
+            stale = ckpt.remove_stale_temps(self.paths.root)
+            if stale:
+                self.notes.append(f"removed {len(stale)} temporary file(s) of an interrupted write: {', '.join(stale)}")
         if self.resume:
-            self._restore(self._load_state())
+            state = self._load_state()
+            self._restore(state)
+            if self.main and ckpt.sync_student(self.paths, state, self._metadata()):
+                self.notes.append(
+                    f"student.safetensors was behind state.pt (a checkpoint interrupted mid-write); rewritten "
+                    f"from iteration {self.iteration}"
+                )
 
         # Data: rank 0 fills the cache first, the others then find it ready.
         if self.main:
@@ -514,22 +498,30 @@ class Trainer:
                 self.notes.append(f"validation off for this run: {exc}")
         workers = cfg.data.workers
         if workers is None:
-            import os
-
-            workers = min(8, max(1, (os.cpu_count() or 2) // 2)) if dev.type == "cuda" else 0
+            workers = threads.default_workers(dev.type)
         self.workers = int(workers)
         self.dataset = datamod.PatchDataset(self.trainset.items, cfg.student.scale, t.patch_size, seed)
 
         if self.main:
-            self.paths.root.mkdir(parents=True, exist_ok=True)
-            header = "dukd distill: resolved configuration (read back by --resume)"
-            atomic_write_text(self.paths.config, cfgmod.to_toml(cfg, header))
-            if self.resume:
-                self._truncate_metrics(self.iteration)
+            try:
+                self.paths.root.mkdir(parents=True, exist_ok=True)
+                header = "dukd distill: resolved configuration (read back by --resume)"
+                atomic_write_text(self.paths.config, cfgmod.to_toml(cfg, header))
+                from dukd_cli.distill.runinfo import record_session
+
+                record_session(self.paths.root, self.device, self.iteration)  # hardware and start time, for dukd report
+                if self.resume:
+                    self._truncate_metrics(self.iteration)
+            except OSError as exc:
+                raise DukdError(f"cannot write to the run directory {self.paths.root}: {exc.strerror or exc}") from None
         self._tb = self._open_tensorboard()
+        # Loss sums since the last log step; restored on resume so the logged means match an uninterrupted run.
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
+        if state is not None:
+            self._acc, self._acc_n = ckpt.unpack_log(state, self.dist.rank, self.device)
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._prefetch: bool | None = None  # None: one batch ahead on CUDA (tests force it on the CPU)
         self._ready = True
 
     def _restore(self, st: dict) -> None:
@@ -544,25 +536,10 @@ class Trainer:
         best = st.get("best") or {}
         self.best_psnr = best.get("psnr")
         self.best_iteration = best.get("iteration")
-        rng = st["rng"][self.dist.rank]
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-        _set_np_state(rng["numpy"])
-        py = rng["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        self.generator.set_state(rng["method"])
+        ckpt.set_rng_state(st["rng"][self.dist.rank], self.generator, self.device)
 
     def _rng_state(self) -> dict:
-        st = {
-            "torch": torch.get_rng_state(),
-            "numpy": _np_state(),
-            "python": random.getstate(),
-            "method": self.generator.get_state(),
-        }
-        if self.device.type == "cuda":
-            st["cuda"] = torch.cuda.get_rng_state(self.device).cpu()
-        return st
+        return ckpt.rng_state(self.generator, self.device)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -578,8 +555,9 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        """Write state.pt and student.safetensors (collective under DDP: every rank calls it)."""
-        rngs = ddp.gather_objects(self._rng_state(), self.dist)
+        """Write state.pt and student.safetensors as one checkpoint (collective under DDP: every rank
+        calls it). Random generators and log accumulators are saved per rank."""
+        per_rank = ddp.gather_objects({"rng": self._rng_state(), "log": ckpt.pack_log(self._acc, self._acc_n)}, self.dist)
         if not self.main:
             return
         state = {
@@ -590,15 +568,15 @@ class Trainer:
             "student": self.student_module.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rngs,
+            "rng": [r["rng"] for r in per_rank],
             # The data stream is a function of the iteration; recorded for readers of the file.
             "data": {"next_sample": self.iteration * self.cfg.train.batch_size * self.dist.world},
             "best": {"psnr": self.best_psnr, "iteration": self.best_iteration},
+            "log": [r["log"] for r in per_rank],
         }
-        with atomic_path(self.paths.state, suffix=".pt") as tmp:
-            torch.save(state, tmp)
-        save_safetensors(self.ema, self.paths.student, self._metadata())
+        ckpt.write_checkpoint(self.paths, state, self._metadata(), kept=getattr(self, "saved_iteration", None))
         self.saved_iteration = self.iteration
+        self._t_save = self.clock()
 
     def _open_tensorboard(self):
         if not (self.main and self.cfg.train.tensorboard):
@@ -644,12 +622,15 @@ class Trainer:
         v = self.cfg.val
         if not self.val_enabled:
             return None
+        from dukd_cli.distill import agreement
         from dukd_cli.evaluate import evaluate
 
-        res = evaluate(self.ema, int(self.cfg.student.scale), [v.bench], data_dir=v.data_dir,
-                       device=self.device, precision="fp32", max_images=v.max_images)
+        probe = agreement.probe_for(self)  # student-vs-teacher PSNR (paper Fig. 5), reusing these forwards
+        res = evaluate(self.ema, int(self.cfg.student.scale), [v.bench], data_dir=v.data_dir, device=self.device,
+                       precision="fp32", max_images=v.max_images, reference=probe.reference if probe else None)
         r = res[0]
         out = {"val_bench": r.bench, "val_psnr": float(r.psnr), "val_ssim": float(r.ssim)}
+        out.update(agreement.record(probe, self.ema, r))
         self.last_val = out
         if self.best_psnr is None or r.psnr > self.best_psnr:
             self.best_psnr, self.best_iteration = float(r.psnr), self.iteration
@@ -658,14 +639,35 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def device_batch(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> Batch:
+    def _compile_models(self) -> None:
+        """``--compile``: the student and the teacher compiled in place (after the EMA copy, so the
+        EMA, the optimiser and checkpoints keep using the same, uncompiled parameters)."""
+        if not self.cfg.train.compile:
+            return
+        from dukd_cli.distill import fast
+
+        fast.compile_module(self.student_module, memory_format=self.memory_format)
+        if self.teacher is not None:
+            fast.compile_module(self.teacher, memory_format=self.memory_format)
+
+    def to_device(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 patches from the loader -> float [0, 1] on the training device (converted there)."""
         lr = lr_u8.to(self.device, non_blocking=True).float().div_(255.0)
         hr = hr_u8.to(self.device, non_blocking=True).float().div_(255.0)
         if self.memory_format is torch.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
             hr = hr.contiguous(memory_format=torch.channels_last)
-        return Batch(lr, hr, self.iteration)
+        return lr, hr
+
+    def device_batch(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> Batch:
+        return Batch(*self.to_device(lr_u8, hr_u8), self.iteration)
+
+    def batches(self, loader, ahead: bool | None = None):
+        """The loader's batches as device tensors, the next one in flight on CUDA (see distill.fast)."""
+        from dukd_cli.distill.fast import DevicePrefetcher
+
+        return DevicePrefetcher(iter(loader), self.to_device, self.device,
+                                ahead=self._prefetch if ahead is None else ahead)
 
     def make_loader(self, start_iter: int | None = None):
         t = self.cfg.train
@@ -743,11 +745,28 @@ class Trainer:
             info += f"  {self.last_val['val_bench']} {self.last_val['val_psnr']:.2f} dB"
         return info.strip()
 
-    def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        """Ctrl-C or SIGTERM: finish this iteration, save, exit; the same signal again aborts at once."""
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self._stop_requested:
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.display.message("[yellow]Ctrl-C: stopping after this iteration and saving (Ctrl-C again to abort)[/]")
+        self._stop_signal = signum
+        self.display.message(f"[yellow]{name}: stopping after this iteration and saving ({name} again to abort)[/]")
+
+    def _install_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _time_to_save(self, it: int, check_every: int) -> bool:
+        """``--save-every-min``: a checkpoint when that many minutes passed since the last one (decided
+        by rank 0's clock under DDP, at the iterations where ranks already agree on stopping)."""
+        minutes = float(getattr(self.cfg.train, "save_every_min", 0) or 0)
+        if minutes <= 0 or it % check_every:
+            return False
+        due = self.clock() - self._t_save >= minutes * 60.0
+        return ddp.any_flag(due and self.main, self.dist, self.device)
 
     def fit(self) -> FitResult:
         """Train to ``train.iters`` (calls :meth:`setup` first unless already done)."""
@@ -756,11 +775,11 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         total = int(t.iters)
         self._stop_requested = False
+        self._stop_signal = None
         self.saved_iteration = self.iteration if self.resume else None
+        self._t_save = self.clock()
         interrupted = False
-        old_handler = None
-        if threading.current_thread() is threading.main_thread():
-            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        old_handler = self._install_handlers()
         loader = self.make_loader()
         s = self.resolved.student
         title = f"distill {self.cfg.method.name}: {s.name} x{s.scale}"
@@ -774,12 +793,12 @@ class Trainer:
         consistent = True
         t_log, it_log = time.perf_counter(), self.iteration
         check_every = 1 if not self.dist.enabled else max(1, min(t.log_every, 10))
-        data_iter = iter(loader)
+        data_iter = self.batches(loader)
         try:
             while self.iteration < total:
-                lr_u8, hr_u8 = next(data_iter)
+                lr, hr = next(data_iter)
                 consistent = False
-                self.train_step(self.device_batch(lr_u8, hr_u8))
+                self.train_step(Batch(lr, hr, self.iteration))
                 self.iteration += 1
                 self._acc_n += 1
                 consistent = True
@@ -788,7 +807,7 @@ class Trainer:
                     cb(self, it)
                 record: dict[str, Any] = {}
                 is_log = it % max(1, t.log_every) == 0 or it == total
-                is_save = it % max(1, t.save_every) == 0 or it == total
+                is_save = it % max(1, t.save_every) == 0 or it == total or self._time_to_save(it, check_every)
                 is_val = bool(cfg.val.every) and (it % cfg.val.every == 0 or it == total)
                 if is_log or is_save or is_val or self.device.type == "cpu":
                     self._check_finite()
@@ -831,7 +850,7 @@ class Trainer:
                 )
                 self._teardown(old_handler)
                 return FitResult(self.paths.root, self.saved_iteration or 0, True, self.best_psnr, self.last_val, self.notes,
-                                 self.main)
+                                 self.main, self._stop_signal)
         except BaseException:
             self.display.stop()
             self._teardown(old_handler)
@@ -840,16 +859,19 @@ class Trainer:
             self.save_checkpoint()
         self.display.stop()
         if interrupted:
+            by = f" by {signal.Signals(self._stop_signal).name}" if self._stop_signal == signal.SIGTERM else ""
             self.display.message(
-                f"[yellow]interrupted at iteration {self.iteration}; saved. Continue with --resume {self.paths.root}[/]"
+                f"[yellow]interrupted{by} at iteration {self.iteration}; saved. "
+                f"Continue with --resume {escape(str(self.paths.root))}[/]"
             )
         self._teardown(old_handler)
         return FitResult(self.paths.root, self.iteration, interrupted, self.best_psnr, self.last_val, self.notes,
-                         self.main)
+                         self.main, self._stop_signal)
 
-    def _teardown(self, old_handler) -> None:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+    def _teardown(self, old_handlers: dict) -> None:
+        for sig, old in old_handlers.items():
+            if old is not None:
+                signal.signal(sig, old)
         self.method.close()
         if self._tb is not None:
             self._tb.close()

@@ -1,0 +1,178 @@
+"""``dukd report``: gather (runs), measure, draw (figures), write (html) one page for one or more runs.
+
+Files written (each atomically, after everything is computed; nothing half-written on an error):
+``OUT.html`` (self-contained), ``OUT.json`` (every number on the page), ``OUT-curves.png``,
+``OUT-agreement.png``, ``OUT-crop1.png``, ... beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dukd_cli.errors import DukdError
+from dukd_cli.report import figures, html
+from dukd_cli.report.measure import measure
+from dukd_cli.report.paper import paper_pair
+from dukd_cli.report.runs import RunData, load_runs
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    json: Path
+    figures: list[Path] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _clean(x: Any) -> Any:
+    """JSON without NaN/inf (strict JSON readers choke on them): non-finite floats become null."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def default_benches(runs: list[RunData]) -> tuple[list[str], str | None]:
+    """The first run's validation set and data folder (what it was validated on)."""
+    val = runs[0].section("val")
+    return ([str(val["bench"])] if val.get("bench") else []), val.get("data_dir")
+
+
+def make_report(
+    run_dirs: list[str | os.PathLike],
+    out: str | os.PathLike = "report.html",
+    *,
+    bench: list[str] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    crops: list[str] | None = None,
+    device: str = "auto",
+    title: str | None = None,
+    note: str | None = None,
+    speed: bool = True,
+    progress=None,
+) -> ReportResult:
+    """Build the report of ``run_dirs`` into ``out`` (an .html path)."""
+    from dukd_cli import __version__
+    from dukd_cli.fsutil import atomic_write_bytes, atomic_write_text, check_writable_dir
+    from dukd_cli.report.measure import student_params
+
+    figures.require_matplotlib()  # before any work: one clear line without the extra
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise DukdError(f"-o {out}: the report is an HTML page; give a name ending in .html")
+    if out.is_dir():
+        raise DukdError(f"-o {out} is a folder; give the page's file name (e.g. {out / 'report.html'})")
+    check_writable_dir(out.parent)  # before minutes of evaluation
+    say = progress or (lambda _m: None)
+    runs = load_runs(list(run_dirs))
+    notes: list[str] = []
+    given = bool(bench)
+    benches, dd = (list(bench), data_dir) if given else default_benches(runs)
+    if not given and data_dir is not None:
+        dd = data_dir
+    if crops and not benches:
+        raise DukdError("--crop needs a benchmark set: pass --bench NAME (and --data-dir DIR)")
+
+    measured = None
+    if benches and any((r.root / "student.safetensors").is_file() for r in runs):
+        try:
+            measured = measure(
+                runs, benches, data_dir=dd, device=device, crops=crops, speed=speed, progress=say
+            )
+        except DukdError as exc:
+            if given or crops:
+                raise
+            notes.append(
+                f"no benchmark evaluated: the runs' validation set ({', '.join(benches)}) was not found "
+                f"({exc}); pass --bench NAME --data-dir DIR"
+            )
+    elif not benches:
+        notes.append(
+            "no benchmark evaluated: the runs record no validation set; pass --bench NAME --data-dir DIR"
+        )
+    else:
+        notes.append("no benchmark evaluated: no run holds student.safetensors")
+    if measured is not None:
+        notes.extend(measured.notes)
+    else:
+        notes.append(
+            "no results table per set, no crops and no final teacher agreement (they need an evaluation)"
+        )
+
+    run_json = []
+    for r in runs:
+        d = r.to_json()
+        d["params"] = student_params(r)
+        d["wall_min"] = d["wall_s"] / 60.0 if d["wall_s"] is not None else None
+        lv = r.last_val()
+        d["last_val"] = (
+            {k: lv.get(k) for k in ("iteration", "val_bench", "val_psnr", "val_ssim")} if lv else None
+        )
+        run_json.append(d)
+    first = runs[0]
+    paper = paper_pair(first.section("teacher"), first.section("student"), first.scale)
+    import torch
+
+    rep: dict[str, Any] = {
+        "format": "dukd-report",
+        "version": 1,
+        "title": title,
+        "note": note,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "dukd_version": __version__,
+        "scale": first.scale,
+        "device": str(device) if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
+        "json_file": out.with_suffix(".json").name,
+        "runs": run_json,
+        "measured": measured.to_json() if measured is not None else None,
+        "paper": paper,
+        "notes": notes,
+    }
+    rep = _clean(rep)
+
+    say("drawing the figures")
+    stem = out.stem
+    figs: dict[str, Any] = {}
+
+    def add(name: str, png: bytes | None, alt: str) -> None:
+        if png:
+            figs[name] = {"png": png, "file": f"{stem}-{name}.png", "alt": alt}
+
+    add(
+        "curves",
+        figures.curves(rep["runs"]),
+        "training curves: loss terms and validation PSNR against iterations",
+    )
+    add(
+        "agreement",
+        figures.agreement(
+            rep["runs"], (rep["measured"] or {}).get("rows", []), (rep["measured"] or {}).get("benches", [])
+        ),
+        "student-vs-teacher PSNR per run",
+    )
+    if measured is not None:
+        order = ["HR", "bicubic", *[r.label for r in runs], "teacher"]
+        for i, (c, px) in enumerate(zip(rep["measured"]["crops"], measured.crop_pixels, strict=True)):
+            add(f"crop{i + 1}", figures.crops(c, px, order, {}), f"crops of {c['bench']}/{c['image']}")
+    rep["figures"] = {k: v["file"] for k, v in figs.items()}
+
+    import json
+
+    page = html.render(rep, figs)
+    paths = []
+    for f in figs.values():
+        p = out.parent / f["file"]
+        atomic_write_bytes(p, f["png"])
+        paths.append(p)
+    json_path = out.with_suffix(".json")
+    atomic_write_text(json_path, json.dumps(rep, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out, page)
+    return ReportResult(out, json_path, paths, rep)
