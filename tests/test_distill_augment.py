@@ -101,3 +101,27 @@ def test_pick_tiles_bounds():
     with pytest.raises(ValueError):
         pick_tiles(2, 5)
     assert pick_tiles(4, 0) == []
+
+
+def test_default_ops_and_draw_are_the_released_ones():
+    """Released order: invert, flip of the height axis, flip of the width axis, transpose; one draw per op."""
+    assert DEFAULT_OPS == ("invert", "vflip", "hflip", "transpose")
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    plan = sample_plan(7, 0.3, DEFAULT_OPS, g1)
+    for k in range(len(DEFAULT_OPS)):  # op after op, every sample: on where u >= 1 - p
+        assert torch.equal(plan.mask[:, k], torch.rand(7, generator=g2) >= 0.7)
+    assert not sample_plan(50, 0.0, DEFAULT_OPS, g1).mask.any()
+    assert sample_plan(50, 1.0, DEFAULT_OPS, g1).mask.all()
+
+
+def test_redo_is_the_released_reapplication():
+    x = torch.rand(16, 3, 5, 5)
+    plan = _every_subset_plan(DEFAULT_OPS)
+    y = plan.apply(x)
+    redo = plan.redo(y)
+    assert torch.equal(plan.undo(y, true_inverse=False), redo)
+    assert torch.equal(plan.undo(y, true_inverse=True), x)
+    for i in range(16):  # bits: invert 1, vflip 2, hflip 4, transpose 8
+        t, flips = bool(i & 8), bool(i & 2) + bool(i & 4)
+        want = x[i].rot90(2, (-2, -1)) if (t and flips == 1) else x[i]
+        assert torch.equal(redo[i], want), i

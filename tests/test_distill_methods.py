@@ -92,13 +92,26 @@ def test_family_defaults_follow_the_released_configs():
     def d(fam, s):
         return DUKD.resolve_options({}, family=fam, scale=s)
 
-    assert d("edsr", 2)["zoom_in_tiles"] == 2 and d("edsr", 4)["zoom_in_tiles"] == 1
-    assert d("edsr", 4)["w_pix"] == 5.0 and d("swinir", 4)["w_pix"] == 5.0
-    assert d("rcan", 2)["w_pix"] == 1.0 and d("rcan", 3)["w_pix"] == 2.0 and d("rcan", 4)["w_pix"] == 1.0
-    assert d("rcan", 4)["aug_prob"] == 0.0 and d("rcan", 2)["aug_prob"] == 0.3 and d("edsr", 4)["aug_prob"] == 0.3
-    assert d("swinir", 4)["zoom_out"] is False and d("edsr", 4)["zoom_out"] is True
+    # The method doc's table of options/*/dukd_*.yml: (w_pix, aug p, zoom-out, zoom-in tiles).
+    released = {
+        ("edsr", 2): (5.0, 0.3, True, 2),
+        ("edsr", 3): (5.0, 0.3, True, 1),
+        ("edsr", 4): (5.0, 0.3, True, 1),
+        ("rcan", 2): (1.0, 0.0, False, 1),
+        ("rcan", 3): (2.0, 0.3, True, 1),
+        ("rcan", 4): (1.0, 0.0, False, 1),
+        ("swinir", 2): (5.0, 0.3, False, 1),
+        ("swinir", 3): (5.0, 0.3, False, 1),
+        ("swinir", 4): (5.0, 0.3, False, 1),
+    }
+    for (fam, s), want in released.items():
+        o = d(fam, s)
+        assert (o["w_pix"], o["aug_prob"], o["zoom_out"], o["zoom_in_tiles"]) == want, (fam, s)
+        assert o["w_kd"] == 1.0 and o["zoom_out_aug"] is False
     assert d(None, 4)["w_kd"] == 1.0
-    over = DUKD.resolve_options({"w_pix": 2, "zoom_out": "true", "aug_ops": "hflip,invert"}, family="swinir", scale=4)
+    over = DUKD.resolve_options(
+        {"w_pix": 2, "zoom_out": "true", "aug_ops": "hflip,invert"}, family="swinir", scale=4
+    )
     assert over["w_pix"] == 2.0 and over["zoom_out"] is True and over["aug_ops"] == ["hflip", "invert"]
     with pytest.raises(DukdError, match="takes no option"):
         DUKD.resolve_options({"nope": 1}, family=None, scale=4)
@@ -164,11 +177,15 @@ def test_dukd_draws_for_the_global_batch_under_ddp():
     """Rank r of W keeps exactly its rows of the draws one process makes for the global batch."""
     teacher = _edsr(8, 1, seed=1).eval().requires_grad_(False)
     student = _edsr(4, 1, seed=2)
-    opts = DUKD.resolve_options({"aug_prob": 0.5, "zoom_in_tiles": 2}, family="edsr", scale=4)
+    opts = DUKD.resolve_options(
+        {"aug_prob": 0.5, "zoom_in_tiles": 2, "zoom_out_aug": True}, family="edsr", scale=4
+    )
     n, world = 3, 2
 
     def ctx(w, r):
-        return MethodContext(torch.device("cpu"), 4, "two-step", torch.Generator().manual_seed(11), world=w, rank=r)
+        return MethodContext(
+            torch.device("cpu"), 4, "two-step", torch.Generator().manual_seed(11), world=w, rank=r
+        )
 
     tiles1, zi1, zo1 = DUKD(student, teacher, opts, ctx(1, 0)).draw(n * world)
     for r in range(world):

@@ -14,16 +14,21 @@ from dukd_cli.errors import DukdError
 
 UPDATE_HELP = (
     "How each iteration updates the student: 'two-step' (default) takes one optimiser step on "
-    "L_rec + L_kd, then a second on the upcycled terms after a fresh student forward: the authors' "
-    "released code, i.e. the update rule that produced the paper's published numbers. 'single' sums "
-    "every term into one loss and takes one step (the paper's Eq. 4; fuses the LR and zoom-in forwards). "
-    "Methods with one loss group (scratch, kd, fakd) are the same under both."
+    "L_rec + L_kd, then a second on the upcycled terms after a fresh student forward, without zeroing "
+    "the gradients in between (the second step applies both): the update of the authors' released code. "
+    "'single' sums every term into one loss and takes one step (the paper's Eq. 4; fuses the LR and "
+    "zoom-in forwards). Methods with one loss group (scratch, kd, fakd) are the same under both."
+)
+RECIPE_HELP = (
+    "'dukd' (default): the released iteration with our fixes (true inverses, eval-mode teacher, clamped "
+    "zoom-out, EMA warm-up, bf16 autocast on CUDA); 'authors': the released iteration as released (fp32). "
+    "Each fix has its own option (--true-inverse, --eval-teacher, --clamp-zoom-out, --ema-warmup, "
+    "--precision); an option given explicitly wins over the recipe. --dry-run lists the fixes in force."
 )
 ZOOM_OUT_HELP = (
     "Use DUKD's zoom-out input (the LR patch shrunk by 1/s, labelled by the teacher, ground truth the LR patch). "
-    "Default: on, except for SwinIR-family students (window attention): a 48 px patch zoomed out at x4 "
-    "is 12 px, which the 8 px attention windows pad to 16 (almost half padding): too small and too close "
-    "to the window size to teach much; the authors switch it off for SwinIR as well."
+    "Default as released: on, except for RCAN x2/x4 and SwinIR-family students (for SwinIR a 48 px patch "
+    "zoomed out at x4 is 12 px, which the 8 px attention windows pad to 16)."
 )
 
 
@@ -134,6 +139,13 @@ def distill_cmd(
     scale: int = typer.Option(None, "--scale", help="Upscaling factor (teacher and student must share it)."),
     method: str = typer.Option(None, "--method", "-m", help="scratch | kd | dukd | fakd, or a plugin's method. Default: dukd."),
     update: str = typer.Option(None, "--update", help=UPDATE_HELP),
+    recipe: str = typer.Option(None, "--recipe", help=RECIPE_HELP),
+    true_inverse: bool = typer.Option(None, "--true-inverse/--no-true-inverse", help="dukd fix: D^-1 = true inverses in reverse order (authors: the same operations again)."),
+    eval_teacher: bool = typer.Option(None, "--eval-teacher/--no-eval-teacher", help="Fix: the teacher in eval mode (authors: train mode, under no_grad)."),
+    clamp_zoom_out: bool = typer.Option(None, "--clamp-zoom-out/--no-clamp-zoom-out", help="dukd fix: clamp the zoom-out input to [0, 1] (authors: unclamped)."),
+    ema_warmup: bool = typer.Option(None, "--ema-warmup/--no-ema-warmup", help="Fix: EMA decay min(d, (1+t)/(10+t)) (authors: d from iteration 1)."),
+    zoom_out_aug: bool = typer.Option(None, "--zoom-out-aug/--no-zoom-out-aug", help="dukd extension: augment the zoom-out input too (default off, as released)."),
+    init_from: Path = typer.Option(None, "--init-from", help="Start the student from another run's EMA student (RUN_DIR/student.safetensors), non-strictly (e.g. x2 -> x4)."),
     aug_prob: float = typer.Option(
         None, "--aug-prob", help="dukd: per-operation per-sample probability of the invertible augmentations (default 0.3; 0 for RCAN x4)."
     ),
@@ -229,6 +241,9 @@ def distill_cmd(
         "--save-every-min": save_every_min,
         "--tensorboard": tensorboard, "--compile": compile, "--config": config, "--dry-run": dry_run or None,
     }
+    other.update(_fix_options(recipe=recipe, true_inverse=true_inverse, eval_teacher=eval_teacher,
+                              clamp_zoom_out=clamp_zoom_out, ema_warmup=ema_warmup, zoom_out_aug=zoom_out_aug,
+                              init_from=init_from))
     given = [k for k, v in other.items() if v not in (None, [], ())]
     if demo and given:
         raise DukdError(
@@ -249,6 +264,8 @@ def distill_cmd(
         val_every=val_every, val_bench=val_bench, val_max_images=val_max_images, data_dir=data_dir,
         log_every=log_every, save_every=save_every, save_every_min=save_every_min, tensorboard=tensorboard,
     )
+    overrides.update(_recipe_overrides(recipe, true_inverse, eval_teacher, clamp_zoom_out, ema_warmup, zoom_out_aug,
+                                       init_from, student_weights))
     if resume is not None:
         if out is not None and Path(out).resolve() != Path(resume).resolve():
             raise DukdError("--resume continues a run in its own directory; drop --out (or give the same one)")
@@ -256,7 +273,7 @@ def distill_cmd(
             raise DukdError("--resume reads the run's own config.toml; drop --config")
         trainer = Trainer(cfgmod.DistillConfig(), resume, resume=True, overrides=overrides)
         if dry_run:
-            _print_plan(resolve(trainer.cfg), resume)
+            _print_plan(resolve(trainer.cfg, plan=True), resume)
             return
         _fit(trainer)
         return
@@ -268,7 +285,7 @@ def distill_cmd(
 
     config_data = config is not None and "paths" in cfgmod.load_toml(config).get("data", {})
     apply_data_defaults(cfg, data_given=bool(data) or config_data)  # a teacher and no --data: DIV2K
-    res = resolve(cfg)
+    res = resolve(cfg, plan=dry_run)
     if res.teacher is None and cfg.teacher.name:
         console.print(f"[yellow]note:[/] method '{cfg.method.name}' trains without a teacher; --teacher serves "
                       "only to log the teacher agreement at validation (for dukd report)")
@@ -277,6 +294,30 @@ def distill_cmd(
         _print_plan(res, run_dir)
         return
     _fit(Trainer(cfg, run_dir))
+
+
+def _fix_options(**opts: Any) -> dict[str, Any]:
+    """The recipe options as the --demo refusal names them."""
+    return {"--" + k.replace("_", "-"): v for k, v in opts.items()}
+
+
+def _recipe_overrides(recipe, true_inverse, eval_teacher, clamp_zoom_out, ema_warmup, zoom_out_aug, init_from,
+                      student_weights) -> dict[str, Any]:
+    """Configuration keys of the recipe options (None: not given) and of --init-from."""
+    out: dict[str, Any] = {}
+    for key, value in (("method.recipe", recipe), ("method.true_inverse", true_inverse),
+                       ("train.eval_teacher", eval_teacher), ("method.clamp_zoom_out", clamp_zoom_out),
+                       ("train.ema_warmup", ema_warmup), ("method.zoom_out_aug", zoom_out_aug)):
+        if value is not None:
+            out[key] = value
+    if init_from is not None:
+        from dukd_cli.distill.recipes import init_weights
+
+        if student_weights is not None:
+            raise DukdError("--init-from and --student-weights both initialise the student; give one")
+        out["student.weights"] = init_weights(init_from)
+        out["student.strict"] = False
+    return out
 
 
 def _run_demo(out, data_dir, opts: dict[str, Any], implicit: bool) -> None:
@@ -332,14 +373,33 @@ def _print_plan(res, run_dir) -> None:
         if spec is None:
             continue
         n = counts[role]
-        table.add_row(role, spec.name, spec.arch, spec.weights or "(random init)", f"{format_params(n)} ({n:,})")
+        table.add_row(role, spec.name, spec.arch, _weights_cell(role, spec), f"{format_params(n)} ({n:,})")
     console.print(table)
-    from dukd_cli.distill.provenance import plan_lines
+    from dukd_cli.distill.provenance import data_lines, plan_lines
 
-    for line in plan_lines(res):  # teacher file and data: where they come from (nothing is downloaded)
+    # teacher file and data: where they come from (nothing is downloaded); then the recipe
+    if res.teacher is not None and not res.teacher.weights:
+        lines = ["teacher file: none declared: pass --teacher-weights FILE", *data_lines(res.cfg)]
+    else:
+        lines = plan_lines(res)
+    for line in [*lines, *_recipe_lines(res)]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if counts.get("teacher"):
         console.print(f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters")
+
+
+def _weights_cell(role: str, spec) -> str:
+    if spec.weights:
+        return str(spec.weights)
+    return "none declared: pass --teacher-weights FILE" if role == "teacher" else "(random init)"
+
+
+def _recipe_lines(res) -> list[str]:
+    from dukd_cli.distill.recipes import describe, method_summary
+
+    lines = describe(res.cfg, getattr(res.method_cls, "options", {}))
+    summary = method_summary(res.cfg)
+    return lines + ([summary] if summary else [])
 
 
 def _fit(trainer) -> None:

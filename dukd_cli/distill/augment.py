@@ -1,10 +1,19 @@
 """Invertible augmentations for DUKD's label-consistency regularisation.
 
-The student sees ``D(x)``; its output is mapped back with ``D^-1`` and compared with the teacher's
-output on the clean ``x``. ``D`` applies a list of operations, each switched on per sample with
-probability ``p``; ``D^-1`` applies the **true inverse of each operation in reverse order**. (The
-authors' released code applied the same operations again in the same order, which is not an
-inverse: a transpose plus one flip then becomes a 180 degree rotation.)
+The student sees ``D(x)``; its output is mapped back and compared with the teacher's output on the
+clean ``x``. ``D`` applies a list of operations, each switched on per sample with probability ``p``.
+
+* :meth:`AugPlan.invert` (the ``true_inverse`` fix, dukd recipe): the true inverse of each
+  operation, in reverse order: ``D^-1(D(x)) == x`` for every combination.
+* :meth:`AugPlan.redo` (the authors' released code): the same operations applied again in the same
+  order. That is an inverse except for a transpose together with exactly one flip, which becomes
+  a 180 degree rotation (about 13% of the samples at p = 0.3 with the four default operations).
+
+The default operations and their order are the released ones: colour inversion, flip of the height
+axis (``vflip``), flip of the width axis (``hflip``), transpose. The draw is the released one too:
+one draw per operation, in operation order, for the whole batch (sample ``i`` has operation ``k``
+on when ``u[k, i] >= 1 - p``, which is how ``numpy.random.choice([0, 1], p=[1 - p, p])`` maps
+a uniform number).
 
 Operations work on the last two axes of (N, C, H, W) tensors, so the same :class:`AugPlan` undoes
 itself on an image at any resolution (an LR-sized input and its x``s`` output). ``transpose`` and
@@ -32,9 +41,9 @@ OPS: dict[str, tuple[_Op, _Op]] = {
     "invert": (lambda x: 1.0 - x, lambda x: 1.0 - x),
 }
 
-DEFAULT_OPS: tuple[str, ...] = ("hflip", "vflip", "transpose", "invert")
-"""The released configuration's operations: two flips, a transpose (rotations arise from
-combinations), colour inversion. ``rot90`` is available as an extra."""
+DEFAULT_OPS: tuple[str, ...] = ("invert", "vflip", "hflip", "transpose")
+"""The released operations, in the released order: colour inversion, flip of the height axis, flip
+of the width axis, transpose (rotations arise from combinations). ``rot90`` is available as an extra."""
 
 _GEOMETRIC_SQUARE = {"transpose", "rot90"}
 
@@ -59,17 +68,17 @@ class AugPlan:
         if x.shape[-1] != x.shape[-2] and any(o in _GEOMETRIC_SQUARE for o in self.ops):
             raise ValueError(f"transpose/rot90 need square images, got {tuple(x.shape[-2:])}")
 
-    def _apply(self, x: Tensor, inverse: bool) -> Tensor:
+    def _apply(self, x: Tensor, inverse: bool, *, again: bool = False) -> Tensor:
         self._check(x)
         used = self.mask.any(0).tolist()  # the mask lives on the CPU: no device sync
         mask = self.mask.to(x.device, non_blocking=True)
-        order = range(len(self.ops) - 1, -1, -1) if inverse else range(len(self.ops))
+        order = range(len(self.ops) - 1, -1, -1) if inverse and not again else range(len(self.ops))
         for k in order:
             if not used[k]:
                 continue
             col = mask[:, k]
             fwd, inv = OPS[self.ops[k]]
-            f = inv if inverse else fwd
+            f = inv if inverse and not again else fwd
             # Per-sample selection; an op no sample uses is skipped entirely.
             x = torch.where(col.view(-1, *([1] * (x.dim() - 1))), f(x), x)
         return x
@@ -82,6 +91,14 @@ class AugPlan:
         """``D^-1(y)``: the inverse of each operation, in reverse order."""
         return self._apply(y, inverse=True)
 
+    def redo(self, y: Tensor) -> Tensor:
+        """The released code's "inverse": the same operations again, in the same order (not always an inverse)."""
+        return self._apply(y, inverse=True, again=True)
+
+    def undo(self, y: Tensor, true_inverse: bool = True) -> Tensor:
+        """:meth:`invert` when ``true_inverse`` (the fix), else :meth:`redo` (as released)."""
+        return self.invert(y) if true_inverse else self.redo(y)
+
     def repeat(self, times: int) -> AugPlan:
         """The plan for a batch made of ``times`` consecutive copies of the samples (tile-major)."""
         return AugPlan(self.ops, self.mask.repeat(times, 1))
@@ -92,9 +109,11 @@ def sample_plan(
 ) -> AugPlan:
     """Draw a plan for ``n`` samples: every operation independently on with probability ``p``.
 
-    Drawn on the CPU from ``generator`` (so the draw is reproducible and part of the saved state);
-    the mask moves to the data's device when applied.
+    The released draw: ``n`` uniform numbers per operation, operation after operation; on where
+    ``u >= 1 - p``. Drawn on the CPU from ``generator`` (so the draw is reproducible and part of the
+    saved state); the mask moves to the data's device when applied.
     """
     ops = check_ops(ops)
-    mask = torch.rand((n, len(ops)), generator=generator) < float(p)
+    u = torch.rand((len(ops), n), generator=generator)
+    mask = (u >= 1.0 - float(p)).t().contiguous()
     return AugPlan(ops, mask)

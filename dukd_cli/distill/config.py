@@ -48,6 +48,7 @@ class TeacherConfig:
 class MethodConfig:
     name: str = "dukd"
     update: str = "two-step"
+    recipe: str = "dukd"  # dukd | authors (dukd_cli.distill.recipes)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,10 +74,12 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-8
     ema_decay: float = 0.999
-    ema_warmup: bool = True  # decay min(ema_decay, (1 + t) / (10 + t)): short runs not stuck at the init
+    # None: decided by the recipe (dukd: true; authors: false). Decay min(ema_decay, (1 + t) / (10 + t)).
+    ema_warmup: bool | None = None
+    eval_teacher: bool | None = None  # None: decided by the recipe (dukd: eval mode; authors: train mode)
     seed: int = 0
     grad_clip: float = 0.0  # 0: off
-    precision: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
+    precision: str | None = None  # auto: bf16 on CUDA, fp32 elsewhere; None: the recipe's (dukd auto, authors fp32)
     channels_last: bool = False  # NHWC tensors and weights: faster convolutions on CPU (oneDNN) and tensor cores
     compile: bool = False  # torch.compile the student and the teacher (same numbers up to rounding)
     device: str = "auto"
@@ -107,13 +110,13 @@ class DistillConfig:
 
     def get(self, dotted: str) -> Any:
         section, key = _split(dotted)
-        if section == "method" and key not in ("name", "update"):
+        if section == "method" and key not in _METHOD_KEYS:
             return self.method.options.get(key)
         return getattr(getattr(self, section), key)
 
     def set(self, dotted: str, value: Any) -> None:
         section, key = _split(dotted)
-        if section == "method" and key not in ("name", "update"):
+        if section == "method" and key not in _METHOD_KEYS:
             self.method.options[key] = value
             return
         sec = getattr(self, section)
@@ -124,13 +127,14 @@ class DistillConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         m = d.pop("method")
-        d["method"] = {"name": m["name"], "update": m["update"], **m["options"]}
+        d["method"] = {"name": m["name"], "update": m["update"], "recipe": m["recipe"], **m["options"]}
         return d
 
     def copy(self) -> DistillConfig:
         return from_dict(json.loads(json.dumps(self.to_dict())))
 
 
+_METHOD_KEYS = ("name", "update", "recipe")
 SECTIONS = ("student", "teacher", "method", "data", "train", "val")
 # Keys that may differ on --resume: they change how a run is watched, not what it computes.
 # (iters may only grow: checked separately.)

@@ -5,7 +5,9 @@ scalar loss terms. The trainer owns everything else (autocast, backward, optimis
 
 * ``--update two-step``: after **each** yielded group the trainer runs backward and takes an
   optimiser step, then resumes the generator, so the next group's student forward sees the updated
-  weights (the authors' released DUKD code: ``L_rec + L_kd`` first, then the upcycled terms).
+  weights (the authors' released DUKD code: ``L_rec + L_kd`` first, then the upcycled terms). The
+  gradients are zeroed once per iteration, before the first group, as released: a later group's
+  step applies its own gradients **plus** those of the groups before it (``g1(theta_0) + g2(theta_1)``).
 * ``--update single``: the trainer collects every group, sums all terms into one loss, runs one
   backward and one optimiser step (the paper's Eq. 4).
 
@@ -123,7 +125,9 @@ class Method:
         unknown = [k for k in given if k not in cls.options]
         if unknown:
             known = ", ".join(cls.options) or "none"
-            raise DukdError(f"method '{cls.name}' takes no option {', '.join(unknown)} (its options: {known})")
+            raise DukdError(
+                f"method '{cls.name}' takes no option {', '.join(unknown)} (its options: {known})"
+            )
         fam = cls.family_defaults(family, scale)
         out: dict[str, Any] = {}
         for key, opt in cls.options.items():
@@ -238,38 +242,67 @@ class KD(Method):
 
 class DUKD(Method):
     """Data Upcycling KD (Zhang et al.): KD plus teacher-labelled zoom-in / zoom-out inputs, with
-    invertible augmentations on the student's upcycled inputs (true inverses, reverse order).
+    invertible augmentations on the student's zoom-in inputs.
 
     Terms (weights ``w_pix`` on ground-truth terms, ``w_kd`` on teacher terms)::
 
         rec    = w_pix |S(LR) - HR|             kd     = w_kd |S(LR) - T(LR)|
-        zi_kd  = w_kd |D^-1 S(D(zi)) - T(zi)|   zo_kd  = w_kd |D^-1 S(D(zo)) - T(zo)|
-        zo_pix = w_pix |D^-1 S(D(zo)) - LR|
+        zi_kd  = w_kd |D^-1 S(D(zi)) - T(zi)|   zo_kd  = w_kd |S(zo) - T(zo)|
+        zo_pix = w_pix |S(zo) - LR|
 
-    Two-step update: ``{rec, kd}`` then ``{zi_kd, zo_kd, zo_pix}``; single: all five summed (and the
-    student's LR and zoom-in forwards fused into one batch).
+    Two-step update (released): ``{rec, kd}``, then, with the updated student, ``{zi_kd, zo_pix,
+    zo_kd}``, computed in the released order (teacher and student on the LR batch; draws; teacher
+    on the zoom-in tiles, student on the augmented tiles; student then teacher on the zoom-out
+    input). Single: all five summed (the student's LR and zoom-in forwards fused into one batch).
+    ``D^-1`` is the true inverse with ``true_inverse`` (dukd recipe), the released re-application
+    otherwise. Zoom-out inputs are not augmented unless ``zoom_out_aug`` (an extension).
     """
 
     name = "dukd"
-    description = "data upcycling KD: zoom-in/zoom-out inputs labelled by the teacher + invertible augmentations"
+    description = (
+        "data upcycling KD: zoom-in/zoom-out inputs labelled by the teacher + invertible augmentations"
+    )
     options = {
-        "w_pix": Option(None, float, "weight of every ground-truth term (released: 5 EDSR/SwinIR, 1 RCAN x2/x4, 2 RCAN x3)"),
+        "w_pix": Option(
+            None,
+            float,
+            "weight of every ground-truth term (released: 5 EDSR/SwinIR, 1 RCAN x2/x4, 2 RCAN x3)",
+        ),
         "w_kd": Option(1.0, float, "weight of every teacher term"),
-        "aug_prob": Option(None, float, "per-operation per-sample probability of the invertible augmentations (0.3; 0 for RCAN x4)"),
-        "aug_ops": Option(list(DEFAULT_OPS), list, "augmentation operations, applied in this order"),
+        "aug_prob": Option(
+            None,
+            float,
+            "per-operation per-sample probability of the zoom-in augmentations (0.3; 0 for RCAN x2/x4)",
+        ),
+        "aug_ops": Option(
+            list(DEFAULT_OPS), list, "augmentation operations, applied (and drawn) in this order"
+        ),
         "zoom_in_tiles": Option(None, int, "zoom-in tiles per sample (2 for EDSR x2, else 1; 0 disables)"),
-        "zoom_out": Option(None, bool, "use the zoom-out input (off for SwinIR-family students)"),
+        "zoom_out": Option(
+            None, bool, "use the zoom-out input (off for RCAN x2/x4 and SwinIR students, as released)"
+        ),
+        "zoom_out_aug": Option(
+            False, bool, "extension: augment the zoom-out input too (never in the released code)"
+        ),
+        "true_inverse": Option(
+            True, bool, "fix: D^-1 = true inverses in reverse order (released: the same ops again)"
+        ),
+        "clamp_zoom_out": Option(True, bool, "fix: clamp the zoom-out input to [0, 1] (released: unclamped)"),
     }
 
     @classmethod
     def family_defaults(cls, family: str | None, scale: int) -> dict[str, Any]:
+        """The released configurations (``options/*/dukd_*.yml``) per student family and scale."""
         w_pix = {"edsr": 5.0, "swinir": 5.0, "rcan": 2.0 if scale == 3 else 1.0}.get(family or "", 1.0)
+        rcan_2_4 = family == "rcan" and scale in (2, 4)
         return {
             "w_pix": w_pix,
-            "aug_prob": 0.0 if (family == "rcan" and scale == 4) else 0.3,
+            # RCAN x4: prob 0; RCAN x2: no augmentation key at all.
+            "aug_prob": 0.0 if rcan_2_4 else 0.3,
             "zoom_in_tiles": 2 if (family == "edsr" and scale == 2) else 1,
-            # SwinIR: a 48 px LR patch zoomed out at x4 is 12 px, one 8 px window plus padding.
-            "zoom_out": family != "swinir",
+            # Released: off for RCAN x2, RCAN x4 and SwinIR (for SwinIR a 48 px patch zoomed out at
+            # x4 is 12 px: one 8 px window plus padding).
+            "zoom_out": not (rcan_2_4 or family == "swinir"),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -278,13 +311,14 @@ class DUKD(Method):
         if not 0.0 <= self.opts["aug_prob"] <= 1.0:
             raise DukdError(f"dukd: aug_prob must be in [0, 1], got {self.opts['aug_prob']}")
         if not 0 <= self.opts["zoom_in_tiles"] <= self.scale**2:
-            raise DukdError(f"dukd: zoom_in_tiles must be in [0, {self.scale ** 2}] at x{self.scale}")
+            raise DukdError(f"dukd: zoom_in_tiles must be in [0, {self.scale**2}] at x{self.scale}")
 
     def draw(self, n: int) -> tuple[list[int], AugPlan | None, AugPlan | None]:
         """This batch's random choices, always drawn in the same order (tiles, zoom-in plan, zoom-out plan).
 
         Drawn for the global batch (``n * world`` samples: one tile choice for all of it, as the
-        authors do per batch) and sliced to this rank's rows.
+        authors do per batch) and sliced to this rank's rows. The zoom-out plan exists only with
+        ``zoom_out_aug``.
         """
         g, o = self.ctx.generator, self.opts
         world, rank = max(1, int(self.ctx.world)), int(self.ctx.rank)
@@ -293,50 +327,65 @@ class DUKD(Method):
         def local(plan: AugPlan, groups: int) -> AugPlan:
             if world == 1:
                 return plan
-            m = plan.mask.view(groups, world, n, -1)[:, rank].reshape(groups * n, -1)
+            m = plan.mask.reshape(groups, world, n, -1)[:, rank].reshape(groups * n, -1)
             return AugPlan(plan.ops, m)
 
-        plan_zi = local(sample_plan(n * world * len(tiles), o["aug_prob"], o["aug_ops"], g), len(tiles)) if tiles else None
-        plan_zo = local(sample_plan(n * world, o["aug_prob"], o["aug_ops"], g), 1) if o["zoom_out"] else None
+        plan_zi = (
+            local(sample_plan(n * world * len(tiles), o["aug_prob"], o["aug_ops"], g), len(tiles))
+            if tiles
+            else None
+        )
+        plan_zo = None
+        if o["zoom_out"] and o["zoom_out_aug"]:
+            plan_zo = local(sample_plan(n * world, o["aug_prob"], o["aug_ops"], g), 1)
         return tiles, plan_zi, plan_zo
+
+    def _zoom_out_terms(self, lr: Tensor, plan_zo: AugPlan | None) -> LossGroup:
+        o, p = self.opts, lr.shape[-1]
+        zo = zoom_out(lr, self.scale, clamp=o["clamp_zoom_out"])
+        if plan_zo is None:
+            s_zo = self.student(zo)
+        else:
+            s_zo = plan_zo.undo(self.student(plan_zo.apply(zo)), o["true_inverse"])
+        return {
+            "zo_pix": o["w_pix"] * l1(s_zo[..., :p, :p], lr),
+            "zo_kd": o["w_kd"] * l1(s_zo, self.teacher_forward(zo)),
+        }
 
     def losses(self, batch: Batch) -> Iterator[LossGroup]:
         lr, hr, o, s = batch.lr, batch.hr, self.opts, self.scale
         n, p = lr.shape[0], lr.shape[-1]
-        tiles, plan_zi, plan_zo = self.draw(n)
-        zi = zoom_in(hr, p, s, tiles) if tiles else None
-        zo = zoom_out(lr, s) if o["zoom_out"] else None
-
-        # Teacher labels: LR and zoom-in tiles share a size, so one forward serves both.
-        t_all = self.teacher_forward(torch.cat([lr, zi]) if zi is not None else lr)
-        t_lr, t_zi = t_all[:n], t_all[n:]
-        t_zo = self.teacher_forward(zo) if zo is not None else None
-
-        def upcycled_terms(s_zi: Tensor | None) -> LossGroup:
-            terms: LossGroup = {}
-            if zi is not None:
-                if s_zi is None:
-                    s_zi = self.student(plan_zi.apply(zi))
-                terms["zi_kd"] = o["w_kd"] * l1(plan_zi.invert(s_zi), t_zi)
-            if zo is not None:
-                s_zo = plan_zo.invert(self.student(plan_zo.apply(zo)))
-                terms["zo_kd"] = o["w_kd"] * l1(s_zo, t_zo)
-                terms["zo_pix"] = o["w_pix"] * l1(s_zo[..., :p, :p], lr)
-            return terms
-
         if self.ctx.update == "single":
-            x = torch.cat([lr, plan_zi.apply(zi)]) if zi is not None else lr
-            y = self.student(x)
+            tiles, plan_zi, plan_zo = self.draw(n)
+            zi = zoom_in(hr, p, s, tiles) if tiles else None
+            # Teacher labels: LR and zoom-in tiles share a size, so one forward serves both.
+            t_all = self.teacher_forward(torch.cat([lr, zi]) if zi is not None else lr)
+            y = self.student(torch.cat([lr, plan_zi.apply(zi)]) if zi is not None else lr)
             s_lr = y[:n]
-            group = {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_lr)}
-            group.update(upcycled_terms(y[n:] if zi is not None else None))
+            group = {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_all[:n])}
+            if zi is not None:
+                group["zi_kd"] = o["w_kd"] * l1(t_all[n:], plan_zi.undo(y[n:], o["true_inverse"]))
+            if o["zoom_out"]:
+                group.update(self._zoom_out_terms(lr, plan_zo))
             yield group
-        else:
-            s_lr = self.student(lr)
-            yield {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_lr)}
-            group = upcycled_terms(None)
-            if group:
-                yield group
+            return
+        # Two-step, in the released order. Step 1 (the trainer steps between the two yields).
+        s_lr = self.student(lr)
+        t_lr = self.teacher_forward(lr)
+        yield {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_lr)}
+        del s_lr, t_lr
+        # Step 2: the upcycled inputs through the updated student.
+        tiles, plan_zi, plan_zo = self.draw(n)
+        group: LossGroup = {}
+        if tiles:
+            zi = zoom_in(hr, p, s, tiles)
+            t_zi = self.teacher_forward(zi)
+            s_zi = plan_zi.undo(self.student(plan_zi.apply(zi)), o["true_inverse"])
+            group["zi_kd"] = o["w_kd"] * l1(t_zi, s_zi)
+        if o["zoom_out"]:
+            group.update(self._zoom_out_terms(lr, plan_zo))
+        if group:
+            yield group
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +424,9 @@ class _Taps:
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
-            raise DukdError(f"fakd: the {who}'s feature_taps() names unknown submodules: {', '.join(missing)}")
+            raise DukdError(
+                f"fakd: the {who}'s feature_taps() names unknown submodules: {', '.join(missing)}"
+            )
         self.names = names
         self.outputs: list[Tensor] = []
         self.handles = [modules[n].register_forward_hook(self._hook) for n in names]
@@ -407,7 +458,9 @@ class FAKD(Method):
     options = {
         "alpha": Option(0.5, float, "weight of the teacher L1 term (1 - alpha on the ground-truth term)"),
         "w_feat": Option(10.0, float, "weight of the affinity terms"),
-        "max_side": Option(32, int, "feature maps are average-pooled to at most this side before the affinity (0: never)"),
+        "max_side": Option(
+            32, int, "feature maps are average-pooled to at most this side before the affinity (0: never)"
+        ),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -45,7 +45,7 @@ from dukd_cli import registry, threads
 from dukd_cli.distill import checkpoint as ckpt
 from dukd_cli.distill import config as cfgmod
 from dukd_cli.distill import data as datamod
-from dukd_cli.distill import ddp
+from dukd_cli.distill import ddp, recipes
 from dukd_cli.distill.checkpoint import STATE_FORMAT, STATE_VERSION, RunPaths, save_safetensors
 from dukd_cli.distill.config import DistillConfig
 from dukd_cli.distill.methods import UPDATES, Batch, Method, MethodContext, model_family
@@ -120,12 +120,22 @@ def _is_checkpoint(name: str) -> bool:
     return is_checkpoint_source(name)
 
 
-def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_model: nn.Module | None = None) -> Resolved:
-    """Decide the scale, model specs and method options of ``cfg`` (nothing is downloaded or trained)."""
+def resolve(
+    cfg: DistillConfig,
+    method_cls: type[Method] | None = None,
+    student_model: nn.Module | None = None,
+    *,
+    plan: bool = False,
+) -> Resolved:
+    """Decide the scale, model specs and method options of ``cfg`` (nothing is downloaded or trained).
+
+    ``plan`` (``--dry-run``): a teacher without weights is no error; its spec keeps ``weights=None``.
+    """
     cfg = cfg.copy()
     if cfg.method.update not in UPDATES:
         raise DukdError(f"--update must be one of {', '.join(UPDATES)}, got '{cfg.method.update}'")
     method_cls = method_cls or get_method_class(cfg.method.name)
+    recipes.apply_recipe(cfg, getattr(method_cls, "options", {}))
     if not cfg.student.name:
         raise DukdError("no student given: pass --student NAME (a preset, an architecture or an exported model)")
     scale = cfg.student.scale
@@ -149,11 +159,12 @@ def resolve(cfg: DistillConfig, method_cls: type[Method] | None = None, student_
             )
         if t_spec.weights is None:
             preset = registry.get_preset(t_name)
-            if not (preset is not None and preset.weights.get(scale)):
+            if preset is not None and preset.weights.get(scale):
+                # the preset's declared source, with the constructor arguments that file needs
+                t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, pretrained=True)
+            elif not plan:  # a dry run instead says that none is declared
                 what = f"preset '{t_name}' declares no weights at x{scale}" if preset else f"'{t_name}' has no default weights"
                 raise DukdError(f"the teacher needs trained weights: {what}; pass them with --teacher-weights SOURCE")
-            # the preset's declared source, with the constructor arguments that file needs
-            t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, pretrained=True)
         cfg.teacher.weights = t_spec.weights  # the resolved config records the source actually used
     cfg.student.scale = s_spec.scale
     model = student_model if student_model is not None else _meta_model(s_spec)
@@ -207,13 +218,17 @@ def build_student(spec: ModelSpec, strict: bool, device: torch.device) -> tuple[
 
 def lr_at(cfg: DistillConfig, iteration: int) -> float:
     """The learning rate of iteration ``iteration`` (0-based): multi-step decay."""
-    passed = sum(1 for m in cfg.train.milestones if iteration >= m)
-    return cfg.train.lr * cfg.train.gamma**passed
+    lr = cfg.train.lr
+    for m in cfg.train.milestones:  # multiplied once per milestone passed, as torch's / BasicSR's MultiStepLR
+        if iteration >= m:
+            lr = lr * cfg.train.gamma
+    return lr
 
 
 def ema_decay_at(cfg: DistillConfig, step: int) -> float:
-    """EMA decay with the usual warm-up ``min(decay, (1 + t) / (10 + t))``: a short run is not
-    dominated by the initial weights; from ~10k iterations on it is the configured decay."""
+    """EMA decay with the usual warm-up ``min(decay, (1 + t) / (10 + t))`` (the ``ema_warmup`` fix): a
+    short run is not dominated by the initial weights; from ~10k iterations on it is the configured
+    decay. Without it (released): the configured decay from the first iteration."""
     d = cfg.train.ema_decay
     return min(d, (1.0 + step) / (10.0 + step)) if cfg.train.ema_warmup else d
 
@@ -376,8 +391,6 @@ class Trainer:
         self.main = self.dist.is_main
         if not self.main:
             self.display.enabled = False
-        prec = cfg.train.precision
-        self.amp_dtype = torch.bfloat16 if (prec == "bf16" or (prec == "auto" and dev.type == "cuda")) else None
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -397,6 +410,10 @@ class Trainer:
         self.resolved = res
         self.cfg = cfg = res.cfg
         teacher = build_teacher(res.teacher, dev) if res.teacher is not None else None
+        if teacher is not None and not cfg.train.eval_teacher:
+            teacher.train()  # as released (still frozen, still under no_grad: no graph, same numbers)
+        prec = cfg.train.precision  # decided by the recipe when not given
+        self.amp_dtype = torch.bfloat16 if (prec == "bf16" or (prec == "auto" and dev.type == "cuda")) else None
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         if cfg.train.channels_last:  # before the optimiser and the EMA copy: they follow the parameters' layout
             student.to(memory_format=torch.channels_last)
@@ -670,13 +687,15 @@ class Trainer:
             yield group
 
     def _step(self, loss: torch.Tensor) -> None:
+        """Backward and one optimiser step. The gradients are NOT zeroed here: under two-step the
+        second step applies ``g1 + g2`` (as released); :meth:`train_step` zeroes them once per iteration."""
         loss.backward()
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
 
     def train_step(self, batch: Batch) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
         for g in self.optimizer.param_groups:
             g["lr"] = lr_at(self.cfg, self.iteration)
         if self.cfg.method.update == "single":
@@ -693,7 +712,9 @@ class Trainer:
                 self._step(loss)
         with torch.no_grad():
             d = ema_decay_at(self.cfg, self.iteration)
-            torch._foreach_lerp_(self.ema_params, self.params, 1.0 - d)
+            # ema = ema * d + p * (1 - d), in that form (BasicSR's model_ema; lerp rounds differently)
+            torch._foreach_mul_(self.ema_params, d)
+            torch._foreach_add_(self.ema_params, self.params, alpha=1.0 - d)
             for eb, b in zip(self.ema_buffers, self.buffers, strict=True):
                 eb.copy_(b)
 
