@@ -50,7 +50,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dukd_cli.errors import DukdError
-from dukd_cli.fsutil import atomic_path
+from dukd_cli.pngstream import DEFAULT_PNG_LEVEL, check_png_level
 
 __all__ = [
     "LoadedImage",
@@ -533,17 +533,6 @@ def encode_png16(
     return b"".join(out)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Run ``write(file_object)`` into a temp file beside ``path``, then rename it there."""
-    try:
-        with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise DukdError(f"cannot write {path}: {e.strerror or e}") from None
-
-
 def write_image(
     path: str | os.PathLike,
     rgb: np.ndarray,
@@ -554,6 +543,7 @@ def write_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     quality: int = 95,
+    png_level: int = DEFAULT_PNG_LEVEL,
 ) -> Path:
     """Write an image atomically; the format follows the extension (see module docs).
 
@@ -571,6 +561,8 @@ def write_image(
         exif: EXIF block to embed (PNG, JPEG, WebP, TIFF; BMP drops it). Its orientation tag is
             removed: the pixels written are upright.
         quality: JPEG / WebP quality.
+        png_level: PNG (zlib) compression level 0-9; 1-3 use one row filter and zlib's RLE
+            strategy (fast, like OpenCV's default), 4-9 the adaptive row filters (smaller, slower).
 
     Samples are quantised by rounding ``x * (2**bits - 1)``. Returns the path written.
     """
@@ -593,8 +585,6 @@ def write_image(
         raise ValueError(f"rgb must be (H, W, 3), (H, W, 1) or (H, W), got shape {np.shape(rgb)}")
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"cannot write an empty image of shape {np.shape(rgb)}")
-    if mode == "L" and img.ndim == 3:
-        img = _to_gray(img)
     a = None
     if alpha is not None:
         a = _as_float01(alpha, "alpha")
@@ -604,10 +594,7 @@ def write_image(
             raise ValueError(f"alpha shape {a.shape} does not match the image {img.shape[:2]}")
     if a is not None and fmt in ("JPEG", "BMP"):
         warnings.warn(f"{fmt} cannot store transparency: compositing {path.name} over white", stacklevel=2)
-        back = a if img.ndim == 2 else a[..., None]
-        img = np.clip(img, 0, 1) * back + (1.0 - back)
-        a = None
-    deep = bit_depth == 16 and (fmt == "PNG" or (fmt == "TIFF" and img.ndim == 2 and a is None))
+    deep = bit_depth == 16 and (fmt == "PNG" or (fmt == "TIFF" and mode == "L" and a is None))
     if bit_depth == 16 and not deep:
         warnings.warn(
             f"16-bit {mode}{'A' if a is not None else ''} is not supported for {fmt}: writing {path.name} with 8 bits",
@@ -616,35 +603,21 @@ def write_image(
     exif = _clean_exif(exif)
     if fmt == "BMP":
         icc_profile, exif = None, None
+    from dukd_cli.bandwrite import BandWriter  # one writer for whole images and bands of rows
 
-    if deep and fmt == "PNG":
-        q = _quantize(img, 16)
-        if a is not None:
-            q = np.concatenate([q if q.ndim == 3 else q[..., None], _quantize(a, 16)[..., None]], axis=2)
-        data = encode_png16(q, icc_profile=icc_profile, exif=exif)
-        _atomic_write(path, lambda f: f.write(data))
-        return path
-
-    if deep:  # 16-bit gray TIFF
-        q16 = _quantize(img, 16)
-        pil = Image.frombytes("I;16", (q16.shape[1], q16.shape[0]), q16.astype("<u2").tobytes())
-    else:
-        q = _quantize(img, 8)
-        if a is not None:
-            q = np.concatenate([q if q.ndim == 3 else q[..., None], _quantize(a, 8)[..., None]], axis=2)
-        pil = Image.fromarray(q)
-    kwargs: dict = {}
-    if icc_profile:
-        kwargs["icc_profile"] = icc_profile
-    if exif:
-        kwargs["exif"] = exif
-    if fmt in ("JPEG", "WEBP"):
-        kwargs["quality"] = int(quality)
-    if fmt == "TIFF":
-        kwargs["compression"] = "tiff_deflate"
-
-    def save(f) -> None:
-        pil.save(f, format=fmt, **kwargs)
-
-    _atomic_write(path, save)
+    writer = BandWriter(
+        path,
+        img.shape[0],
+        img.shape[1],
+        fmt=fmt,
+        mode=mode,
+        bits=16 if deep else 8,
+        alpha=a is not None,
+        icc_profile=icc_profile,
+        exif=exif,
+        quality=quality,
+        png_level=check_png_level(png_level),
+    )
+    writer.write(img, a)
+    writer.close()
     return path
