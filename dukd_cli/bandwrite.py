@@ -157,11 +157,10 @@ class BandWriter:
             )
         return q
 
-    def _encode(self, r0: int, rgb: np.ndarray, alpha: np.ndarray | None) -> None:
+    def _encode(self, r0: int, q: np.ndarray) -> None:
         if self._failed is not None:
             return
         try:
-            q = self._samples(rgb, alpha)
             if self._png is not None:
                 self._png.write_rows(q)
             else:
@@ -218,16 +217,22 @@ class BandWriter:
     # -- the caller's side ------------------------------------------------------------------------
 
     def write(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
-        """Add the next ``rgb.shape[0]`` rows (the arrays must not change until they are written)."""
+        """Add the next ``rgb.shape[0]`` rows. They are quantised here (so the float band can be
+        freed at once); the encoding runs on the pipeline's thread when there is one."""
         n = int(rgb.shape[0])
         if self.rows + n > self.height:
             raise ValueError(f"more than {self.height} rows given for {self.path}")
         r0 = self.rows
         self.rows += n
+        try:
+            q = self._samples(rgb, alpha)
+        except BaseException:
+            self.abort()
+            raise
         if self.pipeline is not None:
-            self.pipeline.submit(self._encode, r0, rgb, alpha)
+            self.pipeline.submit(self._encode, r0, q)
         else:
-            self._encode(r0, rgb, alpha)
+            self._encode(r0, q)
             if self._failed is not None:
                 self._finish()  # raises
 

@@ -186,3 +186,77 @@ class PngStreamWriter:
             raise ValueError(f"{self.rows} of {self.height} rows written")
         self._emit(self._z.flush(), final=True)
         self.f.write(png_chunk(b"IEND", b""))
+
+
+# A whole-image 16-bit encoder with a forced row filter: the tests use it to exercise every filter.
+
+
+def _png_filter_rows(raw: np.ndarray, bpp: int, filter_type: int | None = None) -> bytes:
+    """Filter (H, N) uint8 scanlines, choosing per row the PNG filter with the smallest sum of
+    absolute (signed) residuals (the usual heuristic), or always ``filter_type`` (0-4) when given;
+    returns the filtered stream. Filtering reads only unfiltered bytes, so it vectorises; it runs
+    in blocks of rows to bound the memory."""
+    h, n = raw.shape
+    block = max(1, (1 << 21) // n)
+    parts = []
+    for r0 in range(0, h, block):
+        r1 = min(h, r0 + block)
+        x = raw[r0:r1].astype(np.int16)
+        up = np.zeros_like(x)
+        up[1:] = x[:-1]
+        if r0 > 0:
+            up[0] = raw[r0 - 1]
+        left = np.zeros_like(x)
+        left[:, bpp:] = x[:, :-bpp]
+        upleft = np.zeros_like(x)
+        upleft[:, bpp:] = up[:, :-bpp]
+        p = left + up - upleft
+        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        cands = np.stack([x, x - left, x - up, x - ((left + up) >> 1), x - paeth]) & 0xFF
+        if filter_type is None:
+            signed = np.where(cands > 127, 256 - cands, cands).sum(axis=2)
+            best = np.argmin(signed, axis=0)
+        else:
+            best = np.full(x.shape[0], int(filter_type))
+        rows = cands[best, np.arange(x.shape[0])].astype(np.uint8)
+        parts.append(np.concatenate([best.astype(np.uint8)[:, None], rows], axis=1))
+    return np.concatenate(parts).tobytes()
+
+
+def encode_png16(
+    planes: np.ndarray,
+    *,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    filter_type: int | None = None,
+) -> bytes:
+    """Encode a 16-bit PNG from uint16 (H, W) or (H, W, C) samples, C in 1 (gray), 2 (gray + alpha),
+    3 (RGB) or 4 (RGBA). Pillow cannot write 16-bit RGB(A) or gray+alpha PNGs; this can.
+
+    ``filter_type`` forces one PNG row filter (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth) instead
+    of the adaptive per-row choice (used by the tests to exercise every filter)."""
+    a = np.asarray(planes)
+    if a.dtype != np.uint16:
+        raise ValueError(f"expected uint16 samples, got {a.dtype}")
+    if a.ndim == 2:
+        a = a[..., None]
+    h, w, c = a.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}.get(c)
+    if color_type is None or h < 1 or w < 1:
+        raise ValueError(f"cannot encode shape {planes.shape} as PNG")
+    raw = np.ascontiguousarray(a.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
+    out = [b"\x89PNG\r\n\x1a\n", png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))]
+    if icc_profile:
+        out.append(png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+    if exif:
+        body = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+        out.append(png_chunk(b"eXIf", body))
+    data = zlib.compress(_png_filter_rows(raw, c * 2, filter_type), 6)
+    step = 1 << 23
+    for i in range(0, len(data), step):
+        out.append(png_chunk(b"IDAT", data[i : i + step]))
+    if not data:
+        out.append(png_chunk(b"IDAT", data))
+    out.append(png_chunk(b"IEND", b""))
+    return b"".join(out)
