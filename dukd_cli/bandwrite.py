@@ -242,8 +242,15 @@ class BandWriter:
             self.abort()
             raise ValueError(f"{self.rows} of {self.height} rows given for {self.path}")
         if self.pipeline is not None:
-            return self.pipeline.submit(self._finish)
-        return self._finish()
+            return self.pipeline.submit(self._finish_or_abort)
+        return self._finish_or_abort()
+
+    def _finish_or_abort(self) -> Path:
+        try:
+            return self._finish()
+        except BaseException:
+            self.abort()  # whatever went wrong, no temporary file stays behind
+            raise
 
     def abort(self) -> None:
         """Drop the temporary file (safe to call more than once, and after a failure)."""

@@ -487,7 +487,9 @@ def open_writer(
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
     if alpha and fmt in ("JPEG", "BMP"):
-        warnings.warn(f"{fmt} cannot store transparency: compositing {path.name} over white", stacklevel=stacklevel)
+        warnings.warn(
+            f"{fmt} cannot store transparency: compositing {path.name} over white", stacklevel=stacklevel
+        )
     deep = bit_depth == 16 and (fmt == "PNG" or (fmt == "TIFF" and mode == "L" and not alpha))
     if bit_depth == 16 and not deep:
         warnings.warn(

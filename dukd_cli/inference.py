@@ -313,7 +313,8 @@ def run_model(
     n, _, h, w = x.shape
     # The result is allocated outside inference mode so callers may modify it in place (clamp_,
     # mul_); (N, H, W, 3) storage seen as NCHW: channels-last, HWC views without a copy.
-    out = torch.zeros((n, h * plan.scale, w * plan.scale, 3), dtype=torch.float32, device=x.device).permute(0, 3, 1, 2)
+    s = plan.scale
+    out = torch.zeros((n, h * s, w * s, 3), dtype=torch.float32, device=x.device).permute(0, 3, 1, 2)
     if plan.tile is None:
         with torch.inference_mode():
             out.copy_(_run_piece(model, x, plan.scale, plan.precision, plan.device, self_ensemble))
@@ -327,7 +328,9 @@ def run_model(
 class _TilePlan:
     """The checked arguments of one tiled (or whole) run: scale, device, precision, tile, overlap."""
 
-    def __init__(self, scale: int, device: torch.device, precision: str, tile: int | None, overlap: int, align: int):
+    def __init__(
+        self, scale: int, device: torch.device, precision: str, tile: int | None, overlap: int, align: int
+    ) -> None:
         self.scale, self.device, self.precision = scale, device, precision
         self.tile, self.overlap, self.align = tile, overlap, align
 
@@ -368,10 +371,13 @@ class _TilePlan:
         """The tile spans along H and W (one span each for a whole-image run)."""
         if self.tile is None:
             return [(0, h)], [(0, w)]
-        return tile_spans(h, self.tile, self.overlap, self.align), tile_spans(w, self.tile, self.overlap, self.align)
+        t, ov, al = self.tile, self.overlap, self.align
+        return tile_spans(h, t, ov, al), tile_spans(w, t, ov, al)
 
 
-def tile_count(model: Any, x: Tensor, *, tile: int | None = None, tile_overlap: int = 16, precision: str = "fp32") -> int:
+def tile_count(
+    model: Any, x: Tensor, *, tile: int | None = None, tile_overlap: int = 16, precision: str = "fp32"
+) -> int:
     """How many pieces :func:`run_model` / :func:`iter_bands` run for ``x`` (1 for a whole image)."""
     plan = _TilePlan.make(model, x, tile, tile_overlap, precision)
     ys, xs = plan.grid(*x.shape[-2:])

@@ -579,5 +579,5 @@ def upscale_paths(
         if ahead is not None and not ok:
             ahead.cancel()
         reader.shutdown(wait=True, cancel_futures=not ok)
-        pipeline.shutdown(cancel=not ok)
+        pipeline.shutdown()  # let queued encodes finish: every started file ends whole or removed
     return summary
