@@ -9,7 +9,8 @@ costs the output's samples and no float copy of it.
 Each band is turned into samples exactly as a whole image would be (clipped, gray as luma or the
 R plane, alpha composited over white for formats without alpha, rounded ties-to-even), so a file
 written in bands has the same pixels as one written whole. One exception: for gray output the
-"R = G = B, take R" shortcut is decided per band.
+"R = G = B, take R" shortcut is decided per band (for a whole image, once). Samples are made and
+encoded in blocks of about 8 M, so a tall band never exists whole as samples either.
 
 :class:`WritePipeline` runs the encoding on one worker thread (in order), so that reading and
 computing the next image overlap writing this one; at most ``depth`` bands wait for it.
@@ -29,6 +30,9 @@ import numpy as np
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path
 from dukd_cli.pngstream import DEFAULT_PNG_LEVEL, PngStreamWriter
+
+#: Samples made and encoded at a time (about 8 M).
+BLOCK_SAMPLES = 8 << 20
 
 
 class WritePipeline:
@@ -55,6 +59,12 @@ class WritePipeline:
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> WritePipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
 
 
 class BandWriter:
@@ -139,14 +149,19 @@ class BandWriter:
 
     # -- the work (on the pipeline's thread when there is one) ----------------------------------
 
-    def _samples(self, rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-        from dukd_cli.imageio import _quantize, _to_gray
+    def _gray(self, rgb: np.ndarray) -> np.ndarray:
+        """The band in the file's colour layout (gray: decided once per band, as for a whole image)."""
+        from dukd_cli.imageio import _to_gray
 
-        img = rgb
-        if self.mode == "L" and img.ndim == 3:
-            img = _to_gray(img)
-        elif self.mode == "RGB" and img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=2)
+        if self.mode == "L" and rgb.ndim == 3:
+            return _to_gray(rgb)
+        if self.mode == "RGB" and rgb.ndim == 2:
+            return np.repeat(rgb[..., None], 3, axis=2)
+        return rgb
+
+    def _samples(self, img: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+        from dukd_cli.imageio import _quantize
+
         if self.composite and alpha is not None:
             back = alpha if img.ndim == 2 else alpha[..., None]
             img = np.clip(img, 0, 1) * back + (1.0 - back)
@@ -225,16 +240,26 @@ class BandWriter:
         r0 = self.rows
         self.rows += n
         try:
-            q = self._samples(rgb, alpha)
+            img = self._gray(rgb)
         except BaseException:
             self.abort()
             raise
-        if self.pipeline is not None:
-            self.pipeline.submit(self._encode, r0, q)
-        else:
-            self._encode(r0, q)
-            if self._failed is not None:
-                self._finish()  # raises
+        # Blocks of about 8 M samples: a tall band of a huge image never exists as samples whole.
+        step = max(1, BLOCK_SAMPLES // max(1, self.width * self.channels))
+        for b0 in range(0, n, step):
+            b1 = min(n, b0 + step)
+            try:
+                q = self._samples(img[b0:b1], None if alpha is None else alpha[b0:b1])
+            except BaseException:
+                self.abort()
+                raise
+            if self.pipeline is not None:
+                self.pipeline.submit(self._encode, r0 + b0, q)
+            else:
+                self._encode(r0 + b0, q)
+                if self._failed is not None:
+                    self._finish_or_abort()  # raises
+            del q
 
     def close(self) -> Path | Future:
         """Finish the file: the path written, or (with a pipeline) a future of it."""

@@ -46,7 +46,9 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     )
 
 
-def filter_rows(raw: np.ndarray, bpp: int, prev: np.ndarray | None = None, method: str = "adaptive") -> bytes:
+def filter_rows(
+    raw: np.ndarray, bpp: int, prev: np.ndarray | None = None, method: str = "adaptive"
+) -> bytes | memoryview:
     """PNG-filter (H, N) uint8 scanlines; ``prev`` is the (unfiltered) row above the first, if any.
 
     ``method``: ``"adaptive"``, per row the filter with the least sum of absolute signed residuals
@@ -60,14 +62,14 @@ def filter_rows(raw: np.ndarray, bpp: int, prev: np.ndarray | None = None, metho
         if method == "none":
             out[:, 0] = 0
             out[:, 1:] = raw
-            return out.tobytes()
+            return memoryview(out).cast("B")
         out[:, 0] = 2
         np.subtract(raw[1:], raw[:-1], out=out[1:, 1:])
         if prev is None:
             out[0, 1:] = raw[0]
         else:
             np.subtract(raw[0], prev, out=out[0, 1:])
-        return out.tobytes()
+        return memoryview(out).cast("B")  # no copy: zlib reads the buffer
     if method != "adaptive":
         raise ValueError(f"unknown PNG filter method {method!r}")
     block = max(1, (1 << 20) // max(n, 1))

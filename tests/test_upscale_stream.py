@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from dukd_cli.errors import DukdError
-from dukd_cli.imageio import read_image, write_image
+from dukd_cli.imageio import open_writer, read_image, write_image
 from dukd_cli.models import create_model
 from dukd_cli.pngstream import PngStreamWriter
 from dukd_cli.upscale import resolve_overlap, upscale_image
@@ -344,3 +344,19 @@ def test_evaluate_save_images_png_level(tiny_plugin, tmp_path):
     assert np.array_equal(sizes[1][1], sizes[9][1]) and sizes[9][0] < sizes[1][0]
     with pytest.raises(DukdError, match="--png-level"):
         evaluate(m, 2, [str(tmp_path / "bench")], device="cpu", save_images=tmp_path / "x", png_level=-1)
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.tif"])
+def test_band_writer_blocks_change_nothing(tmp_path, monkeypatch, name):
+    from dukd_cli import bandwrite
+
+    arr = smooth(37, 23).astype(np.float32) / 255
+    alpha = smooth(37, 23, 1, seed=9).astype(np.float32) / 255
+    write_image(tmp_path / f"whole_{name}", arr, alpha=alpha if name != "a.tif" else None)
+    monkeypatch.setattr(bandwrite, "BLOCK_SAMPLES", 100)  # a block of one or two rows
+    with bandwrite.WritePipeline(depth=2) as pipe:
+        w = open_writer(tmp_path / name, 37, 23, alpha=name != "a.tif", pipeline=pipe)
+        for r0, r1 in ((0, 5), (5, 6), (6, 37)):
+            w.write(arr[r0:r1], alpha[r0:r1] if name != "a.tif" else None)
+        assert w.close().result() == tmp_path / name
+    assert np.array_equal(pixels(tmp_path / name), pixels(tmp_path / f"whole_{name}"))
