@@ -9,10 +9,10 @@ a temporary folder (``--tmp``, default the system's) and is deleted after its si
     python benchmarks/upscale_memory.py --cli --size 6000            # the 6000x6000 x4 check
     python benchmarks/upscale_memory.py --cli --size 3000 --code /tmp/before
 
-The ``dukd upscale`` steps run in a fresh subprocess (``read_image``, tiled ``upscale_image``,
-atomic ``write_image`` of the 8000x8000 PNG) and the peak resident set size is read with
-``resource.getrusage`` (``ru_maxrss``) after each step, in the child and as seen by the parent
-through RUSAGE_CHILDREN, so a step that dominates the peak is visible.
+Without ``--cli``, the steps of ``dukd upscale`` for one file run in a fresh subprocess
+(``read_image``, then ``upscale_to_file``: tiles computed and the PNG written band by band) with a
+given model (random weights), and the peak resident set size is read with ``resource.getrusage``
+(``ru_maxrss``) after each step, in the child and as seen by the parent through RUSAGE_CHILDREN.
 
     python benchmarks/upscale_memory.py                    # edsr-s, --tile auto
     python benchmarks/upscale_memory.py --quick            # a 1-block EDSR (same widths, much faster)
@@ -53,9 +53,10 @@ def child(args) -> int:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from dukd_cli.imageio import read_image, write_image
+    from dukd_cli.imageio import read_image
     from dukd_cli.models import create_model, parse_model_args
-    from dukd_cli.upscale import parse_tile, upscale_image
+    from dukd_cli.upscale import parse_tile, resolve_overlap, resolve_tile
+    from dukd_cli.upscale_file import upscale_to_file
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,22 +65,14 @@ def child(args) -> int:
     kb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
     base = kb()
     t0 = time.perf_counter()
-    # The steps of upscale_paths, measured one by one: read, tiled inference, atomic write.
+    # What upscale_paths does for one file: read, then tiles computed and written band by band.
     img = read_image(args.input)
     after_read = kb()
-    res = upscale_image(model, img, tile=parse_tile(args.tile), tile_overlap=args.tile_overlap)
+    h, w = img.rgb.shape[:2]
+    tile = resolve_tile(parse_tile(args.tile), model, h, w, overlap=args.tile_overlap)
+    upscale_to_file(model, img, args.output, tile=tile, tile_overlap=resolve_overlap(tile, args.tile_overlap))
     after_infer = kb()
     t1 = time.perf_counter()
-    del img
-    write_image(
-        args.output,
-        res.rgb,
-        alpha=res.alpha,
-        mode=res.mode,
-        bit_depth=res.bit_depth,
-        icc_profile=res.icc_profile,
-        exif=res.exif,
-    )
     seconds = time.perf_counter() - t0
     peak = kb()
     from PIL import Image
