@@ -395,14 +395,14 @@ def iter_bands(
     on_tile: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[int, int, Tensor]]:
     """:func:`run_model` one band of output rows at a time: yields ``(r0, r1, band)`` in order, where
-    ``band`` (N, 3, r1 - r0, w*s) is float32 on ``x``'s device, channels-last, NOT clamped, and the
-    bands put together are exactly (bit for bit) what :func:`run_model` returns.
+    ``band`` (N, 3, r1 - r0, w*s) is float32 on ``x``'s device, NOT clamped, and the bands put
+    together are exactly (bit for bit) what :func:`run_model` returns. A whole-image band is the
+    model's output itself (an inference tensor: read it, or modify a copy).
 
     A band is finished as soon as no later tile row reaches it, so only one row of tiles plus the
     overlap with the next row is held: memory grows with the tile and the image width, not the
     image. ``on_tile(done, total)`` is called after each tile (a whole image is one tile).
-    The caller may modify a band in place; it must not keep it across iterations if it wants the
-    memory bound.
+    Tiled bands may be modified in place; none should be kept across iterations (the memory bound).
     """
     plan = _TilePlan.make(model, x, tile, tile_overlap, precision)
     yield from _bands(model, x, plan, self_ensemble, on_tile)
@@ -416,9 +416,8 @@ def _bands(
     ys, xs = plan.grid(h, w)
     total = len(ys) * len(xs)
     if plan.tile is None:
-        band = torch.empty((n, h * s, w * s, 3), dtype=torch.float32, device=x.device).permute(0, 3, 1, 2)
         with torch.inference_mode():
-            band.copy_(_run_piece(model, x, s, plan.precision, plan.device, self_ensemble))
+            band = _run_piece(model, x, s, plan.precision, plan.device, self_ensemble).to(x.device)
         if on_tile:
             on_tile(1, total)
         yield 0, h * s, band
@@ -432,7 +431,7 @@ def _bands(
     for i, (y0, y1) in enumerate(ys):
         rows = y1 * s - a0
         # Allocated outside inference mode so that callers may modify the bands in place.
-        buf = torch.zeros((n, rows, w * s, 3), dtype=torch.float32, device=x.device).permute(0, 3, 1, 2)
+        buf = torch.zeros((n, 3, rows, w * s), dtype=torch.float32, device=x.device)
         if carry is not None:
             buf[..., : carry.shape[-2], :].copy_(carry)
         carry = None
@@ -448,7 +447,7 @@ def _bands(
                     on_tile(done, total)
         nxt = ys[i + 1][0] * s if i + 1 < len(ys) else y1 * s
         if nxt < y1 * s:
-            carry = buf[..., nxt - a0 :, :].clone(memory_format=torch.channels_last)
+            carry = buf[..., nxt - a0 :, :].clone()
         band = buf[..., : nxt - a0, :]
         del buf
         yield a0, nxt, band

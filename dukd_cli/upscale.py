@@ -43,6 +43,8 @@ EXT_ALIASES = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".tga")
 ALPHA_MODES = ("bicubic", "model")
 GLOB_CHARS = "*?["
+#: Images up to this many input pixels have the next image read while they compute.
+PREFETCH_PIXELS = 4_000_000
 
 
 @dataclass
@@ -543,12 +545,17 @@ def upscale_paths(
         ahead = reader.submit(read_image, todo[0].source) if todo else None
         for k, job in enumerate(todo):
             assert job.dest is not None and ahead is not None
-            current, ahead = (
-                ahead,
-                (reader.submit(read_image, todo[k + 1].source) if k + 1 < len(todo) else None),
-            )
+            current, ahead = ahead, None
+
+            def read_next(k: int = k) -> Any:
+                return reader.submit(read_image, todo[k + 1].source) if k + 1 < len(todo) else None
+
             try:
                 img = current.result()
+                # Read the next image while this one computes, unless this one is huge (then two
+                # inputs at once would cost more memory than the overlap saves time).
+                if img.rgb.shape[0] * img.rgb.shape[1] <= PREFETCH_PIXELS:
+                    ahead = read_next()
                 fut = upscale_job(
                     model,
                     img,
@@ -572,6 +579,8 @@ def upscale_paths(
                     on_advance(job)
             else:
                 writing.append((job, fut))
+            if ahead is None:
+                ahead = read_next()
             collect(wait=False)
         collect(wait=True)
         ok = True

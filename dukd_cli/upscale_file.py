@@ -112,9 +112,11 @@ def upscale_to_file(
         stacklevel=3,
     )
     try:
+        gray = getattr(image, "is_gray", False)
         for r0, r1, band in bands:
-            band.clamp_(0.0, 1.0)
-            rgb = band[0].permute(1, 2, 0).numpy()  # HWC view of the channels-last band
+            rgb = band[0].permute(1, 2, 0).numpy()  # an HWC view, no copy
+            if gray:
+                rgb = np.clip(rgb, 0.0, 1.0)  # luma of the clamped output (quantising clips anyway)
             writer.write(rgb, alpha.rows(r0, r1) if alpha is not None else None)
             del band, rgb
         return writer.close()

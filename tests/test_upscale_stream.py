@@ -219,8 +219,12 @@ def test_failing_png_write_leaves_no_file(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_pipeline_many_files_one_bad_one_failing_write(tiny2, tmp_path, run_dukd, monkeypatch):
+@pytest.mark.parametrize("prefetch", [4_000_000, 0])  # read ahead, or not (huge images)
+def test_pipeline_many_files_one_bad_one_failing_write(tiny2, tmp_path, run_dukd, monkeypatch, prefetch):
+    from dukd_cli import upscale
     from dukd_cli.bandwrite import BandWriter
+
+    monkeypatch.setattr(upscale, "PREFETCH_PIXELS", prefetch)
 
     w, m = tiny2
     d = tmp_path / "in"
