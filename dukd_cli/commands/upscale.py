@@ -109,7 +109,7 @@ def upscale_cmd(
         "auto",
         "--tile",
         "-t",
-        help="Tile side in input pixels, 'auto' (whole images when they fit in free memory, else tiles sized from it), "
+        help="Tile side in input pixels (at least 16), 'auto' (whole images when they fit in free memory, else tiles sized from it), "
         "or 0 for whole images always.",
     ),
     tile_overlap: int = typer.Option(
