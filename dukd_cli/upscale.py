@@ -6,7 +6,9 @@
 - :func:`collect_inputs` expands files, folders and glob patterns; :func:`plan_outputs` decides
   every output path up front (never an input, never two outputs on one path, existing outputs
   skipped unless ``overwrite``); :func:`upscale_paths` runs the plan and reports per file, so one
-  bad file never stops the rest.
+  bad file never stops the rest. It reads ahead, computes, and encodes on a writer thread, each
+  image written band by band as its tiles finish (:mod:`dukd_cli.upscale_file`), so memory grows
+  with the tile, not the image.
 
 Image modes: the reader converts palette, CMYK and other modes to RGB and applies the EXIF
 orientation; gray images are upscaled as RGB and written back as gray; alpha is upscaled
