@@ -82,7 +82,9 @@ def evaluate_cmd(
     tile_overlap: int = typer.Option(16, "--tile-overlap", help="Overlap between tiles, LR pixels."),
     save_images: Path = typer.Option(None, "--save-images", help="Write SR images to DIR/<set>/<name>.png."),
     png_level: int = typer.Option(
-        1, "--png-level", help="PNG compression level 0-9 of --save-images (1-3 fast, 4-9 smaller files, slower)."
+        1,
+        "--png-level",
+        help="PNG compression level 0-9 of --save-images (1-3 fast, 4-9 smaller files, slower).",
     ),
     per_image: bool = typer.Option(False, "--per-image", help="Also print (and write to --csv) per-image figures."),
     json_path: Path = typer.Option(None, "--json", help="Write results as JSON to PATH."),
