@@ -136,6 +136,7 @@ def evaluate(
     tile_overlap: int = 16,
     lr_provided: bool = False,
     save_images: str | os.PathLike | None = None,
+    png_level: int | None = None,
     reference: torch.nn.Module | str | None = None,
     max_images: int | None = None,
     progress: Progress | bool | None = None,
@@ -175,6 +176,11 @@ def evaluate(
         else None
     )
     save_root = Path(save_images) if save_images else None
+    png_opts = {}
+    if png_level is not None:
+        from dukd_cli.pngstream import check_png_level
+
+        png_opts["png_level"] = check_png_level(png_level)  # before any work
 
     results: list[BenchResult] = []
     try:
@@ -198,7 +204,7 @@ def evaluate(
                 if save_root is not None:
                     from dukd_cli.imageio import write_image
 
-                    write_image(save_root / bench.name / f"{pair.name}.png", sr.astype(np.float32) / 255.0)
+                    write_image(save_root / bench.name / f"{pair.name}.png", sr, **png_opts)
                 if callable(progress):
                     progress(bench.name, i + 1, len(pairs))
             refs = [r.ref_psnr for r in per if r.ref_psnr is not None and np.isfinite(r.ref_psnr)]

@@ -50,7 +50,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dukd_cli.errors import DukdError
-from dukd_cli.fsutil import atomic_path
+from dukd_cli.pngstream import DEFAULT_PNG_LEVEL, check_png_level, encode_png16
 
 __all__ = [
     "LoadedImage",
@@ -456,92 +456,63 @@ def _clean_exif(exif: bytes | None) -> bytes | None:
     return e.tobytes()
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
-
-
-def _png_filter_rows(raw: np.ndarray, bpp: int, filter_type: int | None = None) -> bytes:
-    """Filter (H, N) uint8 scanlines, choosing per row the PNG filter with the smallest sum of
-    absolute (signed) residuals (the usual heuristic), or always ``filter_type`` (0-4) when given;
-    returns the filtered stream. Filtering reads only unfiltered bytes, so it vectorises; it runs
-    in blocks of rows to bound the memory."""
-    h, n = raw.shape
-    block = max(1, (1 << 21) // n)
-    parts = []
-    for r0 in range(0, h, block):
-        r1 = min(h, r0 + block)
-        x = raw[r0:r1].astype(np.int16)
-        up = np.zeros_like(x)
-        up[1:] = x[:-1]
-        if r0 > 0:
-            up[0] = raw[r0 - 1]
-        left = np.zeros_like(x)
-        left[:, bpp:] = x[:, :-bpp]
-        upleft = np.zeros_like(x)
-        upleft[:, bpp:] = up[:, :-bpp]
-        p = left + up - upleft
-        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
-        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
-        cands = np.stack([x, x - left, x - up, x - ((left + up) >> 1), x - paeth]) & 0xFF
-        if filter_type is None:
-            signed = np.where(cands > 127, 256 - cands, cands).sum(axis=2)
-            best = np.argmin(signed, axis=0)
-        else:
-            best = np.full(x.shape[0], int(filter_type))
-        rows = cands[best, np.arange(x.shape[0])].astype(np.uint8)
-        parts.append(np.concatenate([best.astype(np.uint8)[:, None], rows], axis=1))
-    return np.concatenate(parts).tobytes()
-
-
-def encode_png16(
-    planes: np.ndarray,
+def open_writer(
+    path: str | os.PathLike,
+    height: int,
+    width: int,
     *,
+    mode: str = "RGB",
+    bit_depth: int = 8,
+    alpha: bool = False,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
-    filter_type: int | None = None,
-) -> bytes:
-    """Encode a 16-bit PNG from uint16 (H, W) or (H, W, C) samples, C in 1 (gray), 2 (gray + alpha),
-    3 (RGB) or 4 (RGBA). Pillow cannot write 16-bit RGB(A) or gray+alpha PNGs; this can.
+    quality: int = 95,
+    png_level: int = DEFAULT_PNG_LEVEL,
+    pipeline=None,
+    stacklevel: int = 2,
+):
+    """A :class:`dukd_cli.bandwrite.BandWriter` for ``path``, with :func:`write_image`'s rules
+    (format from the extension, 16 bits where the format allows, alpha composited over white for
+    JPEG/BMP, EXIF orientation dropped); feed it bands of rows in order, then ``close()`` it."""
+    from dukd_cli.bandwrite import BandWriter
 
-    ``filter_type`` forces one PNG row filter (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth) instead
-    of the adaptive per-row choice (used by the tests to exercise every filter)."""
-    a = np.asarray(planes)
-    if a.dtype != np.uint16:
-        raise ValueError(f"expected uint16 samples, got {a.dtype}")
-    if a.ndim == 2:
-        a = a[..., None]
-    h, w, c = a.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}.get(c)
-    if color_type is None or h < 1 or w < 1:
-        raise ValueError(f"cannot encode shape {planes.shape} as PNG")
-    raw = np.ascontiguousarray(a.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
-    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))]
-    if icc_profile:
-        out.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
-    if exif:
-        body = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
-        out.append(_png_chunk(b"eXIf", body))
-    data = zlib.compress(_png_filter_rows(raw, c * 2, filter_type), 6)
-    step = 1 << 23
-    for i in range(0, len(data), step):
-        out.append(_png_chunk(b"IDAT", data[i : i + step]))
-    if not data:
-        out.append(_png_chunk(b"IDAT", data))
-    out.append(_png_chunk(b"IEND", b""))
-    return b"".join(out)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Run ``write(file_object)`` into a temp file beside ``path``, then rename it there."""
-    try:
-        with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise DukdError(f"cannot write {path}: {e.strerror or e}") from None
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DukdError(
+            f"cannot write {path}: unknown image extension {path.suffix!r} (use one of {', '.join(sorted(FORMATS))})"
+        )
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    if alpha and fmt in ("JPEG", "BMP"):
+        warnings.warn(
+            f"{fmt} cannot store transparency: compositing {path.name} over white", stacklevel=stacklevel
+        )
+    deep = bit_depth == 16 and (fmt == "PNG" or (fmt == "TIFF" and mode == "L" and not alpha))
+    if bit_depth == 16 and not deep:
+        warnings.warn(
+            f"16-bit {mode}{'A' if alpha else ''} is not supported for {fmt}: writing {path.name} with 8 bits",
+            stacklevel=stacklevel,
+        )
+    exif = _clean_exif(exif)
+    if fmt == "BMP":
+        icc_profile, exif = None, None
+    return BandWriter(
+        path,
+        height,
+        width,
+        fmt=fmt,
+        mode=mode,
+        bits=16 if deep else 8,
+        alpha=alpha,
+        icc_profile=icc_profile,
+        exif=exif,
+        quality=quality,
+        png_level=check_png_level(png_level),
+        pipeline=pipeline,
+    )
 
 
 def write_image(
@@ -554,6 +525,7 @@ def write_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     quality: int = 95,
+    png_level: int = DEFAULT_PNG_LEVEL,
 ) -> Path:
     """Write an image atomically; the format follows the extension (see module docs).
 
@@ -571,6 +543,8 @@ def write_image(
         exif: EXIF block to embed (PNG, JPEG, WebP, TIFF; BMP drops it). Its orientation tag is
             removed: the pixels written are upright.
         quality: JPEG / WebP quality.
+        png_level: PNG (zlib) compression level 0-9; 1-3 use one row filter and zlib's RLE
+            strategy (fast, like OpenCV's default), 4-9 the adaptive row filters (smaller, slower).
 
     Samples are quantised by rounding ``x * (2**bits - 1)``. Returns the path written.
     """
@@ -593,8 +567,6 @@ def write_image(
         raise ValueError(f"rgb must be (H, W, 3), (H, W, 1) or (H, W), got shape {np.shape(rgb)}")
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"cannot write an empty image of shape {np.shape(rgb)}")
-    if mode == "L" and img.ndim == 3:
-        img = _to_gray(img)
     a = None
     if alpha is not None:
         a = _as_float01(alpha, "alpha")
@@ -602,49 +574,19 @@ def write_image(
             a = a[..., 0]
         if a.shape != img.shape[:2]:
             raise ValueError(f"alpha shape {a.shape} does not match the image {img.shape[:2]}")
-    if a is not None and fmt in ("JPEG", "BMP"):
-        warnings.warn(f"{fmt} cannot store transparency: compositing {path.name} over white", stacklevel=2)
-        back = a if img.ndim == 2 else a[..., None]
-        img = np.clip(img, 0, 1) * back + (1.0 - back)
-        a = None
-    deep = bit_depth == 16 and (fmt == "PNG" or (fmt == "TIFF" and img.ndim == 2 and a is None))
-    if bit_depth == 16 and not deep:
-        warnings.warn(
-            f"16-bit {mode}{'A' if a is not None else ''} is not supported for {fmt}: writing {path.name} with 8 bits",
-            stacklevel=2,
-        )
-    exif = _clean_exif(exif)
-    if fmt == "BMP":
-        icc_profile, exif = None, None
-
-    if deep and fmt == "PNG":
-        q = _quantize(img, 16)
-        if a is not None:
-            q = np.concatenate([q if q.ndim == 3 else q[..., None], _quantize(a, 16)[..., None]], axis=2)
-        data = encode_png16(q, icc_profile=icc_profile, exif=exif)
-        _atomic_write(path, lambda f: f.write(data))
-        return path
-
-    if deep:  # 16-bit gray TIFF
-        q16 = _quantize(img, 16)
-        pil = Image.frombytes("I;16", (q16.shape[1], q16.shape[0]), q16.astype("<u2").tobytes())
-    else:
-        q = _quantize(img, 8)
-        if a is not None:
-            q = np.concatenate([q if q.ndim == 3 else q[..., None], _quantize(a, 8)[..., None]], axis=2)
-        pil = Image.fromarray(q)
-    kwargs: dict = {}
-    if icc_profile:
-        kwargs["icc_profile"] = icc_profile
-    if exif:
-        kwargs["exif"] = exif
-    if fmt in ("JPEG", "WEBP"):
-        kwargs["quality"] = int(quality)
-    if fmt == "TIFF":
-        kwargs["compression"] = "tiff_deflate"
-
-    def save(f) -> None:
-        pil.save(f, format=fmt, **kwargs)
-
-    _atomic_write(path, save)
+    writer = open_writer(
+        path,
+        img.shape[0],
+        img.shape[1],
+        mode=mode,
+        bit_depth=bit_depth,
+        alpha=a is not None,
+        icc_profile=icc_profile,
+        exif=exif,
+        quality=quality,
+        png_level=png_level,
+        stacklevel=3,
+    )
+    writer.write(img, a)
+    writer.close()
     return path

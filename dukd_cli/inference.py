@@ -339,20 +339,10 @@ def run_model(
     allowed). Models with ``window_size`` get their input reflect-padded to a multiple of it
     (output cropped), which is harmless for models that pad themselves.
     """
-    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise DukdError(f"run_model expects an (N, 3, h, w) tensor, got {shape}")
-    if x.shape[-1] == 0 or x.shape[-2] == 0 or x.shape[0] == 0:
-        raise DukdError(f"cannot upscale an empty tensor of shape {tuple(x.shape)}")
-    scale = model_scale(model)
-    device = model_device(model, x.device)
-    precision = check_precision(precision, device)
-    if not isinstance(model, torch.nn.Module) and precision != "fp32":
-        raise DukdError(f"{type(model).__name__} runs in fp32 only; drop --precision {precision}")
+    plan = _TilePlan.make(model, x, tile, tile_overlap, precision)
     n, _, h, w = x.shape
-    fixed = getattr(model, "fixed_input_size", None)
     ws = int(getattr(model, "window_size", 0) or 0)
-    if check_window_pad(window_pad) == "swinir" and ws > 1 and fixed is None:
+    if check_window_pad(window_pad) == "swinir" and ws > 1 and getattr(model, "fixed_input_size", None) is None:
         y = run_model(
             model,
             pad_swinir(x, ws),
@@ -361,41 +351,149 @@ def run_model(
             precision=precision,
             self_ensemble=self_ensemble,
         )
-        return y[..., : h * scale, : w * scale].contiguous(memory_format=torch.channels_last)
-    if fixed is not None:
-        tile = int(fixed[0])  # a fixed-size model is always run at its own (square) size
-    if tile is not None:
-        tile = int(tile)
-        if tile < MIN_TILE:
-            raise DukdError(f"tile size {tile} is too small (at least {MIN_TILE})")
-        if ws > 1 and fixed is None:
-            tile = -(-tile // ws) * ws  # whole windows per tile: no padding inside the image
-        tile_overlap = int(tile_overlap)
-        if tile_overlap < 0:
-            raise DukdError(f"tile overlap must be >= 0, got {tile_overlap}")
-        if tile_overlap >= tile:
-            raise DukdError(f"tile overlap ({tile_overlap}) must be smaller than the tile ({tile})")
-
+        return y[..., : h * plan.scale, : w * plan.scale].contiguous(memory_format=torch.channels_last)
     # The result is allocated outside inference mode so callers may modify it in place (clamp_,
     # mul_); (N, H, W, 3) storage seen as NCHW: channels-last, HWC views without a copy.
-    out = torch.zeros((n, h * scale, w * scale, 3), dtype=torch.float32, device=x.device).permute(0, 3, 1, 2)
-    with torch.inference_mode():
-        if tile is None or (h <= tile and w <= tile):
-            out.copy_(_run_piece(model, x, scale, precision, device, self_ensemble))
-            return out
+    s = plan.scale
+    out = torch.zeros((n, h * s, w * s, 3), dtype=torch.float32, device=x.device).permute(0, 3, 1, 2)
+    if plan.tile is None:
+        with torch.inference_mode():
+            out.copy_(_run_piece(model, x, plan.scale, plan.precision, plan.device, self_ensemble))
+        return out
+    for r0, r1, band in _bands(model, x, plan, self_ensemble, None):
+        out[..., r0:r1, :].copy_(band)
+        del band
+    return out
 
+
+class _TilePlan:
+    """The checked arguments of one tiled (or whole) run: scale, device, precision, tile, overlap."""
+
+    def __init__(
+        self, scale: int, device: torch.device, precision: str, tile: int | None, overlap: int, align: int
+    ) -> None:
+        self.scale, self.device, self.precision = scale, device, precision
+        self.tile, self.overlap, self.align = tile, overlap, align
+
+    @classmethod
+    def make(cls, model: Any, x: Tensor, tile: int | None, tile_overlap: int, precision: str) -> _TilePlan:
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise DukdError(f"run_model expects an (N, 3, h, w) tensor, got {shape}")
+        if x.shape[-1] == 0 or x.shape[-2] == 0 or x.shape[0] == 0:
+            raise DukdError(f"cannot upscale an empty tensor of shape {tuple(x.shape)}")
+        scale = model_scale(model)
+        device = model_device(model, x.device)
+        precision = check_precision(precision, device)
+        if not isinstance(model, torch.nn.Module) and precision != "fp32":
+            raise DukdError(f"{type(model).__name__} runs in fp32 only; drop --precision {precision}")
+        fixed = getattr(model, "fixed_input_size", None)
+        ws = int(getattr(model, "window_size", 0) or 0)
+        if fixed is not None:
+            tile = int(fixed[0])  # a fixed-size model is always run at its own (square) size
+        if tile is not None:
+            tile = int(tile)
+            if tile < MIN_TILE:
+                raise DukdError(f"tile size {tile} is too small (at least {MIN_TILE})")
+            if ws > 1 and fixed is None:
+                tile = -(-tile // ws) * ws  # whole windows per tile: no padding inside the image
+            tile_overlap = int(tile_overlap)
+            if tile_overlap < 0:
+                raise DukdError(f"tile overlap must be >= 0, got {tile_overlap}")
+            if tile_overlap >= tile:
+                raise DukdError(f"tile overlap ({tile_overlap}) must be smaller than the tile ({tile})")
+        h, w = x.shape[-2:]
+        if tile is not None and h <= tile and w <= tile:
+            tile = None
         align = ws if ws > 1 and fixed is None else 1
-        ys, xs = tile_spans(h, tile, tile_overlap, align), tile_spans(w, tile, tile_overlap, align)
-        wy = axis_weights(h, ys, scale, x.device)
-        wx = axis_weights(w, xs, scale, x.device)
-        for i, (y0, y1) in enumerate(ys):
+        return cls(scale, device, precision, tile, int(tile_overlap), align)
+
+    def grid(self, h: int, w: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The tile spans along H and W (one span each for a whole-image run)."""
+        if self.tile is None:
+            return [(0, h)], [(0, w)]
+        t, ov, al = self.tile, self.overlap, self.align
+        return tile_spans(h, t, ov, al), tile_spans(w, t, ov, al)
+
+
+def tile_count(
+    model: Any, x: Tensor, *, tile: int | None = None, tile_overlap: int = 16, precision: str = "fp32"
+) -> int:
+    """How many pieces :func:`run_model` / :func:`iter_bands` run for ``x`` (1 for a whole image)."""
+    plan = _TilePlan.make(model, x, tile, tile_overlap, precision)
+    ys, xs = plan.grid(*x.shape[-2:])
+    return len(ys) * len(xs)
+
+
+def iter_bands(
+    model: Callable[[Tensor], Tensor] | torch.nn.Module,
+    x: Tensor,
+    *,
+    tile: int | None = None,
+    tile_overlap: int = 16,
+    precision: str = "fp32",
+    self_ensemble: bool = False,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, int, Tensor]]:
+    """:func:`run_model` one band of output rows at a time: yields ``(r0, r1, band)`` in order, where
+    ``band`` (N, 3, r1 - r0, w*s) is float32 on ``x``'s device, NOT clamped, and the bands put
+    together are exactly (bit for bit) what :func:`run_model` returns. A whole-image band is the
+    model's output itself (an inference tensor: read it, or modify a copy).
+
+    A band is finished as soon as no later tile row reaches it, so only one row of tiles plus the
+    overlap with the next row is held: memory grows with the tile and the image width, not the
+    image. ``on_tile(done, total)`` is called after each tile (a whole image is one tile).
+    Tiled bands may be modified in place; none should be kept across iterations (the memory bound).
+    """
+    plan = _TilePlan.make(model, x, tile, tile_overlap, precision)
+    yield from _bands(model, x, plan, self_ensemble, on_tile)
+
+
+def _bands(
+    model: Any, x: Tensor, plan: _TilePlan, self_ensemble: bool, on_tile: Callable[[int, int], None] | None
+) -> Iterator[tuple[int, int, Tensor]]:
+    n, _, h, w = x.shape
+    s = plan.scale
+    ys, xs = plan.grid(h, w)
+    total = len(ys) * len(xs)
+    if plan.tile is None:
+        with torch.inference_mode():
+            band = _run_piece(model, x, s, plan.precision, plan.device, self_ensemble).to(x.device)
+        if on_tile:
+            on_tile(1, total)
+        yield 0, h * s, band
+        return
+    wy = axis_weights(h, ys, s, x.device)
+    wx = axis_weights(w, xs, s, x.device)
+    # ``carry``: output rows [a0, a0 + carry rows) that earlier tile rows reached but that the next
+    # tile row also reaches (the overlap); it holds the sums so far, added to in the same order as
+    # a whole-image accumulator would be, so the result is identical.
+    a0, carry, done = 0, None, 0
+    for i, (y0, y1) in enumerate(ys):
+        rows = y1 * s - a0
+        # Allocated outside inference mode so that callers may modify the bands in place.
+        buf = torch.zeros((n, 3, rows, w * s), dtype=torch.float32, device=x.device)
+        if carry is not None:
+            buf[..., : carry.shape[-2], :].copy_(carry)
+        carry = None
+        with torch.inference_mode():
             for j, (x0, x1) in enumerate(xs):
-                piece = _run_piece(model, x[..., y0:y1, x0:x1], scale, precision, device, self_ensemble)
+                piece = _run_piece(model, x[..., y0:y1, x0:x1], s, plan.precision, plan.device, self_ensemble)
                 piece = piece.to(x.device)
                 piece.mul_(wy[i].view(-1, 1)).mul_(wx[j].view(1, -1))
-                out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] += piece
+                buf[..., y0 * s - a0 : y1 * s - a0, x0 * s : x1 * s] += piece
                 del piece
-    return out
+                done += 1
+                if on_tile:
+                    on_tile(done, total)
+        nxt = ys[i + 1][0] * s if i + 1 < len(ys) else y1 * s
+        if nxt < y1 * s:
+            carry = buf[..., nxt - a0 :, :].clone()
+        band = buf[..., : nxt - a0, :]
+        del buf
+        yield a0, nxt, band
+        del band
+        a0 = nxt
 
 
 # --------------------------------------------------------------------------------------------------

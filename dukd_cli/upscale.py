@@ -6,7 +6,9 @@
 - :func:`collect_inputs` expands files, folders and glob patterns; :func:`plan_outputs` decides
   every output path up front (never an input, never two outputs on one path, existing outputs
   skipped unless ``overwrite``); :func:`upscale_paths` runs the plan and reports per file, so one
-  bad file never stops the rest.
+  bad file never stops the rest. It reads ahead, computes, and encodes on a writer thread, each
+  image written band by band as its tiles finish (:mod:`dukd_cli.upscale_file`), so memory grows
+  with the tile, not the image.
 
 Image modes: the reader converts palette, CMYK and other modes to RGB and applies the EXIF
 orientation; gray images are upscaled as RGB and written back as gray; alpha is upscaled
@@ -27,7 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from dukd_cli.errors import DukdError
-from dukd_cli.inference import auto_tile, model_device, model_scale, run_model
+from dukd_cli.inference import (
+    MIN_TILE,
+    auto_tile,
+    check_precision,
+    model_device,
+    model_scale,
+    run_model,
+)
+from dukd_cli.pngstream import DEFAULT_PNG_LEVEL
 
 OUTPUT_EXTS = ("png", "jpg", "webp")
 EXT_ALIASES = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
@@ -35,6 +45,8 @@ EXT_ALIASES = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".tga")
 ALPHA_MODES = ("bicubic", "model")
 GLOB_CHARS = "*?["
+#: Images up to this many input pixels have the next image read while they compute.
+PREFETCH_PIXELS = 4_000_000
 
 
 @dataclass
@@ -59,11 +71,10 @@ class UpscaleResult:
 
 
 def parse_tile(value: str | int | None) -> int | str | None:
-    """``--tile``: a size, ``auto``, or ``0`` / ``none`` / ``off`` for whole images."""
+    """``--tile``: ``auto``, ``0`` / ``none`` / ``off`` for whole images, or a size of at least
+    :data:`~dukd_cli.inference.MIN_TILE` pixels; anything else (negative, 1-15, text) is refused."""
     if value is None:
         return None
-    if isinstance(value, int):
-        return None if value <= 0 else value
     text = str(value).strip().lower()
     if text in ("", "0", "none", "off", "no"):
         return None
@@ -72,14 +83,41 @@ def parse_tile(value: str | int | None) -> int | str | None:
     try:
         n = int(text)
     except ValueError:
-        raise DukdError(f"--tile must be a number of pixels, 'auto' or 0, not '{value}'") from None
-    return None if n <= 0 else n
+        n = None
+    if n is None or n < MIN_TILE:
+        raise DukdError(
+            f"--tile must be 'auto', 0 (whole images) or a size of at least {MIN_TILE} pixels, not '{value}'"
+        )
+    return n
 
 
-def resolve_tile(tile: int | str | None, model: Any, h: int, w: int, precision: str = "fp32") -> int | None:
+def check_overlap(tile: int | str | None, overlap: int | None) -> int | None:
+    """``--tile-overlap``: ``None`` (the default), or 0 up to a quarter of a numeric ``--tile``."""
+    if overlap is None:
+        return None
+    overlap = int(overlap)
+    if overlap < 0:
+        raise DukdError(f"--tile-overlap must be 0 or more, not {overlap}")
+    if isinstance(tile, int) and overlap > tile // 4:
+        raise DukdError(
+            f"--tile-overlap {overlap} is above its limit for --tile {tile} (at most tile/4 = {tile // 4})"
+        )
+    return overlap
+
+
+def resolve_tile(
+    tile: int | str | None, model: Any, h: int, w: int, precision: str = "fp32", overlap: int | None = None
+) -> int | None:
+    """The tile side for an ``h`` x ``w`` image: ``auto`` picks it from free memory (at least four
+    times an explicit ``overlap``, so that the overlap stays within its limit of tile/4)."""
     if tile == "auto":
         dev = model_device(model, torch.device("cpu"))
-        return auto_tile(model, h, w, dev, precision=precision)
+        t = auto_tile(model, h, w, dev, precision=precision)
+        if t is not None and overlap is not None and 4 * int(overlap) > t:
+            t = 4 * int(overlap)
+            if h <= t and w <= t:
+                return None
+        return t
     return tile  # type: ignore[return-value]
 
 
@@ -88,9 +126,11 @@ def resize_float(arr: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     from PIL import Image
 
     if arr.ndim == 2:
-        return np.asarray(Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32), mode="F").resize(
-            (out_w, out_h), Image.Resampling.LANCZOS
-        ))
+        return np.asarray(
+            Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32), mode="F").resize(
+                (out_w, out_h), Image.Resampling.LANCZOS
+            )
+        )
     chans = [resize_float(arr[..., c], out_h, out_w) for c in range(arr.shape[2])]
     return np.stack(chans, axis=2)
 
@@ -152,10 +192,12 @@ def upscale_image(
     if rgb_in.ndim != 3 or rgb_in.shape[2] != 3:
         raise DukdError(f"expected an HxWx3 image, got shape {rgb_in.shape}")
     h, w = rgb_in.shape[:2]
-    t = resolve_tile(tile, model, h, w, precision)
+    t = resolve_tile(tile, model, h, w, precision, tile_overlap)
     tile_overlap = resolve_overlap(t, tile_overlap)
     x = torch.from_numpy(np.ascontiguousarray(rgb_in)).permute(2, 0, 1).unsqueeze(0)
-    y = run_model(model, x, tile=t, tile_overlap=tile_overlap, precision=precision, self_ensemble=self_ensemble)
+    y = run_model(
+        model, x, tile=t, tile_overlap=tile_overlap, precision=precision, self_ensemble=self_ensemble
+    )
     del x
     y.clamp_(0.0, 1.0)
     rgb = y[0].permute(1, 2, 0).numpy()  # a view (no copy when run_model returned channels-last)
@@ -165,7 +207,9 @@ def upscale_image(
         a = torch.from_numpy(np.ascontiguousarray(image.alpha, dtype=np.float32))
         if alpha_mode == "model":
             a3 = a.view(1, 1, h, w).expand(1, 3, h, w)
-            ya = run_model(model, a3, tile=t, tile_overlap=tile_overlap, precision=precision, self_ensemble=self_ensemble)
+            ya = run_model(
+                model, a3, tile=t, tile_overlap=tile_overlap, precision=precision, self_ensemble=self_ensemble
+            )
             alpha = ya[0].mean(dim=0).clamp_(0.0, 1.0).numpy()
         else:
             ya = F.interpolate(a.view(1, 1, h, w), scale_factor=scale, mode="bicubic", align_corners=False)
@@ -221,10 +265,14 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
         p = Path(text).expanduser()
         if p.is_dir():
             found = sorted(
-                c for c in p.iterdir() if c.is_file() and not c.name.startswith(".") and c.suffix.lower() in IMAGE_EXTS
+                c
+                for c in p.iterdir()
+                if c.is_file() and not c.name.startswith(".") and c.suffix.lower() in IMAGE_EXTS
             )
             if not found:
-                errors.append(InputError(text, f"folder {text} holds no images ({', '.join(IMAGE_EXTS[:4])}, ...)"))
+                errors.append(
+                    InputError(text, f"folder {text} holds no images ({', '.join(IMAGE_EXTS[:4])}, ...)")
+                )
             for c in found:
                 add(c)
         elif p.exists():
@@ -301,7 +349,9 @@ def plan_outputs(
     jobs: list[Job] = []
     as_file = out is not None and _output_is_file(out, len(files), not single_input)
     if as_file and (len(files) != 1 or not single_input):
-        raise DukdError(f"-o {output} names a file; with a folder, a glob or several inputs give an output folder")
+        raise DukdError(
+            f"-o {output} names a file; with a folder, a glob or several inputs give an output folder"
+        )
     inputs_real = {os.path.realpath(f) for f in files}
     taken: dict[str, Path] = {}
     for src in files:
@@ -309,7 +359,9 @@ def plan_outputs(
             assert out is not None
             e = out.suffix.lower().lstrip(".")
             if e not in EXT_ALIASES:
-                raise DukdError(f"-o {output}: unsupported output type '{out.suffix}' (use {', '.join(OUTPUT_EXTS)})")
+                raise DukdError(
+                    f"-o {output}: unsupported output type '{out.suffix}' (use {', '.join(OUTPUT_EXTS)})"
+                )
             if ext is not None and EXT_ALIASES[e] != ext:
                 raise DukdError(f"-o {output} disagrees with --ext {ext}")
             dest = out
@@ -321,9 +373,15 @@ def plan_outputs(
         job = Job(src, dest)
         real = os.path.realpath(dest)
         if real in inputs_real:
-            job.status, job.message = "failed", f"{src}: output {dest} would overwrite an input; use --suffix or -o"
+            job.status, job.message = (
+                "failed",
+                f"{src}: output {dest} would overwrite an input; use --suffix or -o",
+            )
         elif real in taken:
-            job.status, job.message = "failed", f"{src}: output {dest} is also the output of {taken[real]}; rename one"
+            job.status, job.message = (
+                "failed",
+                f"{src}: output {dest} is also the output of {taken[real]}; rename one",
+            )
         elif dest.exists() and not overwrite:
             job.status, job.message = "skipped", f"{dest} exists; skipped (use --overwrite to replace it)"
         if job.status != "failed":
@@ -367,6 +425,12 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _skip_summary(skipped: list[Job]) -> str:
+    if len(skipped) == 1:
+        return skipped[0].message
+    return f"{len(skipped)} outputs exist (e.g. {skipped[0].dest}); skipped (use --overwrite to replace them)"
+
+
 def upscale_paths(
     model: Any,
     inputs: Iterable[str | os.PathLike],
@@ -382,23 +446,44 @@ def upscale_paths(
     alpha_mode: str = "bicubic",
     outscale: float | None = None,
     quality: int = 95,
+    png_level: int = DEFAULT_PNG_LEVEL,
     report: Report | None = None,
     on_advance: Callable[[Job], None] | None = None,
     on_plan: Callable[[list[Job]], None] | None = None,
+    on_tile: Callable[[Job, int, int], None] | None = None,
 ) -> UpscaleSummary:
     """Upscale every image named by ``inputs`` (files, folders, globs) into ``output``.
 
-    Every problem is reported through ``report("error", line)`` and recorded; processing goes on
-    with the next file. ``summary.ok`` says whether everything succeeded. Outputs are written
-    atomically by :func:`dukd_cli.imageio.write_image`.
+    Every problem with one file is reported through ``report("error", line)`` and recorded;
+    processing goes on with the next file. Existing outputs are reported once, in one ``notice``.
+    ``summary.ok`` says whether everything succeeded. Problems with the options themselves
+    (precision for this device, tile overlap, PNG level) raise :class:`DukdError` before any work.
+
+    Reading the next image, computing this one and encoding the previous one overlap (one reader
+    thread, one writer thread); each image is written band by band as its tiles finish (see
+    :mod:`dukd_cli.upscale_file`), atomically. ``on_tile(job, done, total)`` follows the tiles.
     """
-    from dukd_cli.imageio import read_image, write_image
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dukd_cli.bandwrite import WritePipeline
+    from dukd_cli.imageio import read_image
+    from dukd_cli.pngstream import check_png_level
+    from dukd_cli.upscale_file import upscale_job
 
     say: Report = report or (lambda kind, msg: None)
     if alpha_mode not in ALPHA_MODES:
         raise DukdError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, not '{alpha_mode}'")
     if outscale is not None and float(outscale) <= 0:
         raise DukdError(f"--outscale must be positive, got {outscale}")
+    if isinstance(tile, int) and tile < MIN_TILE:
+        raise DukdError(
+            f"--tile must be 'auto', 0 (whole images) or a size of at least {MIN_TILE} pixels, not '{tile}'"
+        )
+    tile_overlap = check_overlap(tile, tile_overlap)
+    png_level = check_png_level(png_level)
+    precision = check_precision(precision, model_device(model, torch.device("cpu")))  # once, not per file
+    if not isinstance(model, torch.nn.Module) and precision != "fp32":
+        raise DukdError(f"{type(model).__name__} runs in fp32 only; drop --precision {precision}")
     inputs = list(inputs)
     files, in_errors = collect_inputs(inputs)
     summary = UpscaleSummary(input_errors=in_errors)
@@ -406,64 +491,104 @@ def upscale_paths(
         say("error", e.message)
     scale = model_scale(model)
     label = format_factor(float(outscale) if outscale is not None else scale)
-    single = len(inputs) == 1 and len(files) == 1 and not Path(os.fspath(inputs[0])).is_dir() and not any(
-        c in os.fspath(inputs[0]) for c in GLOB_CHARS
+    single = (
+        len(inputs) == 1
+        and len(files) == 1
+        and not Path(os.fspath(inputs[0])).is_dir()
+        and not any(c in os.fspath(inputs[0]) for c in GLOB_CHARS)
     )
-    jobs = plan_outputs(files, output, factor_label=label, suffix=suffix, ext=ext, overwrite=overwrite, single_input=single)
+    jobs = plan_outputs(
+        files, output, factor_label=label, suffix=suffix, ext=ext, overwrite=overwrite, single_input=single
+    )
     summary.jobs = jobs
     if on_plan:
         on_plan(jobs)
+    skipped = [j for j in jobs if j.status == "skipped"]
+    if skipped:
+        say("notice", _skip_summary(skipped))
     for job in jobs:
         if job.status == "failed":
             say("error", job.message)
-        elif job.status == "skipped":
-            say("notice", job.message)
-        if job.status != "todo":
+        if job.status != "todo" and on_advance:
+            on_advance(job)
+    todo = [j for j in jobs if j.status == "todo"]
+
+    def fail(job: Job, exc: BaseException) -> None:
+        if isinstance(exc, DukdError):
+            job.status, job.message = "failed", _about(job.source, _short(exc))
+        else:
+            hint = " (try a smaller --tile, e.g. 256)" if "memory" in str(exc).lower() else ""
+            job.status, job.message = (
+                "failed",
+                _about(job.source, f"{type(exc).__name__}: {_short(exc)}{hint}"),
+            )
+        say("error", job.message)
+
+    expected = (DukdError, RuntimeError, ValueError, OSError, MemoryError)
+    writing: list[tuple[Job, Any]] = []  # jobs whose last bands may still be encoding, in order
+
+    def collect(wait: bool) -> None:
+        while writing and (wait or writing[0][1].done()):
+            job, fut = writing.pop(0)
+            try:
+                fut.result()
+            except expected as exc:
+                fail(job, exc)
+            else:
+                job.status, job.message = "done", f"{job.source} -> {job.dest}"
+                say("done", job.message)
             if on_advance:
                 on_advance(job)
-            continue
-        assert job.dest is not None
-        img = res = None
-        try:
-            img = read_image(job.source)
-            res = upscale_image(
-                model,
-                img,
-                tile=tile,
-                tile_overlap=tile_overlap,
-                precision=precision,
-                self_ensemble=self_ensemble,
-                alpha_mode=alpha_mode,
-                outscale=outscale,
-            )
-            img = None  # free the input before encoding the (much larger) output
-            out_ext = job.dest.suffix.lower().lstrip(".")
-            bit_depth = res.bit_depth if out_ext == "png" else 8
-            job.dest.parent.mkdir(parents=True, exist_ok=True)
-            # JPEG cannot hold alpha: the writer composites over white and says so.
-            write_image(
-                job.dest,
-                res.rgb,
-                alpha=res.alpha,
-                mode=res.mode,
-                bit_depth=bit_depth,
-                icc_profile=res.icc_profile,
-                exif=res.exif,
-                quality=quality,
-            )
-            job.status, job.message = "done", f"{job.source} -> {job.dest}"
-            say("done", job.message)
-        except KeyboardInterrupt:
-            raise
-        except DukdError as exc:
-            job.status, job.message = "failed", _about(job.source, _short(exc))
-            say("error", job.message)
-        except (RuntimeError, ValueError, OSError, MemoryError) as exc:
-            hint = " (try a smaller --tile, e.g. 256)" if "memory" in str(exc).lower() else ""
-            job.status, job.message = "failed", _about(job.source, f"{type(exc).__name__}: {_short(exc)}{hint}")
-            say("error", job.message)
-        finally:
-            img = res = None
-        if on_advance:
-            on_advance(job)
+
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dukd-read")
+    pipeline = WritePipeline(depth=2)
+    ok = False
+    try:
+        ahead = reader.submit(read_image, todo[0].source) if todo else None
+        for k, job in enumerate(todo):
+            assert job.dest is not None and ahead is not None
+            current, ahead = ahead, None
+
+            def read_next(k: int = k) -> Any:
+                return reader.submit(read_image, todo[k + 1].source) if k + 1 < len(todo) else None
+
+            try:
+                img = current.result()
+                # Read the next image while this one computes, unless this one is huge (then two
+                # inputs at once would cost more memory than the overlap saves time).
+                if img.rgb.shape[0] * img.rgb.shape[1] <= PREFETCH_PIXELS:
+                    ahead = read_next()
+                fut = upscale_job(
+                    model,
+                    img,
+                    job,
+                    tile,
+                    tile_overlap,
+                    precision,
+                    self_ensemble,
+                    alpha_mode,
+                    outscale,
+                    quality,
+                    png_level,
+                    pipeline,
+                    on_tile,
+                )
+                del img
+            except expected as exc:
+                collect(wait=True)  # keep the reports in order
+                fail(job, exc)
+                if on_advance:
+                    on_advance(job)
+            else:
+                writing.append((job, fut))
+            if ahead is None:
+                ahead = read_next()
+            collect(wait=False)
+        collect(wait=True)
+        ok = True
+    finally:
+        if ahead is not None and not ok:
+            ahead.cancel()
+        reader.shutdown(wait=True, cancel_futures=not ok)
+        pipeline.shutdown()  # let queued encodes finish: every started file ends whole or removed
     return summary

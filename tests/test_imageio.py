@@ -403,7 +403,7 @@ def test_failing_write_leaves_no_file(tmp_path, monkeypatch):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    target = tmp_path / "out.png"
+    target = tmp_path / "out.tif"  # PNG has its own encoder (test_pngstream)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_image(target, np.zeros((4, 4, 3)))
     assert os.listdir(tmp_path) == []
@@ -416,7 +416,7 @@ def test_failing_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         write_image(target, np.zeros((4, 4, 3)))
     assert target.read_bytes() == before
-    assert os.listdir(tmp_path) == ["out.png"]
+    assert os.listdir(tmp_path) == ["out.tif"]
 
 
 def test_failing_16bit_write_leaves_no_file(tmp_path, monkeypatch):

@@ -160,7 +160,10 @@ def test_window_padding_and_crop():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("length,tile,overlap,align", [(101, 32, 12, 1), (101, 32, 12, 8), (64, 64, 8, 1), (65, 64, 8, 8), (300, 48, 16, 1), (7, 16, 4, 1)])
+@pytest.mark.parametrize(
+    "length,tile,overlap,align",
+    [(101, 32, 12, 1), (101, 32, 12, 8), (64, 64, 8, 1), (65, 64, 8, 8), (300, 48, 16, 1), (7, 16, 4, 1)],
+)
 def test_tile_spans_cover_with_overlap(length, tile, overlap, align):
     spans = tile_spans(length, tile, overlap, align)
     assert spans[0][0] == 0 and spans[-1][1] == length
@@ -300,3 +303,63 @@ def test_auto_tile_from_free_memory(monkeypatch):
 
 def test_available_memory_cpu_positive():
     assert inference.available_memory(torch.device("cpu")) > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# band by band (bounded memory)
+# --------------------------------------------------------------------------------------------------
+
+
+def whole_accumulator_reference(model, x, tile, overlap, align=1):
+    """The tiled run as it was before bands: every weighted tile added into one whole float output."""
+    s = model.scale
+    n, _, h, w = x.shape
+    out = torch.zeros((n, 3, h * s, w * s))
+    ys, xs = tile_spans(h, tile, overlap, align), tile_spans(w, tile, overlap, align)
+    wy, wx = axis_weights(h, ys, s, x.device), axis_weights(w, xs, s, x.device)
+    with torch.inference_mode():
+        for i, (y0, y1) in enumerate(ys):
+            for j, (x0, x1) in enumerate(xs):
+                piece = run_model(model, x[..., y0:y1, x0:x1])  # one whole piece (window padding included)
+                piece.mul_(wy[i].view(-1, 1)).mul_(wx[j].view(1, -1))
+                out[..., y0 * s : y1 * s, x0 * s : x1 * s] += piece
+    return out
+
+
+@pytest.mark.parametrize(
+    "h,w,tile,overlap",
+    [
+        (75, 101, 32, 8),  # several tile rows and columns
+        (120, 40, 64, 16),  # three tile rows meet on some output rows (the last tile moved back)
+        (50, 90, 48, 0),  # no overlap: bands end where the next row starts
+        (30, 30, 64, 16),  # one piece
+    ],
+)
+def test_bands_are_bit_identical_to_the_whole_accumulator(h, w, tile, overlap):
+    torch.manual_seed(0)
+    m = create_model("edsr", 2, n_feats=8, n_resblocks=1).eval()
+    x = smooth_image(1, h, w, seed=h)
+    ticks = []
+    bands = list(
+        inference.iter_bands(m, x, tile=tile, tile_overlap=overlap, on_tile=lambda d, t: ticks.append((d, t)))
+    )
+    rows = [(r0, r1) for r0, r1, _ in bands]
+    assert rows[0][0] == 0 and rows[-1][1] == 2 * h
+    assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))  # contiguous, in order
+    streamed = torch.cat([b for _, _, b in bands], dim=2)
+    ref = run_model(m, x) if tile >= max(h, w) else whole_accumulator_reference(m, x, tile, overlap)
+    assert torch.equal(streamed, ref)  # bit for bit, not just close
+    assert torch.equal(run_model(m, x, tile=tile, tile_overlap=overlap), ref)
+    n_tiles = inference.tile_count(m, x, tile=tile, tile_overlap=overlap)
+    assert ticks == [(k, n_tiles) for k in range(1, n_tiles + 1)]
+    # Memory grows with the tile: no band is taller than a tile row plus its overlap (output pixels).
+    if tile < h:
+        assert max(r1 - r0 for r0, r1 in rows) <= 2 * tile
+
+
+def test_bands_windowed_model_aligned_tiles():
+    torch.manual_seed(0)
+    m = Windowed(2, 8).eval()
+    x = smooth_image(1, 70, 83, seed=1)
+    streamed = torch.cat([b for _, _, b in inference.iter_bands(m, x, tile=24, tile_overlap=8)], dim=2)
+    assert torch.equal(streamed, whole_accumulator_reference(m, x, 24, 8, align=8))

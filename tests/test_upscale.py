@@ -210,7 +210,7 @@ def test_tiled_cli_matches_whole(tiny, tmp_path, run_dukd):
     src = tmp_path / "big.png"
     Image.fromarray(rgb_array(70, 90, seed=2)).save(src)
     assert run_dukd("upscale", src, "-o", tmp_path / "whole.png", *model_opts(w))[0] == 0
-    assert run_dukd("upscale", src, "-o", tmp_path / "tiled.png", "--tile", "32", "--tile-overlap", "16", *model_opts(w))[0] == 0
+    assert run_dukd("upscale", src, "-o", tmp_path / "tiled.png", "--tile", "32", "--tile-overlap", "8", *model_opts(w))[0] == 0
     assert run_dukd("upscale", src, "-o", tmp_path / "auto.png", "--tile", "auto", *model_opts(w))[0] == 0
     a = np.asarray(Image.open(tmp_path / "whole.png"))
     b = np.asarray(Image.open(tmp_path / "tiled.png"))
@@ -346,7 +346,7 @@ def test_export_round_trip_same_pixels(tiny, tmp_path, run_dukd):
     code, _, err = run_dukd("upscale", src, "-o", tmp_path / "onnx.png", "--model", exported, "--runtime", "onnx")
     assert code == 0, err
     assert max_diff(np.asarray(Image.open(tmp_path / "onnx.png")), a) <= 1
-    tiled = ["--tile", "16", "--tile-overlap", "6"]
+    tiled = ["--tile", "16", "--tile-overlap", "4"]
     code, _, err = run_dukd("upscale", src, "-o", tmp_path / "onnx_t.png", "--model", exported, "--runtime", "onnx", *tiled)
     assert code == 0, err
     assert run_dukd("upscale", src, "-o", tmp_path / "torch_t.png", *tiled, *model_opts(w))[0] == 0

@@ -101,6 +101,11 @@ def evaluate_cmd(
     tile: int = typer.Option(None, "--tile", help="Run large images in tiles of N LR pixels (for small GPUs)."),
     tile_overlap: int = typer.Option(16, "--tile-overlap", help="Overlap between tiles, LR pixels."),
     save_images: Path = typer.Option(None, "--save-images", help="Write SR images to DIR/<set>/<name>.png."),
+    png_level: int = typer.Option(
+        1,
+        "--png-level",
+        help="PNG compression level 0-9 of --save-images (1-3 fast, 4-9 smaller files, slower).",
+    ),
     per_image: bool = typer.Option(False, "--per-image", help="Also print (and write to --csv) per-image figures."),
     json_path: Path = typer.Option(None, "--json", help="Write results as JSON to PATH."),
     csv_path: Path = typer.Option(None, "--csv", help="Write results as CSV to PATH."),
@@ -128,6 +133,10 @@ def evaluate_cmd(
         raise DukdError(f"--scale must be a positive integer, got {scale}")
     if precision not in ("fp32", "bf16", "fp16"):
         raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
+    if save_images is not None:
+        from dukd_cli.pngstream import check_png_level
+
+        check_png_level(png_level)
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
     # Outputs are checked before the evaluation, not after it.
     for option, path in (("--json", json_path), ("--csv", csv_path)):
@@ -177,6 +186,7 @@ def evaluate_cmd(
             tile_overlap=tile_overlap,
             lr_provided=lr_provided,
             save_images=save_images,
+            png_level=png_level,
             reference=ref,
             max_images=max_images,
             progress=progress,

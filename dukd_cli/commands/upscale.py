@@ -6,10 +6,18 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
+from dukd_cli.pngstream import DEFAULT_PNG_LEVEL
 from dukd_cli.registry import DEFAULT_STUDENT as DEFAULT_MODEL
 
 
@@ -36,7 +44,9 @@ def load_upscaler(
 
         require_onnx("--runtime onnx", exporting=False)
         if weights or args:
-            raise DukdError("--runtime onnx runs an exported directory as it is; it takes no --weights or --arg")
+            raise DukdError(
+                "--runtime onnx runs an exported directory as it is; it takes no --weights or --arg"
+            )
         dev = select_device(device)
         m = OnnxModel.from_dir(model, device=str(dev), threads=threads)
         if scale is not None and int(scale) != m.scale:
@@ -57,9 +67,14 @@ def load_upscaler(
 
 
 def upscale_cmd(
-    inputs: list[str] = typer.Argument(..., help="Image files, folders (their images) or glob patterns ('photos/*.jpg')."),
+    inputs: list[str] = typer.Argument(
+        ..., help="Image files, folders (their images) or glob patterns ('photos/*.jpg')."
+    ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Output file (one input) or folder. Default: beside each input, with --suffix."
+        None,
+        "--output",
+        "-o",
+        help="Output file (one input) or folder. Default: beside each input, with --suffix.",
     ),
     model: str = typer.Option(
         DEFAULT_MODEL,
@@ -70,40 +85,77 @@ def upscale_cmd(
         f"({DEFAULT_MODEL}, x4, 0.16 M parameters).",
     ),
     weights: str = typer.Option(
-        None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. Presets default to their declared source."
+        None,
+        "--weights",
+        "-w",
+        help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. Presets default to their declared source.",
     ),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
     scale: int = typer.Option(
-        None, "--scale", "-s", help="Upscaling factor; must equal the model's (an exported directory knows its own)."
+        None,
+        "--scale",
+        "-s",
+        help="Upscaling factor; must equal the model's (an exported directory knows its own).",
     ),
-    suffix: str = typer.Option(None, "--suffix", help="Appended to output names. Default: '_x<scale>' beside the input, '' in an -o folder."),
-    ext: str = typer.Option(None, "--ext", help="Output type: png, jpg or webp. Default: the input's (png for others)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (inputs are never overwritten)."),
+    suffix: str = typer.Option(
+        None,
+        "--suffix",
+        help="Appended to output names. Default: '_x<scale>' beside the input, '' in an -o folder.",
+    ),
+    ext: str = typer.Option(
+        None, "--ext", help="Output type: png, jpg or webp. Default: the input's (png for others)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing outputs (inputs are never overwritten)."
+    ),
     tile: str = typer.Option(
         "auto",
         "--tile",
         "-t",
-        help="Tile side in input pixels, 'auto' (whole images when they fit in free memory, else tiles sized from it), "
+        help="Tile side in input pixels (at least 16), 'auto' (whole images when they fit in free memory, else tiles sized from it), "
         "or 0 for whole images always.",
     ),
     tile_overlap: int = typer.Option(
-        None, "--tile-overlap", help="Overlap of neighbouring tiles in input pixels, blended without seams (default 16, at most tile/4)."
+        None,
+        "--tile-overlap",
+        help="Overlap of neighbouring tiles in input pixels, blended without seams (default 16, at most tile/4).",
     ),
-    alpha: str = typer.Option("bicubic", "--alpha", help="Alpha channel upscaling: bicubic, or model (through the network)."),
+    alpha: str = typer.Option(
+        "bicubic", "--alpha", help="Alpha channel upscaling: bicubic, or model (through the network)."
+    ),
     outscale: float = typer.Option(
-        None, "--outscale", help="Final size factor relative to the input (e.g. 3.5 with a x4 model; Lanczos resize)."
+        None,
+        "--outscale",
+        help="Final size factor relative to the input (e.g. 3.5 with a x4 model; Lanczos resize).",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU)."),
-    self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average over 8 flips/rotations (x8 slower)."),
-    runtime: str = typer.Option("torch", "--runtime", help="torch, or onnx (an exported directory's model.onnx in ONNX Runtime)."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU)."
+    ),
+    self_ensemble: bool = typer.Option(
+        False, "--self-ensemble", help="Average over 8 flips/rotations (x8 slower)."
+    ),
+    runtime: str = typer.Option(
+        "torch", "--runtime", help="torch, or onnx (an exported directory's model.onnx in ONNX Runtime)."
+    ),
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality."),
+    png_level: int = typer.Option(
+        DEFAULT_PNG_LEVEL,
+        "--png-level",
+        help="PNG compression level 0-9: 1-3 fast (the default 1 is OpenCV's level), 4-9 smaller files, slower.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
 ) -> None:
     """Upscale images: files, folders and globs; every image mode; tiled without seams; written atomically."""
-    from dukd_cli.upscale import parse_tile, upscale_paths
+    from dukd_cli.inference import check_precision, select_device
+    from dukd_cli.pngstream import check_png_level
+    from dukd_cli.upscale import check_overlap, parse_tile, upscale_paths
 
+    # Every option is checked before the model is loaded and before any file is read.
     tile_value = parse_tile(tile)
+    check_overlap(tile_value, tile_overlap)
+    check_png_level(png_level)
+    check_precision(precision, select_device(device))
     m = load_upscaler(model, weights=weights, args=arg, scale=scale, device=device, runtime=runtime)
 
     progress: Progress | None = None
@@ -112,30 +164,60 @@ def upscale_cmd(
     def report(kind: str, message: str) -> None:
         # File names may hold brackets: escape them so rich does not read them as markup.
         if kind == "error":
-            err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+            )
         elif kind == "notice" and not quiet:
-            err_console.print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+            )
         elif kind == "done" and not quiet and progress is None:
             console.print(message, highlight=False, soft_wrap=True)
 
+    n_todo = 0
+
+    def start_progress() -> Progress:
+        bar = Progress(
+            TextColumn("{task.fields[what]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=err_console,
+            transient=False,
+        )
+        bar.start()
+        return bar
+
     def on_plan(jobs) -> None:
-        nonlocal progress, task
+        nonlocal progress, task, n_todo
+        n_todo = sum(j.status == "todo" for j in jobs)
         if len(jobs) > 1 and not quiet:
-            progress = Progress(
-                TextColumn("upscaling"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                console=err_console,
-                transient=False,
-            )
-            progress.start()
-            task = progress.add_task("", total=len(jobs))
+            progress = start_progress()
+            task = progress.add_task("", total=len(jobs), what="upscaling")
 
     def on_advance(job) -> None:
         if progress is not None and task is not None:
             progress.update(task, advance=1, description=escape(job.source.name))
+
+    tile_task = None
+    tile_job = None
+
+    def on_tile(job, done: int, total: int) -> None:
+        # A tile bar (with ETA) for tiled images: a single large photo shows progress too.
+        nonlocal progress, tile_task, tile_job
+        if quiet or total <= 1:
+            return
+        if progress is None:
+            progress = start_progress()
+        if tile_job is not job:
+            if tile_task is not None:
+                progress.remove_task(tile_task)
+            tile_task = progress.add_task(escape(job.source.name), total=total, what="tiles")
+            tile_job = job
+        progress.update(tile_task, completed=done)
 
     try:
         summary = upscale_paths(
@@ -152,16 +234,22 @@ def upscale_cmd(
             alpha_mode=alpha,
             outscale=outscale,
             quality=quality,
+            png_level=png_level,
             report=report,
             on_advance=on_advance,
             on_plan=on_plan,
+            on_tile=on_tile,
         )
     finally:
         if progress is not None:
             progress.stop()
 
-    n_done, n_skip, n_fail = len(summary.done), len(summary.skipped), len(summary.failed) + len(summary.input_errors)
-    if not quiet and (progress is not None or n_fail or n_skip):
+    n_done, n_skip, n_fail = (
+        len(summary.done),
+        len(summary.skipped),
+        len(summary.failed) + len(summary.input_errors),
+    )
+    if not quiet and (len(summary.jobs) > 1 or n_fail or n_skip):
         console.print(f"{n_done} written, {n_skip} skipped, {n_fail} failed", highlight=False)
     if not summary.ok:
         raise typer.Exit(1)
