@@ -65,7 +65,11 @@ def bench_one(pair, method, args, teacher_w, tmp) -> list[dict]:
     cfg.teacher.name, cfg.teacher.weights, cfg.teacher.args = t, teacher_w, tk
     cfg.method.name, cfg.method.update = method, args.update
     cfg.data.paths, cfg.data.workers = args.data, args.workers
-    cfg.train.batch_size, cfg.train.patch_size, cfg.train.device = args.batch_size, args.patch_size, args.device
+    cfg.train.batch_size, cfg.train.patch_size, cfg.train.device = (
+        args.batch_size,
+        args.patch_size,
+        args.device,
+    )
     cfg.train.iters = 10**9
     cfg.val.every = 0
     tr = Trainer(cfg, tmp / f"run-{pair}-{method}", display=Display(enabled=False))
@@ -97,7 +101,9 @@ def bench_one(pair, method, args, teacher_w, tmp) -> list[dict]:
         tr.train_step(tr.device_batch(*next(it)))
     _sync(dev)
     real = args.iters / (time.perf_counter() - t0)
-    out.append({"pair": pair, "method": method, "source": "data", "it_s": real, "data_over_synthetic": real / syn})
+    out.append(
+        {"pair": pair, "method": method, "source": "data", "it_s": real, "data_over_synthetic": real / syn}
+    )
     del it
     tr.method.close()
     return out
@@ -105,7 +111,9 @@ def bench_one(pair, method, args, teacher_w, tmp) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pairs", default=None, help="comma list of: " + ", ".join(PAIRS) + " (default: all; --quick: small)")
+    ap.add_argument(
+        "--pairs", default=None, help="comma list of: " + ", ".join(PAIRS) + " (default: all; --quick: small)"
+    )
     ap.add_argument("--methods", default="scratch,kd,dukd")
     ap.add_argument("--update", default="two-step", choices=["two-step", "single"])
     ap.add_argument("--iters", type=int, default=None)
@@ -115,7 +123,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=None, help="data workers (default: the trainer's default)")
     ap.add_argument("--data", action="append", default=None, help="training data (default: builtin)")
-    ap.add_argument("--quick", action="store_true", help="CPU-sized run: small pair, batch 4, patch 24, few iterations")
+    ap.add_argument(
+        "--quick", action="store_true", help="CPU-sized run: small pair, batch 4, patch 24, few iterations"
+    )
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "distill_speed.json"))
     args = ap.parse_args(argv)
     q = args.quick
@@ -136,9 +146,15 @@ def main(argv=None) -> int:
                 rows = bench_one(pair, method, args, w, tmp)
                 for r in rows:
                     r.update(batch_size=args.batch_size, patch_size=args.patch_size, update=args.update)
-                    print(f"{r['pair']:6s} {r['method']:8s} {r['source']:9s} {r['it_s']:8.2f} it/s"
-                          + (f"  (data/synthetic {r['data_over_synthetic']:.2f})" if "data_over_synthetic" in r else ""),
-                          flush=True)
+                    print(
+                        f"{r['pair']:6s} {r['method']:8s} {r['source']:9s} {r['it_s']:8.2f} it/s"
+                        + (
+                            f"  (data/synthetic {r['data_over_synthetic']:.2f})"
+                            if "data_over_synthetic" in r
+                            else ""
+                        ),
+                        flush=True,
+                    )
                 results.append(rows)
     dev = "cpu"
     if torch.cuda.is_available() and args.device in ("auto", "cuda") or args.device.startswith("cuda"):

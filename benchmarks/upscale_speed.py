@@ -63,7 +63,9 @@ def reference_attention(model: torch.nn.Module):
             del m.use_sdpa
 
 
-def row(model: str, runtime: str, device: str, precision: str, sec: float, times: list[float], **extra) -> dict:
+def row(
+    model: str, runtime: str, device: str, precision: str, sec: float, times: list[float], **extra
+) -> dict:
     r = {
         "model": model,
         "runtime": runtime,
@@ -75,7 +77,10 @@ def row(model: str, runtime: str, device: str, precision: str, sec: float, times
         "times_s": [round(t, 4) for t in times],
         **extra,
     }
-    print(f"{model:10s} {runtime:22s} {device:6s} {precision:5s} {r['fps']:9.3f} frames/s  ({r['ms_per_frame']:.1f} ms)", flush=True)
+    print(
+        f"{model:10s} {runtime:22s} {device:6s} {precision:5s} {r['fps']:9.3f} frames/s  ({r['ms_per_frame']:.1f} ms)",
+        flush=True,
+    )
     return r
 
 
@@ -101,12 +106,26 @@ def bench_cpu(name: str, args, results: list[dict], tmp: Path) -> None:
         t0 = time.perf_counter()
         info = export_onnx(model, path, log=lambda m: print("  " + m, flush=True))
         export_s = time.perf_counter() - t0
-        om = OnnxModel(path, args.scale, window_size=getattr(model, "window_size", None), fixed_input_size=info.fixed_input_size,
-                       threads=args.threads)
+        om = OnnxModel(
+            path,
+            args.scale,
+            window_size=getattr(model, "window_size", None),
+            fixed_input_size=info.fixed_input_size,
+            threads=args.threads,
+        )
         sec, times = time_fn(lambda: om(x), dev, args.warmup, args.iters)
         results.append(
-            row(name, "onnxruntime", "cpu", "fp32", sec, times, export_s=round(export_s, 1), parity_max_abs_diff=info.max_abs_diff,
-                dynamic_hw=info.dynamic_hw)
+            row(
+                name,
+                "onnxruntime",
+                "cpu",
+                "fp32",
+                sec,
+                times,
+                export_s=round(export_s, 1),
+                parity_max_abs_diff=info.max_abs_diff,
+                dynamic_hw=info.dynamic_hw,
+            )
         )
     except Exception as exc:  # a benchmark reports, it does not stop
         print(f"  {name}: ONNX Runtime row failed: {exc}", flush=True)
@@ -140,7 +159,17 @@ def bench_cuda(name: str, args, results: list[dict]) -> None:
             sync(dev)
             compile_s = time.perf_counter() - t0
             sec, times = time_fn(lambda: compiled(x), dev, warm, iters)
-        results.append(row(name, f"torch-compile({args.compile_mode})", "cuda", "fp32", sec, times, compile_s=round(compile_s, 1)))
+        results.append(
+            row(
+                name,
+                f"torch-compile({args.compile_mode})",
+                "cuda",
+                "fp32",
+                sec,
+                times,
+                compile_s=round(compile_s, 1),
+            )
+        )
     except Exception as exc:
         print(f"  {name}: torch.compile row failed: {exc}", flush=True)
         results.append({"model": name, "runtime": "torch-compile", "device": "cuda", "error": str(exc)[:300]})
@@ -156,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="few CPU iterations, no reference-attention row")
     ap.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime intra-op threads")
     ap.add_argument("--no-onnx", action="store_true")
-    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU rows (e.g. on a GPU machine in a hurry)")
+    ap.add_argument(
+        "--no-cpu", action="store_true", help="skip the CPU rows (e.g. on a GPU machine in a hurry)"
+    )
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "upscale_speed.json"))

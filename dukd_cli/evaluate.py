@@ -71,7 +71,9 @@ def _quantise(t: torch.Tensor) -> np.ndarray:
 class _Runner:
     """Turns an LR uint8 image into an SR uint8 image with a model or MATLAB bicubic."""
 
-    def __init__(self, model, scale, device, precision, self_ensemble, tile, tile_overlap, window_pad="reflect"):
+    def __init__(
+        self, model, scale, device, precision, self_ensemble, tile, tile_overlap, window_pad="reflect"
+    ):
         self.model, self.scale, self.device = model, scale, device
         self.window_pad = window_pad
         self.precision, self.self_ensemble = precision, self_ensemble
@@ -166,7 +168,9 @@ def evaluate(
     for m in modules:
         m.eval()
     params = [next(m.parameters(), None) for m in modules]
-    moved = [(m, p.device) for m, p in zip(modules, params, strict=False) if p is not None and p.device != dev]
+    moved = [
+        (m, p.device) for m, p in zip(modules, params, strict=False) if p is not None and p.device != dev
+    ]
     for m, _ in moved:
         m.to(dev)
     run = _Runner(model, scale, dev, precision, self_ensemble, tile, tile_overlap, window_pad)

@@ -92,7 +92,9 @@ def _ort():
     try:
         import onnxruntime as ort
     except ImportError:
-        raise DukdError(f"running ONNX models needs onnxruntime, which is not installed: {ONNX_HINT}") from None
+        raise DukdError(
+            f"running ONNX models needs onnxruntime, which is not installed: {ONNX_HINT}"
+        ) from None
     return ort
 
 
@@ -153,12 +155,22 @@ def read_metrics(path: Path) -> dict[str, Any]:
             continue
         if not isinstance(rec, Mapping):
             continue
-        metrics = {k: v for k, v in rec.items() if _is_metric_key(str(k)) and isinstance(v, (int, float, str, Mapping))}
+        metrics = {
+            k: v
+            for k, v in rec.items()
+            if _is_metric_key(str(k)) and isinstance(v, (int, float, str, Mapping))
+        }
         if not any(isinstance(v, (int, float)) for v in metrics.values()):
             continue
         if metrics:
-            step = next((rec[k] for k in ("iter", "iteration", "step", "it") if isinstance(rec.get(k), int)), None)
-            last = {"iteration": step, **{str(k): v for k, v in metrics.items()}} if step is not None else metrics
+            step = next(
+                (rec[k] for k in ("iter", "iteration", "step", "it") if isinstance(rec.get(k), int)), None
+            )
+            last = (
+                {"iteration": step, **{str(k): v for k, v in metrics.items()}}
+                if step is not None
+                else metrics
+            )
     return _jsonable(last)
 
 
@@ -329,7 +341,9 @@ def onnx_parity(model: torch.nn.Module, onnx_path: Path, shapes: Iterable[tuple[
         except Exception as exc:
             raise DukdError(f"ONNX Runtime failed on a {n}x3x{h}x{w} input: {_first_line(exc)}") from None
         if got.shape != ref.shape:
-            raise DukdError(f"ONNX output shape {got.shape} differs from PyTorch's {ref.shape} for {n}x3x{h}x{w}")
+            raise DukdError(
+                f"ONNX output shape {got.shape} differs from PyTorch's {ref.shape} for {n}x3x{h}x{w}"
+            )
         worst = max(worst, float(np.abs(got - ref).max()))
     return worst
 
@@ -413,7 +427,9 @@ def export_onnx(
                     continue
                 if diff <= PARITY_TOL:
                     if reference and switched:
-                        notes.append("exported with the reference (non-SDPA) attention path; outputs are the same")
+                        notes.append(
+                            "exported with the reference (non-SDPA) attention path; outputs are the same"
+                        )
                     return diff
                 kind = "fixed-size" if fixed else "dynamic"
                 errors.append(f"{kind} export differs from PyTorch by {diff:.3g} (> {PARITY_TOL:g})")
@@ -432,7 +448,9 @@ def export_onnx(
         f"({errors[-1] if errors else '?'}); exporting a fixed {size}x{size} input (dynamic batch). "
         "dukd tiles images at that size; other runtimes must feed exactly that size."
     )
-    notes.append(f"fixed input size {size}x{size}: dynamic height/width export failed ({errors[-1] if errors else '?'})")
+    notes.append(
+        f"fixed input size {size}x{size}: dynamic height/width export failed ({errors[-1] if errors else '?'})"
+    )
     fixed_shapes = [(1, size, size), (2, size, size)]
     diff = attempt(True, size, size, fixed_shapes)
     if diff is not None:
@@ -470,7 +488,9 @@ class OnnxModel:
     def from_dir(cls, directory: str | os.PathLike, **kwargs: Any) -> OnnxModel:
         d = Path(directory)
         if not (d / EXPORT_CONFIG).is_file():
-            raise DukdError(f"{d} is not an exported model directory (no {EXPORT_CONFIG}); --runtime onnx needs one")
+            raise DukdError(
+                f"{d} is not an exported model directory (no {EXPORT_CONFIG}); --runtime onnx needs one"
+            )
         if not (d / ONNX_FILE).is_file():
             raise DukdError(f"{d} has no {ONNX_FILE}; export it with `dukd export --format safetensors,onnx`")
         try:
@@ -500,7 +520,9 @@ class OnnxModel:
         try:
             y = self.session.run(None, {self.input_name: arr})[0]
         except Exception as exc:
-            raise DukdError(f"ONNX Runtime failed on a {tuple(arr.shape)} input: {_first_line(exc)}") from None
+            raise DukdError(
+                f"ONNX Runtime failed on a {tuple(arr.shape)} input: {_first_line(exc)}"
+            ) from None
         return torch.from_numpy(y)[..., : h * self.scale, : w * self.scale]
 
     def __repr__(self) -> str:
@@ -561,7 +583,11 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     """The model's state dict as safetensors (contiguous CPU copies; shared storage unshared)."""
     from safetensors.torch import save_file
 
-    sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if isinstance(v, Tensor)}
+    sd = {
+        k: v.detach().to("cpu").contiguous().clone()
+        for k, v in model.state_dict().items()
+        if isinstance(v, Tensor)
+    }
     save_file(sd, str(path), metadata={"format": "pt", "dukd_version": __version__})
 
 
@@ -597,7 +623,11 @@ def build_config(
         "output": f"(N, 3, {scale}H, {scale}W) float32 RGB, nominally [0, 1] (not clamped)",
         "dukd_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "files": {"weights": EXPORT_WEIGHTS, "onnx": ONNX_FILE if onnx_info else None, "model_card": README_FILE},
+        "files": {
+            "weights": EXPORT_WEIGHTS,
+            "onnx": ONNX_FILE if onnx_info else None,
+            "model_card": README_FILE,
+        },
         "onnx": onnx_info.to_config() if onnx_info else None,
         "provenance": _jsonable(provenance),
     }
@@ -626,7 +656,8 @@ def model_card(cfg: Mapping[str, Any], name: str) -> str:
         "",
         "## Model",
         "",
-        f"- architecture: `{cfg['architecture']}`" + (f" (preset `{cfg['preset']}`)" if cfg.get("preset") else ""),
+        f"- architecture: `{cfg['architecture']}`"
+        + (f" (preset `{cfg['preset']}`)" if cfg.get("preset") else ""),
         f"- scale: x{scale}",
         f"- parameters: {cfg['parameters']:,}",
         f"- input: {cfg['input']}",
@@ -643,10 +674,13 @@ def model_card(cfg: Mapping[str, Any], name: str) -> str:
     lines += ["", "## Provenance", ""]
     if prov.get("run_dir") or prov.get("method"):
         teacher = prov.get("teacher") or {}
-        lines.append(f"- distilled by dukd (method `{prov.get('method', '?')}`) from run `{prov.get('run_dir', '?')}`")
+        lines.append(
+            f"- distilled by dukd (method `{prov.get('method', '?')}`) from run `{prov.get('run_dir', '?')}`"
+        )
         if teacher:
             lines.append(
-                f"- teacher: `{teacher.get('name', '?')}`" + (f", weights `{teacher['weights']}`" if teacher.get("weights") else "")
+                f"- teacher: `{teacher.get('name', '?')}`"
+                + (f", weights `{teacher['weights']}`" if teacher.get("weights") else "")
             )
         if prov.get("data"):
             lines.append(f"- data: `{json.dumps(prov['data'])}`")
@@ -687,7 +721,15 @@ def model_card(cfg: Mapping[str, Any], name: str) -> str:
     ]
     if onnx_cfg:
         lines.append("dukd upscale photo.png -o photo_sr.png --model THIS_DIR --runtime onnx  # ONNX Runtime")
-    lines += ["```", "", "```python", "from dukd_cli.models import create_model", "", 'model = create_model("THIS_DIR")  # torch.nn.Module', "```"]
+    lines += [
+        "```",
+        "",
+        "```python",
+        "from dukd_cli.models import create_model",
+        "",
+        'model = create_model("THIS_DIR")  # torch.nn.Module',
+        "```",
+    ]
     if onnx_cfg:
         lines += [
             "",
@@ -753,7 +795,9 @@ def export_model(
     if is_run_dir(model):
         run = read_run_dir(model)
         if not run.student_name:
-            raise DukdError(f"{Path(model) / RUN_CONFIG} has no [student] name; cannot tell which network it holds")
+            raise DukdError(
+                f"{Path(model) / RUN_CONFIG} has no [student] name; cannot tell which network it holds"
+            )
         name = run.student_name
         if scale is not None and run.scale is not None and int(scale) != run.scale:
             raise DukdError(f"run {model} trained a x{run.scale} student, but --scale {scale} was given")
@@ -761,7 +805,9 @@ def export_model(
         kwargs = {**run.args, **kwargs}
         weights = weights or str(run.weights)
     elif Path(model).is_dir() and (Path(model) / RUN_CONFIG).is_file():
-        raise DukdError(f"{model} looks like a distill run directory but has no {RUN_WEIGHTS} (did the run finish?)")
+        raise DukdError(
+            f"{model} looks like a distill run directory but has no {RUN_WEIGHTS} (did the run finish?)"
+        )
     elif run_dir is not None:
         run = read_run_dir(run_dir)
 
@@ -775,7 +821,10 @@ def export_model(
     if run is not None and dest.resolve() == run.directory.resolve():
         raise DukdError("cannot export into the run directory itself; choose another -o")
 
-    log(f"building {spec.arch} x{spec.scale}" + (f" with weights {spec.weights}" if spec.weights else " (random weights)"))
+    log(
+        f"building {spec.arch} x{spec.scale}"
+        + (f" with weights {spec.weights}" if spec.weights else " (random weights)")
+    )
     net = build(spec, device="cpu").float().eval()
 
     provenance: dict[str, Any] = {**_weights_provenance(spec), "model": str(model)}
@@ -835,7 +884,9 @@ def _check_reload(net: torch.nn.Module, directory: Path) -> None:
         a, b = net(x), again(x)
     if a.shape != b.shape or not torch.equal(a, b):
         diff = (a - b).abs().max().item() if a.shape == b.shape else float("nan")
-        raise DukdError(f"the exported directory does not reproduce the model (max abs difference {diff:.3g})")
+        raise DukdError(
+            f"the exported directory does not reproduce the model (max abs difference {diff:.3g})"
+        )
 
 
 # --------------------------------------------------------------------------------------------------

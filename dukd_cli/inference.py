@@ -63,7 +63,9 @@ def select_device(name: str | torch.device | None = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise DukdError(f"device '{name}' asked for, but CUDA is not available here (use --device cpu)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DukdError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise DukdError(
+                f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
         return dev
     if dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
@@ -76,7 +78,14 @@ def select_device(name: str | torch.device | None = "auto") -> torch.device:
 def check_precision(precision: str, device: torch.device | str | None = None) -> str:
     """Validate a precision name for a device; ``fp16`` needs CUDA or MPS (CPU kernels are slow or missing)."""
     p = str(precision).strip().lower()
-    aliases = {"float32": "fp32", "32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "16": "fp16"}
+    aliases = {
+        "float32": "fp32",
+        "32": "fp32",
+        "bfloat16": "bf16",
+        "float16": "fp16",
+        "half": "fp16",
+        "16": "fp16",
+    }
     p = aliases.get(p, p)
     if p not in PRECISIONS:
         raise DukdError(f"unknown precision '{precision}' (use {', '.join(PRECISIONS)})")
@@ -218,7 +227,9 @@ def _call(model: Any, x: Tensor, scale: int, precision: str, device: torch.devic
     return y[..., : h * scale, : w * scale].float()
 
 
-def _run_piece(model: Any, x: Tensor, scale: int, precision: str, device: torch.device, self_ensemble: bool) -> Tensor:
+def _run_piece(
+    model: Any, x: Tensor, scale: int, precision: str, device: torch.device, self_ensemble: bool
+) -> Tensor:
     """Forward one piece (a tile or the whole image), optionally as the mean of the 8 dihedral transforms."""
     x = x.to(device=device, dtype=torch.float32, non_blocking=True)
     if not self_ensemble:
@@ -342,7 +353,11 @@ def run_model(
     plan = _TilePlan.make(model, x, tile, tile_overlap, precision)
     n, _, h, w = x.shape
     ws = int(getattr(model, "window_size", 0) or 0)
-    if check_window_pad(window_pad) == "swinir" and ws > 1 and getattr(model, "fixed_input_size", None) is None:
+    if (
+        check_window_pad(window_pad) == "swinir"
+        and ws > 1
+        and getattr(model, "fixed_input_size", None) is None
+    ):
         y = run_model(
             model,
             pad_swinir(x, ws),

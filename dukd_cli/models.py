@@ -153,8 +153,16 @@ def resolve_run_spec(
     merged = {**(dict(args) if isinstance(args, Mapping) else {}), **dict(kwargs or {})}
     merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
     inner = resolve_spec(str(name), run_scale, kwargs=merged, weights=weights)
-    return ModelSpec(str(d), inner.arch, inner.scale, inner.kwargs, inner.weights, inner.preset, inner.provider,
-                     inner.directory)
+    return ModelSpec(
+        str(d),
+        inner.arch,
+        inner.scale,
+        inner.kwargs,
+        inner.weights,
+        inner.preset,
+        inner.provider,
+        inner.directory,
+    )
 
 
 def _read_export_config(directory: Path) -> dict[str, Any]:
@@ -207,7 +215,9 @@ def resolve_spec(
         if arch == "spandrel":  # its network comes from the weights: the directory's own file
             merged["source"] = w
         entry = registry.entry(registry.ARCH_GROUP, arch)
-        return ModelSpec(str(name), arch, exp_scale, merged, w, None, entry.provider if entry else "?", str(directory))
+        return ModelSpec(
+            str(name), arch, exp_scale, merged, w, None, entry.provider if entry else "?", str(directory)
+        )
     if is_run_dir(name):
         return resolve_run_spec(name, scale, kwargs=kwargs, weights=weights)
 
@@ -217,7 +227,9 @@ def resolve_spec(
 
     if scale is None:
         only = registry.get_preset(str(name))
-        if only is not None and len(only.scales) == 1:  # a one-scale preset (e.g. dukd-student-x4) knows its scale
+        if (
+            only is not None and len(only.scales) == 1
+        ):  # a one-scale preset (e.g. dukd-student-x4) knows its scale
             scale = only.scales[0]
         elif only is None and registry.entry(registry.ARCH_GROUP, str(name)) is None:
             _unknown(str(name))
@@ -227,9 +239,7 @@ def resolve_spec(
     preset = registry.get_preset(name)
     if preset is not None:
         if scale not in preset.scales:
-            raise DukdError(
-                f"preset '{name}' exists at x{', x'.join(map(str, preset.scales))}, not x{scale}"
-            )
+            raise DukdError(f"preset '{name}' exists at x{', x'.join(map(str, preset.scales))}, not x{scale}")
         merged = {**dict(preset.kwargs), **kwargs}
         w = weights
         declared = preset.weights.get(scale)
@@ -246,14 +256,18 @@ def resolve_spec(
             merged = {**dict(preset.kwargs), **dict(ws.kwargs), **kwargs}
             w = declared_ref
         if repo_arch is not None and preset.arch != repo_arch:
-            raise DukdError(f"{weights_given} holds a {repo_arch} model, but preset '{name}' is {preset.arch}")
+            raise DukdError(
+                f"{weights_given} holds a {repo_arch} model, but preset '{name}' is {preset.arch}"
+            )
         entry = registry.entry(registry.PRESET_GROUP, name)
         return ModelSpec(name, preset.arch, scale, merged, w, name, entry.provider if entry else "?")
 
     if registry.entry(registry.ARCH_GROUP, name) is None:
         _unknown(name)
     if weights is None and pretrained:
-        raise DukdError(f"'{name}' is an architecture with no default weights; pass them with --weights SOURCE")
+        raise DukdError(
+            f"'{name}' is an architecture with no default weights; pass them with --weights SOURCE"
+        )
     if repo_arch is not None and name != repo_arch:
         raise DukdError(f"{weights_given} holds a {repo_arch} model, not '{name}'")
     entry = registry.entry(registry.ARCH_GROUP, name)
@@ -281,7 +295,9 @@ def _unknown(name: str) -> None:
     registry.get_architecture(name)
 
 
-def build(spec: ModelSpec, *, strict: bool = True, device: str | torch.device | None = None) -> torch.nn.Module:
+def build(
+    spec: ModelSpec, *, strict: bool = True, device: str | torch.device | None = None
+) -> torch.nn.Module:
     """Instantiate ``spec`` and load its weights (if any)."""
     model, _ = build_with_report(spec, strict=strict, device=device)
     return model
@@ -359,7 +375,9 @@ def count_parameters_of(arch: str, scale: int, kwargs: Mapping[str, Any]) -> int
     return count_parameters(model)
 
 
-def supported_scales(arch: str, kwargs: Mapping[str, Any] | None = None, candidates=(2, 3, 4, 8)) -> tuple[int, ...]:
+def supported_scales(
+    arch: str, kwargs: Mapping[str, Any] | None = None, candidates=(2, 3, 4, 8)
+) -> tuple[int, ...]:
     """Scales an architecture builds at (probed on the meta device)."""
     factory = registry.get_architecture(arch)
     ok = []
@@ -445,5 +463,8 @@ def _file_info(ws: registry.WeightSource) -> dict[str, Any]:
     if ws.published:
         out["published"] = {b: list(v) for b, v in ws.published.items()}
     if ws.alternatives:
-        out["alternatives"] = [{"source": a.source, "notes": a.notes, "arguments": _jsonable(dict(a.kwargs))} for a in ws.alternatives]
+        out["alternatives"] = [
+            {"source": a.source, "notes": a.notes, "arguments": _jsonable(dict(a.kwargs))}
+            for a in ws.alternatives
+        ]
     return out

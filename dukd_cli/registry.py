@@ -217,7 +217,9 @@ def get_architecture(name: str) -> Callable[..., Any]:
         )
     obj = entries[name].load()
     if obj is None:
-        raise UnknownModelError(f"architecture '{name}' is installed but failed to load: {_failed[(ARCH_GROUP, name)]}")
+        raise UnknownModelError(
+            f"architecture '{name}' is installed but failed to load: {_failed[(ARCH_GROUP, name)]}"
+        )
     return obj
 
 
@@ -228,9 +230,13 @@ def get_preset(name: str) -> Preset | None:
         return None
     obj = entries[name].load()
     if obj is None:
-        raise UnknownModelError(f"preset '{name}' is installed but failed to load: {_failed[(PRESET_GROUP, name)]}")
+        raise UnknownModelError(
+            f"preset '{name}' is installed but failed to load: {_failed[(PRESET_GROUP, name)]}"
+        )
     if not isinstance(obj, Preset):
-        raise UnknownModelError(f"preset '{name}' from {entries[name].provider} is not a dukd_cli.registry.Preset")
+        raise UnknownModelError(
+            f"preset '{name}' from {entries[name].provider} is not a dukd_cli.registry.Preset"
+        )
     return obj
 
 
@@ -242,7 +248,9 @@ def get_method(name: str) -> Any:
         )
     obj = entries[name].load()
     if obj is None:
-        raise UnknownModelError(f"method '{name}' is installed but failed to load: {_failed[(METHOD_GROUP, name)]}")
+        raise UnknownModelError(
+            f"method '{name}' is installed but failed to load: {_failed[(METHOD_GROUP, name)]}"
+        )
     return obj
 
 

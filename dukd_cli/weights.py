@@ -51,7 +51,9 @@ def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
     """Turn a weight source into a local file path (downloading through the cache if needed)."""
     s = os.fspath(source)
     if is_remote(s):
-        if is_repo_source(s):  # a super-image repository: its file for the scale (dukd_cli.models sets the semantics)
+        if is_repo_source(
+            s
+        ):  # a super-image repository: its file for the scale (dukd_cli.models sets the semantics)
             if scale is None:
                 raise WeightsError(f"{s} names a repository; a scale is needed to pick its file")
             s = expand_repo(s, scale)[0]
@@ -294,7 +296,9 @@ def load_into(
             own[k].copy_(v.to(dtype=own[k].dtype))
     report.loaded = sorted(usable)
     if not strict and not report.loaded:
-        raise StateDictMismatchError(f"{source}: no key of the checkpoint matches the model\n{report.format()}")
+        raise StateDictMismatchError(
+            f"{source}: no key of the checkpoint matches the model\n{report.format()}"
+        )
     return report
 
 

@@ -24,7 +24,9 @@ def shared() -> Path:
     """The shared data folder; skips the test when it is absent."""
     root = shared_root()
     if not (root / "data").is_dir():
-        pytest.skip(f"shared data not found at {root} (set DUKD_SHARED to the folder holding data/ and models/)")
+        pytest.skip(
+            f"shared data not found at {root} (set DUKD_SHARED to the folder holding data/ and models/)"
+        )
     return root
 
 

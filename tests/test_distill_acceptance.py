@@ -83,7 +83,9 @@ def _fixed_batch_losses(trainer, model) -> dict[str, float]:
     return {"rec": float((sr - hr).abs().mean()), "kd": float((sr - t).abs().mean())}
 
 
-def test_acceptance_slow_dukd_from_real_imdn_teacher_beats_bicubic(shared, imdn_dir, benchmarks_dir, bicres_plugin, tmp_path):
+def test_acceptance_slow_dukd_from_real_imdn_teacher_beats_bicubic(
+    shared, imdn_dir, benchmarks_dir, bicres_plugin, tmp_path
+):
     if not (benchmarks_dir / "Set5").is_dir():
         pytest.skip("Set5 not found in the shared data")
     cfg = C.DistillConfig()
@@ -117,7 +119,9 @@ def test_acceptance_slow_dukd_from_real_imdn_teacher_beats_bicubic(shared, imdn_
     psnr = vals[-1]["val_psnr"]
     assert psnr > BICUBIC_SET5_X4 + 0.1, f"EMA student Set5 x4 PSNR {psnr:.2f} dB is not above bicubic"
     assert result.best_psnr == pytest.approx(psnr)
-    print(f"fixed-batch L1 before {before}, after {after}; Set5 x4 EMA PSNR {psnr:.2f} dB (bicubic {BICUBIC_SET5_X4})")
+    print(
+        f"fixed-batch L1 before {before}, after {after}; Set5 x4 EMA PSNR {psnr:.2f} dB (bicubic {BICUBIC_SET5_X4})"
+    )
     w = load_file(str(run / "student.safetensors"))
     assert "tail.weight" in w and w["tail.weight"].abs().sum() > 0  # learned something
     assert (run / "student_best.safetensors").is_file() and (run / "config.toml").is_file()

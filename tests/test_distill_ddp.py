@@ -37,8 +37,13 @@ def _cfg(data, cache, batch):
 
 
 def _worker(rank: int, world: int, port: int, data: str, cache: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     from pathlib import Path
 
@@ -49,7 +54,6 @@ def _worker(rank: int, world: int, port: int, data: str, cache: str, out: str) -
     tr.fit()
     torch.save(tr.student_module.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     ddp.shutdown()
-
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
@@ -65,7 +69,9 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 
     torch.manual_seed(5)
     teacher = create_model("edsr", 2, n_feats=8, n_resblocks=1)
-    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp_path / "teacher.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp_path / "teacher.safetensors")
+    )
     # One process, global batch 4 (also fills the cache so the ranks only read it).
     from dukd_cli.distill.trainer import Trainer
 

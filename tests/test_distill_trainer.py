@@ -35,12 +35,12 @@ class NaNAfter3(Scratch):
             yield group
 '''
 
-HF_PRESET_PLUGIN = '''
+HF_PRESET_PLUGIN = """
 from dukd_cli.registry import Preset
 
 HFTEACH = Preset(arch="tiny", kwargs={"n_feats": 8}, scales=(2, 4),
                  weights={4: "hf://nobody/none/w.safetensors"}, description="weights on the Hub only")
-'''
+"""
 
 
 def _dist(root, name, module, code, entry_points):
@@ -58,8 +58,20 @@ def _dist(root, name, module, code, entry_points):
 def extra_plugins(tiny_plugin, tmp_path_factory, monkeypatch):
     """A third-party method (NaN after 3 iterations) and a preset whose weights live only on the Hub."""
     root = tmp_path_factory.mktemp("plugins2")
-    _dist(root, "dukd-nanplugin", "dukd_nanplugin", NAN_PLUGIN, "[dukd.methods]\nnanmethod = dukd_nanplugin:NaNAfter3\n")
-    _dist(root, "dukd-hfplugin", "dukd_hfplugin", HF_PRESET_PLUGIN, "[dukd.presets]\nhfteach = dukd_hfplugin:HFTEACH\n")
+    _dist(
+        root,
+        "dukd-nanplugin",
+        "dukd_nanplugin",
+        NAN_PLUGIN,
+        "[dukd.methods]\nnanmethod = dukd_nanplugin:NaNAfter3\n",
+    )
+    _dist(
+        root,
+        "dukd-hfplugin",
+        "dukd_hfplugin",
+        HF_PRESET_PLUGIN,
+        "[dukd.presets]\nhfteach = dukd_hfplugin:HFTEACH\n",
+    )
     monkeypatch.syspath_prepend(str(root))
     registry.refresh()
     yield root
@@ -95,7 +107,11 @@ def setup(tiny_plugin, tmp_path):
 def _cfg(s, method="dukd", iters=6, workers=0, **train):
     cfg = C.DistillConfig()
     cfg.student.name, cfg.student.scale, cfg.student.args = "tiny", 2, {"n_feats": 4}
-    cfg.teacher.name, cfg.teacher.weights, cfg.teacher.args = "tiny", str(s["teacher_weights"]), {"n_feats": 8}
+    cfg.teacher.name, cfg.teacher.weights, cfg.teacher.args = (
+        "tiny",
+        str(s["teacher_weights"]),
+        {"n_feats": 8},
+    )
     cfg.method.name = method
     cfg.method.options = {"aug_prob": 0.5} if method == "dukd" else {}
     cfg.data.paths, cfg.data.cache_dir, cfg.data.workers = [str(s["data"])], str(s["cache"]), workers
@@ -142,7 +158,9 @@ def test_resume_is_bit_exact(setup, workers):
     Trainer(C.DistillConfig(), root / "grow", resume=True, overrides={"train.iters": 6}).fit()
     ref = _weights(root / "one")
     assert _same(ref, _weights(root / "cut")) and _same(ref, _weights(root / "grow"))
-    assert (root / "one" / "student.safetensors").read_bytes() == (root / "cut" / "student.safetensors").read_bytes()
+    assert (root / "one" / "student.safetensors").read_bytes() == (
+        root / "cut" / "student.safetensors"
+    ).read_bytes()
     # metrics.jsonl: one record per log step, none duplicated by the resume.
     its = [json.loads(x)["iteration"] for x in (root / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert its == [2, 4, 6]
@@ -164,7 +182,9 @@ def test_sigint_saves_and_exits_cleanly(setup):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(setup, extra_plugins):
     run = setup["root"] / "nan"
     cfg = _cfg(setup, method="nanmethod", iters=10, save_every=2, log_every=5)
-    with pytest.raises(NonFiniteLossError, match=r"NaN/inf at iteration 4.*last good checkpoint \(iteration 2\)"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"NaN/inf at iteration 4.*last good checkpoint \(iteration 2\)"
+    ):
         Trainer(cfg, run).fit()
     assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 2
     w = _weights(run)
@@ -173,9 +193,31 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(setup, extra_plugins):
 
 def test_third_party_method_and_nan_via_cli(setup, extra_plugins, run_dukd):
     code, out, err = run_dukd(
-        "distill", "--student", "tiny", "--student-arg", "n_feats=4", "--scale", "2", "--method", "nanmethod",
-        "--data", setup["data"], "--cache-dir", setup["cache"], "--iters", "8", "--batch-size", "2",
-        "--patch-size", "8", "--val-every", "0", "--out", setup["root"] / "cli-nan", "--save-every", "2",
+        "distill",
+        "--student",
+        "tiny",
+        "--student-arg",
+        "n_feats=4",
+        "--scale",
+        "2",
+        "--method",
+        "nanmethod",
+        "--data",
+        setup["data"],
+        "--cache-dir",
+        setup["cache"],
+        "--iters",
+        "8",
+        "--batch-size",
+        "2",
+        "--patch-size",
+        "8",
+        "--val-every",
+        "0",
+        "--out",
+        setup["root"] / "cli-nan",
+        "--save-every",
+        "2",
     )
     assert code == 1 and "Traceback" not in err
     assert "NaN/inf" in err and "last good checkpoint (iteration 2)" in err
@@ -183,9 +225,29 @@ def test_third_party_method_and_nan_via_cli(setup, extra_plugins, run_dukd):
 
 def test_cli_run_dry_run_and_resume_checks(setup, run_dukd):
     base = [
-        "distill", "--teacher", "tiny", "--teacher-arg", "n_feats=8", "--teacher-weights", setup["teacher_weights"],
-        "--student", "tiny", "--student-arg", "n_feats=4", "--scale", "2", "--data", setup["data"],
-        "--cache-dir", setup["cache"], "--batch-size", "2", "--patch-size", "8", "--val-every", "0",
+        "distill",
+        "--teacher",
+        "tiny",
+        "--teacher-arg",
+        "n_feats=8",
+        "--teacher-weights",
+        setup["teacher_weights"],
+        "--student",
+        "tiny",
+        "--student-arg",
+        "n_feats=4",
+        "--scale",
+        "2",
+        "--data",
+        setup["data"],
+        "--cache-dir",
+        setup["cache"],
+        "--batch-size",
+        "2",
+        "--patch-size",
+        "8",
+        "--val-every",
+        "0",
     ]
     code, out, err = run_dukd(*base, "--dry-run", "--w-pix", "3")
     assert code == 0, err
@@ -220,8 +282,21 @@ def test_offline_hub_teacher_fails_with_one_line(setup, extra_plugins, run_dukd,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     code, out, err = run_dukd(
-        "distill", "--teacher", "hfteach", "--student", "tiny", "--scale", "4", "--data", setup["data"],
-        "--cache-dir", setup["cache"], "--iters", "1", "--out", tmp_path / "r",
+        "distill",
+        "--teacher",
+        "hfteach",
+        "--student",
+        "tiny",
+        "--scale",
+        "4",
+        "--data",
+        setup["data"],
+        "--cache-dir",
+        setup["cache"],
+        "--iters",
+        "1",
+        "--out",
+        tmp_path / "r",
     )
     assert code == 1
     assert "Traceback" not in err and "--teacher-weights" in err
@@ -231,15 +306,30 @@ def test_offline_hub_teacher_fails_with_one_line(setup, extra_plugins, run_dukd,
 
 def test_teacher_without_weights_and_scale_mismatch(setup, run_dukd, tmp_path):
     # A dry run needs no weights: it says that none are declared; a real run stops with one line.
-    code, out, err = run_dukd("distill", "--teacher", "tiny", "--student", "tiny", "--scale", "2", "--dry-run")
+    code, out, err = run_dukd(
+        "distill", "--teacher", "tiny", "--student", "tiny", "--scale", "2", "--dry-run"
+    )
     assert code == 0 and "teacher file: none declared: pass --teacher-weights FILE" in out
-    code, _, err = run_dukd("distill", "--teacher", "tiny", "--student", "tiny", "--scale", "2", "--iters", "1",
-                            "--out", tmp_path / "no-teacher")
+    code, _, err = run_dukd(
+        "distill",
+        "--teacher",
+        "tiny",
+        "--student",
+        "tiny",
+        "--scale",
+        "2",
+        "--iters",
+        "1",
+        "--out",
+        tmp_path / "no-teacher",
+    )
     assert code == 1 and "--teacher-weights" in err and not (tmp_path / "no-teacher").exists()
     # An exported x2 teacher with an x4 student.
     exp = tmp_path / "exp"
     exp.mkdir()
-    (exp / "config.json").write_text(json.dumps({"architecture": "tiny", "scale": 2, "arguments": {"n_feats": 8}}))
+    (exp / "config.json").write_text(
+        json.dumps({"architecture": "tiny", "scale": 2, "arguments": {"n_feats": 8}})
+    )
     save_file(load_file(str(setup["teacher_weights"])), str(exp / "model.safetensors"))
     code, _, err = run_dukd("distill", "--teacher", exp, "--student", "tiny", "--scale", "4", "--dry-run")
     assert code == 1 and "teacher is x2 but the student is x4" in err
@@ -247,7 +337,11 @@ def test_teacher_without_weights_and_scale_mismatch(setup, run_dukd, tmp_path):
 
 def test_config_toml_round_trip_and_overrides(tmp_path):
     cfg = C.DistillConfig()
-    cfg.student.name, cfg.student.scale, cfg.student.args = "edsr-s", 4, {"n_feats": 32, "rgb_mean": [0.4, 0.5, 0.6]}
+    cfg.student.name, cfg.student.scale, cfg.student.args = (
+        "edsr-s",
+        4,
+        {"n_feats": 32, "rgb_mean": [0.4, 0.5, 0.6]},
+    )
     cfg.teacher.name, cfg.teacher.weights = "edsr-l", 'C:\\w "x".pth'
     cfg.method.options = {"w_pix": 5.0, "aug_ops": ["hflip", "invert"], "zoom_out": False, "zoom_in_tiles": 1}
     cfg.data.paths = ["builtin", "/data/DIV2K"]
@@ -260,7 +354,12 @@ def test_config_toml_round_trip_and_overrides(tmp_path):
     (tmp_path / "d.toml").write_text('[train]\niters = 10\nlr = 0.001\n[method]\nname = "kd"\nw_kd = 2\n')
     d = C.load(tmp_path / "d.toml")
     d.set("train.lr", 0.5)
-    assert d.train.iters == 10 and d.train.lr == 0.5 and d.method.name == "kd" and d.method.options == {"w_kd": 2}
+    assert (
+        d.train.iters == 10
+        and d.train.lr == 0.5
+        and d.method.name == "kd"
+        and d.method.options == {"w_kd": 2}
+    )
     (tmp_path / "e.toml").write_text("[train]\nitres = 10\n")
     with pytest.raises(DukdError, match="unknown configuration key"):
         C.load(tmp_path / "e.toml")

@@ -26,8 +26,17 @@ REFERENCE = {
 def test_bicubic_reproduces_the_reference_table(scale, benchmarks_dir, run_dukd, tmp_path):
     out = tmp_path / "r.json"
     code, stdout, err = run_dukd(
-        "evaluate", "--model", "bicubic", "--scale", scale, "--bench", "set5,set14,bsd100",
-        "--data-dir", benchmarks_dir, "--json", out,
+        "evaluate",
+        "--model",
+        "bicubic",
+        "--scale",
+        scale,
+        "--bench",
+        "set5,set14,bsd100",
+        "--data-dir",
+        benchmarks_dir,
+        "--json",
+        out,
     )
     assert code == 0, err
     data = json.loads(out.read_text())
@@ -57,7 +66,9 @@ def test_missing_set_says_where_it_looked(tmp_path, monkeypatch, run_dukd):
     monkeypatch.delenv("DUKD_DATA", raising=False)
     with pytest.raises(DukdError, match=r"Urban100 not found \(looked in .*empty.*cache"):
         find_set("urban100", tmp_path / "empty")
-    code, out, err = run_dukd("evaluate", "--model", "bicubic", "--scale", "4", "--data-dir", tmp_path / "empty")
+    code, out, err = run_dukd(
+        "evaluate", "--model", "bicubic", "--scale", "4", "--data-dir", tmp_path / "empty"
+    )
     assert code == 1 and "none of Set5, Set14, BSD100, Urban100 found" in err
     code, out, err = run_dukd("evaluate", "--model", "bicubic", "--scale", "4", "--bench", "nosuchset")
     assert code == 1 and "unknown benchmark 'nosuchset'" in err
@@ -92,10 +103,30 @@ def test_reference_model_and_csv_and_saved_images(tiny_plugin, benchmarks_dir, t
 
     save_file(m.state_dict(), str(tmp_path / "w.safetensors"))
     code, out, err = run_dukd(
-        "evaluate", "--model", "tiny", "--arg", "n_feats=4", "--weights", tmp_path / "w.safetensors",
-        "--scale", "2", "--bench", "set5", "--data-dir", benchmarks_dir, "--max-images", "2",
-        "--reference-model", "bicubic", "--per-image", "--csv", tmp_path / "r.csv",
-        "--save-images", tmp_path / "sr", "--json", tmp_path / "r.json",
+        "evaluate",
+        "--model",
+        "tiny",
+        "--arg",
+        "n_feats=4",
+        "--weights",
+        tmp_path / "w.safetensors",
+        "--scale",
+        "2",
+        "--bench",
+        "set5",
+        "--data-dir",
+        benchmarks_dir,
+        "--max-images",
+        "2",
+        "--reference-model",
+        "bicubic",
+        "--per-image",
+        "--csv",
+        tmp_path / "r.csv",
+        "--save-images",
+        tmp_path / "sr",
+        "--json",
+        tmp_path / "r.json",
     )
     assert code == 0, err
     rows = list(csv.DictReader(open(tmp_path / "r.csv")))
@@ -142,8 +173,19 @@ def test_lr_provided(benchmarks_dir, tmp_path):
 def test_real_pretrained_imdn_matches_its_published_table(imdn_dir, benchmarks_dir, run_dukd, tmp_path):
     """IMDN's released x4 weights through the resolver and `dukd evaluate` give its authors' Set14 figure."""
     code, out, err = run_dukd(
-        "evaluate", "--model", "imdn", "--weights", imdn_dir / "IMDN_x4.pth", "--scale", "4",
-        "--bench", "set14", "--data-dir", benchmarks_dir, "--json", tmp_path / "r.json",
+        "evaluate",
+        "--model",
+        "imdn",
+        "--weights",
+        imdn_dir / "IMDN_x4.pth",
+        "--scale",
+        "4",
+        "--bench",
+        "set14",
+        "--data-dir",
+        benchmarks_dir,
+        "--json",
+        tmp_path / "r.json",
     )
     assert code == 0, err
     r = json.loads((tmp_path / "r.json").read_text())["results"][0]

@@ -31,7 +31,12 @@ def test_export_directory_contents_and_reload(tiny_plugin, tmp_path):
     w = tiny_weights(tmp_path / "w.safetensors")
     out = tmp_path / "exported"
     res = export_model("tiny", out, scale=2, weights=str(w), kwargs={"n_feats": 8})
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.onnx", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.onnx",
+        "model.safetensors",
+    ]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architecture"] == "tiny" and cfg["scale"] == 2 and cfg["arguments"] == {"n_feats": 8}
     assert cfg["input_range"] == "[0,1] RGB"
@@ -226,7 +231,9 @@ def test_export_from_distill_run_dir(tiny_plugin, tmp_path, run_dukd):
         ref = create_model("tiny", 2, weights=str(run / "student.safetensors"), n_feats=4)
         assert torch.equal(build(resolve_spec(str(out)))(x), ref(x))
     # --scale must agree with the run.
-    code, _, err = run_dukd("export", "--model", run, "-o", tmp_path / "x", "--scale", "4", "--format", "safetensors")
+    code, _, err = run_dukd(
+        "export", "--model", run, "-o", tmp_path / "x", "--scale", "4", "--format", "safetensors"
+    )
     assert code == 1 and "x2" in err
 
 
@@ -234,7 +241,9 @@ def test_export_with_run_option_and_defensive_metrics(tiny_plugin, tmp_path):
     run = make_run_dir(tmp_path, metrics=False)
     w = tiny_weights(tmp_path / "w.safetensors", n_feats=4)
     out = tmp_path / "e"
-    export_model("tiny", out, scale=2, weights=str(w), kwargs={"n_feats": 4}, run_dir=run, formats="safetensors")
+    export_model(
+        "tiny", out, scale=2, weights=str(w), kwargs={"n_feats": 4}, run_dir=run, formats="safetensors"
+    )
     prov = json.loads((out / "config.json").read_text())["provenance"]
     assert prov["method"] == "dukd" and "validation" not in prov
     assert read_metrics(tmp_path / "missing.jsonl") == {}
@@ -244,7 +253,19 @@ def test_cli_export_then_model_dir(tiny_plugin, tmp_path, run_dukd):
     w = tiny_weights(tmp_path / "w.safetensors", scale=4)
     out = tmp_path / "cli"
     code, stdout, err = run_dukd(
-        "export", "--model", "tiny", "--weights", w, "--scale", "4", "--arg", "n_feats=8", "--format", "safetensors,onnx", "-o", out
+        "export",
+        "--model",
+        "tiny",
+        "--weights",
+        w,
+        "--scale",
+        "4",
+        "--arg",
+        "n_feats=8",
+        "--format",
+        "safetensors,onnx",
+        "-o",
+        out,
     )
     assert code == 0, err
     assert "exported tiny x4" in stdout and "ONNX opset" in stdout
@@ -281,11 +302,26 @@ def test_push_to_hub_calls(tiny_plugin, tmp_path, run_dukd, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     out = tmp_path / "hub"
     code, stdout, err = run_dukd(
-        "export", "--model", "tiny", "--scale", "2", "--format", "safetensors", "-o", out, "--push-to-hub", "me/tiny-x2", "--private"
+        "export",
+        "--model",
+        "tiny",
+        "--scale",
+        "2",
+        "--format",
+        "safetensors",
+        "-o",
+        out,
+        "--push-to-hub",
+        "me/tiny-x2",
+        "--private",
     )
     assert code == 0, err
     assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
-    assert calls[0][1]["repo_id"] == "me/tiny-x2" and calls[0][1]["private"] is True and calls[0][1]["exist_ok"] is True
+    assert (
+        calls[0][1]["repo_id"] == "me/tiny-x2"
+        and calls[0][1]["private"] is True
+        and calls[0][1]["exist_ok"] is True
+    )
     assert calls[1][1]["repo_id"] == "me/tiny-x2" and Path(calls[1][1]["folder_path"]) == out
     assert "pushed to https://huggingface.co/me/tiny-x2" in stdout
 

@@ -108,7 +108,9 @@ def test_upscale_without_model_uses_the_shipped_student(tmp_path, run_dukd):
     with Image.open(out) as im:
         assert im.size == (31 * 4, 23 * 4) and im.mode == "RGB"
     # The same pixels as asking for the preset by name.
-    code, _, err = run_dukd("upscale", src, "-o", tmp_path / "named.png", "--model", DEFAULT_STUDENT, "--quiet")
+    code, _, err = run_dukd(
+        "upscale", src, "-o", tmp_path / "named.png", "--model", DEFAULT_STUDENT, "--quiet"
+    )
     assert code == 0, err
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "named.png")))
 
@@ -116,7 +118,16 @@ def test_upscale_without_model_uses_the_shipped_student(tmp_path, run_dukd):
 def test_demo_runs_and_prints_its_table(tmp_path, run_dukd):
     run = tmp_path / "demo"
     code, out, err = run_dukd(
-        "distill", "--demo", "--iters", "2", "--batch-size", "2", "--out", run, "--cache-dir", tmp_path / "cache"
+        "distill",
+        "--demo",
+        "--iters",
+        "2",
+        "--batch-size",
+        "2",
+        "--out",
+        run,
+        "--cache-dir",
+        tmp_path / "cache",
     )
     assert code == 0, err
     for row in ("bicubic", "student, before", "student, after", "teacher", "shipped student"):
@@ -126,7 +137,15 @@ def test_demo_runs_and_prints_its_table(tmp_path, run_dukd):
 
 def test_bare_distill_is_the_demo(tmp_path, run_dukd):
     code, out, err = run_dukd(
-        "distill", "--iters", "1", "--batch-size", "1", "--out", tmp_path / "d", "--cache-dir", tmp_path / "cache"
+        "distill",
+        "--iters",
+        "1",
+        "--batch-size",
+        "1",
+        "--out",
+        tmp_path / "d",
+        "--cache-dir",
+        tmp_path / "cache",
     )
     assert code == 0, err
     assert "built-in demo" in out and "student, after" in out
@@ -144,8 +163,14 @@ def test_demo_api_rows_and_holdout(tmp_path):
 
     assert not any(Path(p).name in HOLDOUT for p in training_photos())
     cfg = demo_config(iters=3, device="cpu")
-    assert cfg.student.name == DEFAULT_STUDENT and cfg.teacher.name == DEFAULT_TEACHER and cfg.method.name == "dukd"
-    result = run_demo(tmp_path / "run", iters=3, batch_size=2, device="cpu", cache_dir=str(tmp_path / "cache"))
+    assert (
+        cfg.student.name == DEFAULT_STUDENT
+        and cfg.teacher.name == DEFAULT_TEACHER
+        and cfg.method.name == "dukd"
+    )
+    result = run_demo(
+        tmp_path / "run", iters=3, batch_size=2, device="cpu", cache_dir=str(tmp_path / "cache")
+    )
     names = [r.name for r in result.rows]
     assert names == ["bicubic", "student, before", "student, after", "teacher", "shipped student"]
     rows = {r.name: r for r in result.rows}

@@ -113,7 +113,9 @@ def test_rgba_alpha_bicubic_and_model(tiny, tmp_path, run_dukd):
         assert im.mode == "RGBA" and im.size == (64, 48)
         out = np.asarray(im)
     a = torch.from_numpy(alpha.astype(np.float32) / 255)[None, None]
-    ref_alpha = F.interpolate(a, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)[0, 0].numpy()
+    ref_alpha = (
+        F.interpolate(a, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)[0, 0].numpy()
+    )
     assert max_diff(out[..., 3], (ref_alpha * 255 + 0.5).astype(np.uint8)) <= 1
     assert max_diff(out[..., :3], expected_rgb(m, arr)) <= 1
 
@@ -136,7 +138,9 @@ def test_palette_and_cmyk_are_converted(tiny, tmp_path, run_dukd):
     Image.fromarray(arr).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(tmp_path / "p.png")
     Image.fromarray(arr).convert("CMYK").save(tmp_path / "c.jpg", quality=95)
     out = tmp_path / "out"
-    code, _, err = run_dukd("upscale", tmp_path / "p.png", tmp_path / "c.jpg", "-o", out, "--ext", "png", *model_opts(w))
+    code, _, err = run_dukd(
+        "upscale", tmp_path / "p.png", tmp_path / "c.jpg", "-o", out, "--ext", "png", *model_opts(w)
+    )
     assert code == 0, err
     for name in ("p.png", "c.png"):
         with Image.open(out / name) as im:
@@ -197,7 +201,9 @@ def test_outscale_ext_and_suffix(tiny, tmp_path, run_dukd):
     out = tmp_path / "pic_x3.webp"
     with Image.open(out) as im:
         assert im.size == (96, 72) and im.format == "WEBP"
-    code, _, err = run_dukd("upscale", src, "--suffix", "_big", "--ext", "jpg", "--outscale", "1.5", *model_opts(w))
+    code, _, err = run_dukd(
+        "upscale", src, "--suffix", "_big", "--ext", "jpg", "--outscale", "1.5", *model_opts(w)
+    )
     assert code == 0, err
     with Image.open(tmp_path / "pic_big.jpg") as im:
         assert im.size == (48, 36) and im.format == "JPEG"
@@ -210,7 +216,20 @@ def test_tiled_cli_matches_whole(tiny, tmp_path, run_dukd):
     src = tmp_path / "big.png"
     Image.fromarray(rgb_array(70, 90, seed=2)).save(src)
     assert run_dukd("upscale", src, "-o", tmp_path / "whole.png", *model_opts(w))[0] == 0
-    assert run_dukd("upscale", src, "-o", tmp_path / "tiled.png", "--tile", "32", "--tile-overlap", "8", *model_opts(w))[0] == 0
+    assert (
+        run_dukd(
+            "upscale",
+            src,
+            "-o",
+            tmp_path / "tiled.png",
+            "--tile",
+            "32",
+            "--tile-overlap",
+            "8",
+            *model_opts(w),
+        )[0]
+        == 0
+    )
     assert run_dukd("upscale", src, "-o", tmp_path / "auto.png", "--tile", "auto", *model_opts(w))[0] == 0
     a = np.asarray(Image.open(tmp_path / "whole.png"))
     b = np.asarray(Image.open(tmp_path / "tiled.png"))
@@ -310,15 +329,58 @@ def test_model_checks(tiny, tmp_path, run_dukd):
     w, _ = tiny
     src = tmp_path / "a.png"
     Image.fromarray(rgb_array()).save(src)
-    code, _, err = run_dukd("upscale", src, "--model", "tiny", "--scale", "4", "--weights", w, "--arg", "n_feats=8")
+    code, _, err = run_dukd(
+        "upscale", src, "--model", "tiny", "--scale", "4", "--weights", w, "--arg", "n_feats=8"
+    )
     assert code == 1 and "Traceback" not in err  # x2 weights in a x4 model: a clear mismatch
     code, _, err = run_dukd("upscale", src, "--model", "tiny", "--scale", "2")
     assert code == 1 and "--weights" in err
-    code, _, err = run_dukd("upscale", src, "--model", "tiny", "--scale", "2", "--weights", w, "--arg", "n_feats=8", "--precision", "fp16", "--device", "cpu")
+    code, _, err = run_dukd(
+        "upscale",
+        src,
+        "--model",
+        "tiny",
+        "--scale",
+        "2",
+        "--weights",
+        w,
+        "--arg",
+        "n_feats=8",
+        "--precision",
+        "fp16",
+        "--device",
+        "cpu",
+    )
     assert code == 1 and "fp16" in err
-    code, _, err = run_dukd("upscale", src, "--model", "tiny", "--scale", "2", "--weights", w, "--arg", "n_feats=8", "--device", "nope")
+    code, _, err = run_dukd(
+        "upscale",
+        src,
+        "--model",
+        "tiny",
+        "--scale",
+        "2",
+        "--weights",
+        w,
+        "--arg",
+        "n_feats=8",
+        "--device",
+        "nope",
+    )
     assert code == 1 and "device" in err
-    code, _, err = run_dukd("upscale", src, "--model", "tiny", "--scale", "2", "--weights", w, "--arg", "n_feats=8", "--tile", "big")
+    code, _, err = run_dukd(
+        "upscale",
+        src,
+        "--model",
+        "tiny",
+        "--scale",
+        "2",
+        "--weights",
+        w,
+        "--arg",
+        "n_feats=8",
+        "--tile",
+        "big",
+    )
     assert code == 1 and "--tile" in err
 
 
@@ -334,7 +396,9 @@ def test_export_round_trip_same_pixels(tiny, tmp_path, run_dukd):
     arr = rgb_array(30, 44, seed=4)
     Image.fromarray(arr).save(src)
     exported = tmp_path / "exported"
-    code, _, err = run_dukd("export", "--model", "tiny", "--weights", w, "--scale", "2", "--arg", "n_feats=8", "-o", exported)
+    code, _, err = run_dukd(
+        "export", "--model", "tiny", "--weights", w, "--scale", "2", "--arg", "n_feats=8", "-o", exported
+    )
     assert code == 0, err
     assert run_dukd("upscale", src, "-o", tmp_path / "orig.png", *model_opts(w))[0] == 0
     code, _, err = run_dukd("upscale", src, "-o", tmp_path / "dir.png", "--model", exported)
@@ -343,18 +407,24 @@ def test_export_round_trip_same_pixels(tiny, tmp_path, run_dukd):
     b = np.asarray(Image.open(tmp_path / "dir.png"))
     assert np.array_equal(a, b)
     # ONNX Runtime: the same pixels (within rounding), whole and tiled.
-    code, _, err = run_dukd("upscale", src, "-o", tmp_path / "onnx.png", "--model", exported, "--runtime", "onnx")
+    code, _, err = run_dukd(
+        "upscale", src, "-o", tmp_path / "onnx.png", "--model", exported, "--runtime", "onnx"
+    )
     assert code == 0, err
     assert max_diff(np.asarray(Image.open(tmp_path / "onnx.png")), a) <= 1
     tiled = ["--tile", "16", "--tile-overlap", "4"]
-    code, _, err = run_dukd("upscale", src, "-o", tmp_path / "onnx_t.png", "--model", exported, "--runtime", "onnx", *tiled)
+    code, _, err = run_dukd(
+        "upscale", src, "-o", tmp_path / "onnx_t.png", "--model", exported, "--runtime", "onnx", *tiled
+    )
     assert code == 0, err
     assert run_dukd("upscale", src, "-o", tmp_path / "torch_t.png", *tiled, *model_opts(w))[0] == 0
     c = np.asarray(Image.open(tmp_path / "onnx_t.png"))
     assert max_diff(c, np.asarray(Image.open(tmp_path / "torch_t.png"))) <= 1
     code, _, err = run_dukd("upscale", src, "-o", tmp_path / "x.png", "--model", exported, "--scale", "4")
     assert code == 1 and "x2" in err
-    code, _, err = run_dukd("upscale", src, "-o", tmp_path / "x.png", "--model", "tiny", "--scale", "2", "--runtime", "onnx")
+    code, _, err = run_dukd(
+        "upscale", src, "-o", tmp_path / "x.png", "--model", "tiny", "--scale", "2", "--runtime", "onnx"
+    )
     assert code == 1 and "exported" in err
 
 

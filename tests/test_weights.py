@@ -54,7 +54,10 @@ def test_wrappers_and_prefixes_are_unwrapped(tiny, tmp_path, wrap):
 
 
 def test_foreign_layout_is_converted_by_the_model(tiny, tmp_path):
-    foreign = {k.replace("conv_first.", "head.").replace("conv_last.", "tail."): v for k, v in tiny.state_dict().items()}
+    foreign = {
+        k.replace("conv_first.", "head.").replace("conv_last.", "tail."): v
+        for k, v in tiny.state_dict().items()
+    }
     assert any(k.startswith("head.") for k in foreign)
     torch.save({"params": foreign}, tmp_path / "foreign.pt")
     assert _same_output(tiny, create_model("tiny", 2, n_feats=4, weights=str(tmp_path / "foreign.pt")))
@@ -132,7 +135,9 @@ def test_hub_source_parsing():
             parse_hub_source(bad)
 
 
-def _build_hub_cache(cache, repo_id, filename, payload: bytes, commit="0123456789abcdef0123456789abcdef01234567"):
+def _build_hub_cache(
+    cache, repo_id, filename, payload: bytes, commit="0123456789abcdef0123456789abcdef01234567"
+):
     """Lay a file out exactly as huggingface_hub's cache does (blobs, refs, snapshots)."""
     repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
     blob = hashlib.sha256(payload).hexdigest()

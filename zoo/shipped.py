@@ -39,7 +39,10 @@ def model_card(name: str) -> Path:
 def _shipped(name: str, kwargs: dict, description: str) -> Preset:
     """An x4 EDSR preset whose weights are the shipped file of ``name`` (verified: made and measured here)."""
     source = WeightSource(
-        str(weight_file(name)), {}, True, f"shipped with dukd, trained by this project; model card: {model_card(name)}"
+        str(weight_file(name)),
+        {},
+        True,
+        f"shipped with dukd, trained by this project; model card: {model_card(name)}",
     )
     return Preset(arch="edsr", kwargs=kwargs, scales=(4,), weights={4: source}, description=description)
 

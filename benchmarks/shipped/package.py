@@ -62,8 +62,10 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    return (f"{os.cpu_count()}-core {cpu or platform.processor() or 'CPU'} ({platform.machine()}), no GPU; "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    return (
+        f"{os.cpu_count()}-core {cpu or platform.processor() or 'CPU'} ({platform.machine()}), no GPU; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
 
 def metrics_table(ev: dict[str, dict]) -> str:
@@ -108,20 +110,28 @@ def main() -> int:
     from dukd_cli.models import count_parameters_of
 
     hw = hardware()
-    ev = {k: load_eval(runs / f"eval-{k}.json") for k in ("bicubic", "teacher", "student-scratch", "student-kd", "student-dukd")}
+    ev = {
+        k: load_eval(runs / f"eval-{k}.json")
+        for k in ("bicubic", "teacher", "student-scratch", "student-kd", "student-dukd")
+    }
     teacher = run_facts(runs / "teacher")
     students = {m: run_facts(runs / f"student-{m}") for m in ("scratch", "kd", "dukd")}
     n_t = count_parameters_of("edsr", 4, shipped.TEACHER_KWARGS)
     n_s = count_parameters_of("edsr", 4, shipped.STUDENT_KWARGS)
 
     shipped.WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    for name, src in ((shipped.TEACHER_NAME, runs / "teacher"), (shipped.STUDENT_NAME, runs / "student-dukd")):
+    for name, src in (
+        (shipped.TEACHER_NAME, runs / "teacher"),
+        (shipped.STUDENT_NAME, runs / "student-dukd"),
+    ):
         shutil.copyfile(src / "student.safetensors", shipped.weight_file(name))
         shipped.weight_file(name).chmod(0o644)
     sha_t = sha256(shipped.weight_file(shipped.TEACHER_NAME))
     sha_s = sha256(shipped.weight_file(shipped.STUDENT_NAME))
 
-    eval_cmd = "dukd evaluate --model {m} --scale 4 --bench set5,set14,bsd100 --data-dir ../shared/data/benchmarks"
+    eval_cmd = (
+        "dukd evaluate --model {m} --scale 4 --bench set5,set14,bsd100 --data-dir ../shared/data/benchmarks"
+    )
     common = (
         "Data: `../shared/data/train`, the 291-image SR training set (T91 + BSD200; LR made by MATLAB-exact bicubic "
         "downscaling). At 48x48 LR patches (192x192 HR) 240 of the 291 images are large enough; the 51 smaller "
@@ -132,7 +142,7 @@ def main() -> int:
     d = ev["student-dukd"]
     b = ev["bicubic"]
 
-    teacher_card = f"""{front_matter(shipped.TEACHER_NAME, sha_t, n_t, ev['teacher'])}
+    teacher_card = f"""{front_matter(shipped.TEACHER_NAME, sha_t, n_t, ev["teacher"])}
 
 # {shipped.TEACHER_NAME}
 
@@ -143,11 +153,11 @@ It is the teacher of `{shipped.STUDENT_NAME}` and of `dukd distill --demo`. Weig
 
 ## Results (x4, PSNR/SSIM on Y, {4} px border cropped, measured by `dukd evaluate`)
 
-{metrics_table(ev['teacher'])}
+{metrics_table(ev["teacher"])}
 
 Command: `{eval_cmd.format(m=shipped.TEACHER_NAME)}`
 
-For scale: MATLAB bicubic scores {b['Set5']['psnr']:.2f} / {b['Set14']['psnr']:.2f} / {b['BSD100']['psnr']:.2f} dB on the same sets. The
+For scale: MATLAB bicubic scores {b["Set5"]["psnr"]:.2f} / {b["Set14"]["psnr"]:.2f} / {b["BSD100"]["psnr"]:.2f} dB on the same sets. The
 published EDSR-baseline was trained on DIV2K for hundreds of thousands of iterations on a GPU; this
 teacher saw a tiny fraction of that training: it is a CPU-made teacher, not a state-of-the-art one.
 
@@ -161,19 +171,20 @@ Exact command (from `{RECIPE}`, step `teacher`):
 ```
 dukd distill --method scratch --student edsr-baseline --scale 4 --data ../shared/data/train --seed 0 \\
   --precision bf16 --channels-last --device cpu --val-bench set5 --data-dir ../shared/data/benchmarks \\
-  --iters {teacher['cfg']['train']['iters']} --batch-size 16 --patch-size 48 --lr {teacher['cfg']['train']['lr']:g} \\
-  --milestones {','.join(map(str, teacher['cfg']['train']['milestones']))} --gamma {teacher['cfg']['train']['gamma']:g} \\
+  --iters {teacher["cfg"]["train"]["iters"]} --batch-size 16 --patch-size 48 --lr {teacher["cfg"]["train"]["lr"]:g} \\
+  --milestones {",".join(map(str, teacher["cfg"]["train"]["milestones"]))} --gamma {teacher["cfg"]["train"]["gamma"]:g} \\
   --val-every 500 --save-every 250 --out runs/shipped/teacher
 ```
 
 ## Limitations
 
-Trained on 240 small images for {teacher['cfg']['train']['iters']} iterations on two CPU cores: about
-{b['Set5']['psnr']:.1f} -> {ev['teacher']['Set5']['psnr']:.2f} dB on Set5, well short of a GPU-trained EDSR-baseline. Bicubic
+Trained on 240 small images for {teacher["cfg"]["train"]["iters"]} iterations on two CPU cores: about
+{b["Set5"]["psnr"]:.1f} -> {ev["teacher"]["Set5"]["psnr"]:.2f} dB on Set5, well short of a GPU-trained EDSR-baseline. Bicubic
 degradation only (no noise, blur or JPEG); expect artefacts on real-world degraded photos.
 """
 
-    student_card = f"""{front_matter(shipped.STUDENT_NAME, sha_s, n_s, d)}
+    student_card = (
+        f"""{front_matter(shipped.STUDENT_NAME, sha_s, n_s, d)}
 
 # {shipped.STUDENT_NAME}
 
@@ -192,47 +203,61 @@ The same student, same iterations and seed, trained three ways (Set5 / Set14 / B
 
 | method | Set5 | Set14 | BSD100 |
 |---|---:|---:|---:|
-| bicubic | {b['Set5']['psnr']:.2f} | {b['Set14']['psnr']:.2f} | {b['BSD100']['psnr']:.2f} |
-""" + "".join(
-        f"| {m} | {ev['student-' + m]['Set5']['psnr']:.2f} | {ev['student-' + m]['Set14']['psnr']:.2f} | {ev['student-' + m]['BSD100']['psnr']:.2f} |\n"
-        for m in ("scratch", "kd", "dukd")
-    ) + f"""| teacher | {ev['teacher']['Set5']['psnr']:.2f} | {ev['teacher']['Set14']['psnr']:.2f} | {ev['teacher']['BSD100']['psnr']:.2f} |
+| bicubic | {b["Set5"]["psnr"]:.2f} | {b["Set14"]["psnr"]:.2f} | {b["BSD100"]["psnr"]:.2f} |
+"""
+        + "".join(
+            f"| {m} | {ev['student-' + m]['Set5']['psnr']:.2f} | {ev['student-' + m]['Set14']['psnr']:.2f} | {ev['student-' + m]['BSD100']['psnr']:.2f} |\n"
+            for m in ("scratch", "kd", "dukd")
+        )
+        + f"""| teacher | {ev["teacher"]["Set5"]["psnr"]:.2f} | {ev["teacher"]["Set14"]["psnr"]:.2f} | {ev["teacher"]["BSD100"]["psnr"]:.2f} |
 
 ## Training
 
 {common}
-{training_block(students['dukd'])}
+{training_block(students["dukd"])}
 - method: DUKD (zoom-in and zoom-out upcycled inputs labelled by the teacher, invertible augmentations,
   two-step update), with its defaults for an EDSR-family student at x4
-{curve(students['dukd'])}
+{curve(students["dukd"])}
 Exact command (from `{RECIPE}`, step `students`; scratch and kd differ only in `--method`):
 
 ```
 dukd distill --method dukd --teacher edsr-baseline --teacher-weights runs/shipped/teacher/student.safetensors \\
   --student edsr --student-arg n_feats=32 --student-arg n_resblocks=4 --scale 4 --data ../shared/data/train \\
   --seed 0 --precision bf16 --channels-last --device cpu --val-bench set5 --data-dir ../shared/data/benchmarks \\
-  --iters {students['dukd']['cfg']['train']['iters']} --batch-size 16 --patch-size 48 --lr {students['dukd']['cfg']['train']['lr']:g} \\
-  --milestones {','.join(map(str, students['dukd']['cfg']['train']['milestones']))} --gamma {students['dukd']['cfg']['train']['gamma']:g} \\
+  --iters {students["dukd"]["cfg"]["train"]["iters"]} --batch-size 16 --patch-size 48 --lr {students["dukd"]["cfg"]["train"]["lr"]:g} \\
+  --milestones {",".join(map(str, students["dukd"]["cfg"]["train"]["milestones"]))} --gamma {students["dukd"]["cfg"]["train"]["gamma"]:g} \\
   --val-every 300 --save-every 300 --out runs/shipped/student-dukd
 ```
 
 (`runs/shipped/teacher/student.safetensors` is byte-identical to `{shipped.TEACHER_NAME}.safetensors`.)
-Wall times of the three student runs: scratch {students['scratch']['wall_s'] / 60:.1f} min, kd {students['kd']['wall_s'] / 60:.1f} min, dukd {students['dukd']['wall_s'] / 60:.1f} min.
+Wall times of the three student runs: scratch {students["scratch"]["wall_s"] / 60:.1f} min, kd {students["kd"]["wall_s"] / 60:.1f} min, dukd {students["dukd"]["wall_s"] / 60:.1f} min.
 
 ## Limitations
 
 Bicubic degradation only (no noise, blur or JPEG); a CPU-scale training run, so far below what the
 same architecture reaches with DIV2K and a GPU. Good for a quick, light x4 upscale on a laptop CPU.
 """
+    )
     shipped.model_card(shipped.TEACHER_NAME).write_text(teacher_card)
     shipped.model_card(shipped.STUDENT_NAME).write_text(student_card)
-    print(f"wrote {shipped.weight_file(shipped.TEACHER_NAME)} ({sha_t[:12]}), {shipped.weight_file(shipped.STUDENT_NAME)} ({sha_s[:12]})")
+    print(
+        f"wrote {shipped.weight_file(shipped.TEACHER_NAME)} ({sha_t[:12]}), {shipped.weight_file(shipped.STUDENT_NAME)} ({sha_s[:12]})"
+    )
     print("\nREADME results table:\n")
     print("| model | params | Set5 | Set14 | BSD100 |")
     print("|---|---:|---:|---:|---:|")
-    rows = [("bicubic", "-", "bicubic"), (f"teacher (`{shipped.TEACHER_NAME}`, scratch)", f"{n_t / 1e6:.2f} M", "teacher")]
-    rows += [(f"student, {m}" + (f" (`{shipped.STUDENT_NAME}`)" if m == "dukd" else ""), f"{n_s / 1e6:.2f} M", f"student-{m}")
-             for m in ("scratch", "kd", "dukd")]
+    rows = [
+        ("bicubic", "-", "bicubic"),
+        (f"teacher (`{shipped.TEACHER_NAME}`, scratch)", f"{n_t / 1e6:.2f} M", "teacher"),
+    ]
+    rows += [
+        (
+            f"student, {m}" + (f" (`{shipped.STUDENT_NAME}`)" if m == "dukd" else ""),
+            f"{n_s / 1e6:.2f} M",
+            f"student-{m}",
+        )
+        for m in ("scratch", "kd", "dukd")
+    ]
     for label, params, key in rows:
         cells = " | ".join(f"{ev[key][bn]['psnr']:.2f} / {ev[key][bn]['ssim']:.4f}" for bn in BENCHES)
         print(f"| {label} | {params} | {cells} |")

@@ -127,81 +127,189 @@ def distill_cmd(
         "the zoo or spandrel detects (e.g. RRDB_x4.pth).",
     ),
     teacher_weights: str = typer.Option(
-        None, "--teacher-weights", help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source."
+        None,
+        "--teacher-weights",
+        help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source.",
     ),
-    teacher_arg: list[str] = typer.Option(None, "--teacher-arg", help="Teacher constructor argument key=value (repeatable)."),
-    student: str = typer.Option(None, "--student", "-s", help="Student: preset, architecture or exported model directory."),
-    student_weights: str = typer.Option(None, "--student-weights", help="Initialise the student from these weights."),
-    student_arg: list[str] = typer.Option(None, "--student-arg", help="Student constructor argument key=value (repeatable)."),
+    teacher_arg: list[str] = typer.Option(
+        None, "--teacher-arg", help="Teacher constructor argument key=value (repeatable)."
+    ),
+    student: str = typer.Option(
+        None, "--student", "-s", help="Student: preset, architecture or exported model directory."
+    ),
+    student_weights: str = typer.Option(
+        None, "--student-weights", help="Initialise the student from these weights."
+    ),
+    student_arg: list[str] = typer.Option(
+        None, "--student-arg", help="Student constructor argument key=value (repeatable)."
+    ),
     non_strict: bool = typer.Option(
-        False, "--non-strict", help="Load --student-weights non-strictly (e.g. an x2 student initialising an x4 one)."
+        False,
+        "--non-strict",
+        help="Load --student-weights non-strictly (e.g. an x2 student initialising an x4 one).",
     ),
     scale: int = typer.Option(None, "--scale", help="Upscaling factor (teacher and student must share it)."),
-    method: str = typer.Option(None, "--method", "-m", help="scratch | kd | dukd | fakd, or a plugin's method. Default: dukd."),
+    method: str = typer.Option(
+        None, "--method", "-m", help="scratch | kd | dukd | fakd, or a plugin's method. Default: dukd."
+    ),
     update: str = typer.Option(None, "--update", help=UPDATE_HELP),
     recipe: str = typer.Option(None, "--recipe", help=RECIPE_HELP),
-    true_inverse: bool = typer.Option(None, "--true-inverse/--no-true-inverse", help="dukd fix: D^-1 = true inverses in reverse order (authors: the same operations again)."),
-    eval_teacher: bool = typer.Option(None, "--eval-teacher/--no-eval-teacher", help="Fix: the teacher in eval mode (authors: train mode, under no_grad)."),
-    clamp_zoom_out: bool = typer.Option(None, "--clamp-zoom-out/--no-clamp-zoom-out", help="dukd fix: clamp the zoom-out input to [0, 1] (authors: unclamped)."),
-    ema_warmup: bool = typer.Option(None, "--ema-warmup/--no-ema-warmup", help="Fix: EMA decay min(d, (1+t)/(10+t)) (authors: d from iteration 1)."),
-    zoom_out_aug: bool = typer.Option(None, "--zoom-out-aug/--no-zoom-out-aug", help="dukd extension: augment the zoom-out input too (default off, as released)."),
-    init_from: Path = typer.Option(None, "--init-from", help="Start the student from another run's EMA student (RUN_DIR/student.safetensors), non-strictly (e.g. x2 -> x4)."),
+    true_inverse: bool = typer.Option(
+        None,
+        "--true-inverse/--no-true-inverse",
+        help="dukd fix: D^-1 = true inverses in reverse order (authors: the same operations again).",
+    ),
+    eval_teacher: bool = typer.Option(
+        None,
+        "--eval-teacher/--no-eval-teacher",
+        help="Fix: the teacher in eval mode (authors: train mode, under no_grad).",
+    ),
+    clamp_zoom_out: bool = typer.Option(
+        None,
+        "--clamp-zoom-out/--no-clamp-zoom-out",
+        help="dukd fix: clamp the zoom-out input to [0, 1] (authors: unclamped).",
+    ),
+    ema_warmup: bool = typer.Option(
+        None,
+        "--ema-warmup/--no-ema-warmup",
+        help="Fix: EMA decay min(d, (1+t)/(10+t)) (authors: d from iteration 1).",
+    ),
+    zoom_out_aug: bool = typer.Option(
+        None,
+        "--zoom-out-aug/--no-zoom-out-aug",
+        help="dukd extension: augment the zoom-out input too (default off, as released).",
+    ),
+    init_from: Path = typer.Option(
+        None,
+        "--init-from",
+        help="Start the student from another run's EMA student (RUN_DIR/student.safetensors), non-strictly (e.g. x2 -> x4).",
+    ),
     aug_prob: float = typer.Option(
-        None, "--aug-prob", help="dukd: per-operation per-sample probability of the invertible augmentations (default 0.3; 0 for RCAN x4)."
+        None,
+        "--aug-prob",
+        help="dukd: per-operation per-sample probability of the invertible augmentations (default 0.3; 0 for RCAN x4).",
     ),
     w_pix: float = typer.Option(
-        None, "--w-pix", help="Weight of the ground-truth terms (dukd default per student family: 5 EDSR/SwinIR, 1 RCAN x2/x4, 2 RCAN x3; else 1)."
+        None,
+        "--w-pix",
+        help="Weight of the ground-truth terms (dukd default per student family: 5 EDSR/SwinIR, 1 RCAN x2/x4, 2 RCAN x3; else 1).",
     ),
     w_kd: float = typer.Option(None, "--w-kd", help="Weight of the teacher terms (kd, dukd; default 1)."),
-    zoom_in_tiles: int = typer.Option(None, "--zoom-in-tiles", help="dukd: zoom-in tiles per sample (default 2 for EDSR x2, else 1; 0 disables)."),
-    zoom_out: bool = typer.Option(None, "--zoom-out/--no-zoom-out", help=ZOOM_OUT_HELP),
-    method_opt: list[str] = typer.Option(None, "--method-opt", help="Any method option key=value (repeatable), e.g. max_side=48 for fakd."),
-    data: list[str] = typer.Option(
-        None, "--data", "-d", help="Training data (repeatable): 'div2k' (DIV2K's 800 images, fetched once; the default with a teacher), "
-        "HR folder, DIV2K folder, HR/+LR/ folder, or 'builtin' (scikit-image's photos)."
+    zoom_in_tiles: int = typer.Option(
+        None,
+        "--zoom-in-tiles",
+        help="dukd: zoom-in tiles per sample (default 2 for EDSR x2, else 1; 0 disables).",
     ),
-    iters: int = typer.Option(None, "--iters", help="Total iterations (default 250000). On --resume it may be raised."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Patches per iteration per process (default 16)."),
+    zoom_out: bool = typer.Option(None, "--zoom-out/--no-zoom-out", help=ZOOM_OUT_HELP),
+    method_opt: list[str] = typer.Option(
+        None, "--method-opt", help="Any method option key=value (repeatable), e.g. max_side=48 for fakd."
+    ),
+    data: list[str] = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="Training data (repeatable): 'div2k' (DIV2K's 800 images, fetched once; the default with a teacher), "
+        "HR folder, DIV2K folder, HR/+LR/ folder, or 'builtin' (scikit-image's photos).",
+    ),
+    iters: int = typer.Option(
+        None, "--iters", help="Total iterations (default 250000). On --resume it may be raised."
+    ),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="Patches per iteration per process (default 16)."
+    ),
     patch_size: int = typer.Option(None, "--patch-size", help="LR patch side in pixels (default 48)."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default 0); runs on the CPU are bit-reproducible."),
+    seed: int = typer.Option(
+        None, "--seed", help="Random seed (default 0); runs on the CPU are bit-reproducible."
+    ),
     lr: float = typer.Option(None, "--lr", help="Adam learning rate (default 1e-4)."),
-    milestones: str = typer.Option(None, "--milestones", help="Iterations where the lr is multiplied by --gamma (default 100000,200000)."),
-    gamma: float = typer.Option(None, "--gamma", help="Learning-rate decay factor at each milestone (default 0.1)."),
-    ema_decay: float = typer.Option(None, "--ema-decay", help="Decay of the student's EMA (default 0.999, with warm-up)."),
-    grad_clip: float = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this value (default 0: off)."),
-    precision: str = typer.Option(None, "--precision", help="auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 or fp32."),
+    milestones: str = typer.Option(
+        None, "--milestones", help="Iterations where the lr is multiplied by --gamma (default 100000,200000)."
+    ),
+    gamma: float = typer.Option(
+        None, "--gamma", help="Learning-rate decay factor at each milestone (default 0.1)."
+    ),
+    ema_decay: float = typer.Option(
+        None, "--ema-decay", help="Decay of the student's EMA (default 0.999, with warm-up)."
+    ),
+    grad_clip: float = typer.Option(
+        None, "--grad-clip", help="Clip the gradient norm to this value (default 0: off)."
+    ),
+    precision: str = typer.Option(
+        None, "--precision", help="auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 or fp32."
+    ),
     channels_last: bool = typer.Option(
-        None, "--channels-last/--no-channels-last",
+        None,
+        "--channels-last/--no-channels-last",
         help="Channels-last (NHWC) memory format for the networks and batches: faster convolutions on most "
         "CPUs and GPUs; same numbers up to rounding (default off).",
     ),
-    out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/<method>-<student>-x<scale>-<time>)."),
-    resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory (options given again must agree)."),
-    val_every: int = typer.Option(None, "--val-every", help="Validate the EMA student every N iterations and at the end (default 5000; 0: never)."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Run directory (default runs/<method>-<student>-x<scale>-<time>)."
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this directory (options given again must agree)."
+    ),
+    val_every: int = typer.Option(
+        None,
+        "--val-every",
+        help="Validate the EMA student every N iterations and at the end (default 5000; 0: never).",
+    ),
     val_bench: str = typer.Option(None, "--val-bench", help="Benchmark for validation (default set5)."),
-    val_max_images: int = typer.Option(None, "--val-max-images", help="Validate on at most this many images."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Folder holding the benchmark sets (default: $DUKD_DATA, then the cache)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto). Under torchrun each rank uses cuda:LOCAL_RANK."),
-    workers: int = typer.Option(None, "--workers", help="Data worker processes (default 0 on the CPU, min(8, cores/2) on CUDA)."),
+    val_max_images: int = typer.Option(
+        None, "--val-max-images", help="Validate on at most this many images."
+    ),
+    data_dir: str = typer.Option(
+        None, "--data-dir", help="Folder holding the benchmark sets (default: $DUKD_DATA, then the cache)."
+    ),
+    device: str = typer.Option(
+        None,
+        "--device",
+        help="auto, cpu, cuda, cuda:N (default auto). Under torchrun each rank uses cuda:LOCAL_RANK.",
+    ),
+    workers: int = typer.Option(
+        None, "--workers", help="Data worker processes (default 0 on the CPU, min(8, cores/2) on CUDA)."
+    ),
     threads: int = typer.Option(
-        None, "--threads",
+        None,
+        "--threads",
         help="CPU threads for the whole process (torch, resizing, minus one per --workers process); "
         "default and maximum: the cores this process may use (CPU affinity, cgroup quota).",
     ),
     compile: bool = typer.Option(
-        None, "--compile/--no-compile",
+        None,
+        "--compile/--no-compile",
         help="torch.compile the student and the teacher (meant for CUDA; the first iterations compile; "
         "checkpoints, EMA and --resume are unaffected; default off).",
     ),
-    cache_dir: str = typer.Option(None, "--cache-dir", help="Cache of decoded training images and LR images (default $DUKD_CACHE or ~/.cache/dukd)."),
-    log_every: int = typer.Option(None, "--log-every", help="Log to metrics.jsonl and the console every N iterations (default 100)."),
-    save_every: int = typer.Option(None, "--save-every", help="Checkpoint every N iterations (default 1000), and at the end."),
-    save_every_min: float = typer.Option(
-        None, "--save-every-min", help="Also checkpoint when this many minutes passed since the last checkpoint (default 0: off)."
+    cache_dir: str = typer.Option(
+        None,
+        "--cache-dir",
+        help="Cache of decoded training images and LR images (default $DUKD_CACHE or ~/.cache/dukd).",
     ),
-    tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Also log to RUN_DIR/tensorboard (pip install 'dukd\\[tensorboard]')."),
-    config: Path = typer.Option(None, "--config", help="TOML configuration file (same tables as RUN_DIR/config.toml); options override it."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and parameter counts; train nothing."),
+    log_every: int = typer.Option(
+        None, "--log-every", help="Log to metrics.jsonl and the console every N iterations (default 100)."
+    ),
+    save_every: int = typer.Option(
+        None, "--save-every", help="Checkpoint every N iterations (default 1000), and at the end."
+    ),
+    save_every_min: float = typer.Option(
+        None,
+        "--save-every-min",
+        help="Also checkpoint when this many minutes passed since the last checkpoint (default 0: off).",
+    ),
+    tensorboard: bool = typer.Option(
+        None,
+        "--tensorboard/--no-tensorboard",
+        help="Also log to RUN_DIR/tensorboard (pip install 'dukd\\[tensorboard]').",
+    ),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="TOML configuration file (same tables as RUN_DIR/config.toml); options override it.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the resolved configuration and parameter counts; train nothing."
+    ),
     demo: bool = typer.Option(
         False,
         "--demo",
@@ -227,23 +335,62 @@ def distill_cmd(
     if budget.note:
         console.print(f"[yellow]note:[/] {budget.note}")
     demo_opts = {
-        "iters": iters, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "precision": precision,
-        "channels_last": channels_last, "cache_dir": cache_dir, "workers": workers, "log_every": log_every,
+        "iters": iters,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "device": device,
+        "precision": precision,
+        "channels_last": channels_last,
+        "cache_dir": cache_dir,
+        "workers": workers,
+        "log_every": log_every,
     }
     other = {
-        "--teacher": teacher, "--teacher-weights": teacher_weights, "--teacher-arg": teacher_arg, "--student": student,
-        "--student-weights": student_weights, "--student-arg": student_arg, "--non-strict": non_strict or None,
-        "--scale": scale, "--method": method, "--update": update, "--aug-prob": aug_prob, "--w-pix": w_pix,
-        "--w-kd": w_kd, "--zoom-in-tiles": zoom_in_tiles, "--zoom-out": zoom_out, "--method-opt": method_opt,
-        "--data": data, "--patch-size": patch_size, "--milestones": milestones, "--gamma": gamma,
-        "--ema-decay": ema_decay, "--grad-clip": grad_clip, "--resume": resume, "--val-every": val_every,
-        "--val-bench": val_bench, "--val-max-images": val_max_images, "--save-every": save_every,
+        "--teacher": teacher,
+        "--teacher-weights": teacher_weights,
+        "--teacher-arg": teacher_arg,
+        "--student": student,
+        "--student-weights": student_weights,
+        "--student-arg": student_arg,
+        "--non-strict": non_strict or None,
+        "--scale": scale,
+        "--method": method,
+        "--update": update,
+        "--aug-prob": aug_prob,
+        "--w-pix": w_pix,
+        "--w-kd": w_kd,
+        "--zoom-in-tiles": zoom_in_tiles,
+        "--zoom-out": zoom_out,
+        "--method-opt": method_opt,
+        "--data": data,
+        "--patch-size": patch_size,
+        "--milestones": milestones,
+        "--gamma": gamma,
+        "--ema-decay": ema_decay,
+        "--grad-clip": grad_clip,
+        "--resume": resume,
+        "--val-every": val_every,
+        "--val-bench": val_bench,
+        "--val-max-images": val_max_images,
+        "--save-every": save_every,
         "--save-every-min": save_every_min,
-        "--tensorboard": tensorboard, "--compile": compile, "--config": config, "--dry-run": dry_run or None,
+        "--tensorboard": tensorboard,
+        "--compile": compile,
+        "--config": config,
+        "--dry-run": dry_run or None,
     }
-    other.update(_fix_options(recipe=recipe, true_inverse=true_inverse, eval_teacher=eval_teacher,
-                              clamp_zoom_out=clamp_zoom_out, ema_warmup=ema_warmup, zoom_out_aug=zoom_out_aug,
-                              init_from=init_from))
+    other.update(
+        _fix_options(
+            recipe=recipe,
+            true_inverse=true_inverse,
+            eval_teacher=eval_teacher,
+            clamp_zoom_out=clamp_zoom_out,
+            ema_warmup=ema_warmup,
+            zoom_out_aug=zoom_out_aug,
+            init_from=init_from,
+        )
+    )
     given = [k for k, v in other.items() if v not in (None, [], ())]
     if demo and given:
         raise DukdError(
@@ -255,20 +402,64 @@ def distill_cmd(
         return
 
     overrides = _overrides(
-        teacher=teacher, teacher_weights=teacher_weights, teacher_arg=teacher_arg, student=student,
-        student_weights=student_weights, student_arg=student_arg, non_strict=non_strict, scale=scale,
-        method=method, update=update, aug_prob=aug_prob, w_pix=w_pix, w_kd=w_kd, zoom_in_tiles=zoom_in_tiles,
-        zoom_out=zoom_out, method_opt=method_opt, data=data, iters=iters, batch_size=batch_size,
-        patch_size=patch_size, seed=seed, lr=lr, milestones=milestones, gamma=gamma, ema_decay=ema_decay,
-        grad_clip=grad_clip, precision=precision, channels_last=channels_last, compile=compile, device=device, workers=workers, cache_dir=cache_dir,
-        val_every=val_every, val_bench=val_bench, val_max_images=val_max_images, data_dir=data_dir,
-        log_every=log_every, save_every=save_every, save_every_min=save_every_min, tensorboard=tensorboard,
+        teacher=teacher,
+        teacher_weights=teacher_weights,
+        teacher_arg=teacher_arg,
+        student=student,
+        student_weights=student_weights,
+        student_arg=student_arg,
+        non_strict=non_strict,
+        scale=scale,
+        method=method,
+        update=update,
+        aug_prob=aug_prob,
+        w_pix=w_pix,
+        w_kd=w_kd,
+        zoom_in_tiles=zoom_in_tiles,
+        zoom_out=zoom_out,
+        method_opt=method_opt,
+        data=data,
+        iters=iters,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        seed=seed,
+        lr=lr,
+        milestones=milestones,
+        gamma=gamma,
+        ema_decay=ema_decay,
+        grad_clip=grad_clip,
+        precision=precision,
+        channels_last=channels_last,
+        compile=compile,
+        device=device,
+        workers=workers,
+        cache_dir=cache_dir,
+        val_every=val_every,
+        val_bench=val_bench,
+        val_max_images=val_max_images,
+        data_dir=data_dir,
+        log_every=log_every,
+        save_every=save_every,
+        save_every_min=save_every_min,
+        tensorboard=tensorboard,
     )
-    overrides.update(_recipe_overrides(recipe, true_inverse, eval_teacher, clamp_zoom_out, ema_warmup, zoom_out_aug,
-                                       init_from, student_weights))
+    overrides.update(
+        _recipe_overrides(
+            recipe,
+            true_inverse,
+            eval_teacher,
+            clamp_zoom_out,
+            ema_warmup,
+            zoom_out_aug,
+            init_from,
+            student_weights,
+        )
+    )
     if resume is not None:
         if out is not None and Path(out).resolve() != Path(resume).resolve():
-            raise DukdError("--resume continues a run in its own directory; drop --out (or give the same one)")
+            raise DukdError(
+                "--resume continues a run in its own directory; drop --out (or give the same one)"
+            )
         if config is not None:
             raise DukdError("--resume reads the run's own config.toml; drop --config")
         trainer = Trainer(cfgmod.DistillConfig(), resume, resume=True, overrides=overrides)
@@ -287,8 +478,10 @@ def distill_cmd(
     apply_data_defaults(cfg, data_given=bool(data) or config_data)  # a teacher and no --data: DIV2K
     res = resolve(cfg, plan=dry_run)
     if res.teacher is None and cfg.teacher.name:
-        console.print(f"[yellow]note:[/] method '{cfg.method.name}' trains without a teacher; --teacher serves "
-                      "only to log the teacher agreement at validation (for dukd report)")
+        console.print(
+            f"[yellow]note:[/] method '{cfg.method.name}' trains without a teacher; --teacher serves "
+            "only to log the teacher agreement at validation (for dukd report)"
+        )
     run_dir = out if out is not None else _default_out(res.cfg)
     if dry_run:
         _print_plan(res, run_dir)
@@ -301,13 +494,19 @@ def _fix_options(**opts: Any) -> dict[str, Any]:
     return {"--" + k.replace("_", "-"): v for k, v in opts.items()}
 
 
-def _recipe_overrides(recipe, true_inverse, eval_teacher, clamp_zoom_out, ema_warmup, zoom_out_aug, init_from,
-                      student_weights) -> dict[str, Any]:
+def _recipe_overrides(
+    recipe, true_inverse, eval_teacher, clamp_zoom_out, ema_warmup, zoom_out_aug, init_from, student_weights
+) -> dict[str, Any]:
     """Configuration keys of the recipe options (None: not given) and of --init-from."""
     out: dict[str, Any] = {}
-    for key, value in (("method.recipe", recipe), ("method.true_inverse", true_inverse),
-                       ("train.eval_teacher", eval_teacher), ("method.clamp_zoom_out", clamp_zoom_out),
-                       ("train.ema_warmup", ema_warmup), ("method.zoom_out_aug", zoom_out_aug)):
+    for key, value in (
+        ("method.recipe", recipe),
+        ("method.true_inverse", true_inverse),
+        ("train.eval_teacher", eval_teacher),
+        ("method.clamp_zoom_out", clamp_zoom_out),
+        ("train.ema_warmup", ema_warmup),
+        ("method.zoom_out_aug", zoom_out_aug),
+    ):
         if value is not None:
             out[key] = value
     if init_from is not None:
@@ -337,7 +536,9 @@ def _run_demo(out, data_dir, opts: dict[str, Any], implicit: bool) -> None:
     )
     result = run_demo(out, data_dir=data_dir, on_status=lambda m: console.print(f"[dim]{m}[/]"), **kwargs)
     if result.interrupted:
-        console.print(f"[yellow]interrupted[/] after {result.iterations} iterations; the run is in {result.run_dir}")
+        console.print(
+            f"[yellow]interrupted[/] after {result.iterations} iterations; the run is in {result.run_dir}"
+        )
         raise typer.Exit(result.exit_code or 130)
     table = Table(title=f"x4 on {result.bench} (PSNR/SSIM on Y, as dukd evaluate)", title_justify="left")
     table.add_column("model", style="bold")
@@ -385,7 +586,9 @@ def _print_plan(res, run_dir) -> None:
     for line in [*lines, *_recipe_lines(res)]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if counts.get("teacher"):
-        console.print(f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters")
+        console.print(
+            f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters"
+        )
 
 
 def _weights_cell(role: str, spec) -> str:

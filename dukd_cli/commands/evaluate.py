@@ -44,7 +44,9 @@ def _defaults(model: str | None, scale: int | None) -> tuple[str, int]:
     if scale is None:
         if model.lower() == BICUBIC:
             raise DukdError("the bicubic baseline needs --scale (2, 3, 4, ...)")
-        scale = resolve_spec(model, None).scale  # a one-scale preset or an export knows it; else a clear error
+        scale = resolve_spec(
+            model, None
+        ).scale  # a one-scale preset or an export knows it; else a clear error
     return model, int(scale)
 
 
@@ -72,15 +74,24 @@ def results_table(label: str, scale: int, results: list[BenchResult], with_ref: 
 
 def evaluate_cmd(
     model: str = typer.Option(
-        None, "--model", "-m", help="Preset, architecture, exported model directory, or 'bicubic'. Default: dukd-student-x4."
+        None,
+        "--model",
+        "-m",
+        help="Preset, architecture, exported model directory, or 'bicubic'. Default: dukd-student-x4.",
     ),
     weights: str = typer.Option(
-        None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE[@REV], or a preset name. Presets default to their declared source."
+        None,
+        "--weights",
+        "-w",
+        help="Weights: file, hf://OWNER/REPO/FILE[@REV], or a preset name. Presets default to their declared source.",
     ),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
     scale: int = typer.Option(
-        None, "--scale", "-s", help="Upscaling factor; must equal the model's. Default: the model's only scale "
-        "(a checkpoint file's own)."
+        None,
+        "--scale",
+        "-s",
+        help="Upscaling factor; must equal the model's. Default: the model's only scale "
+        "(a checkpoint file's own).",
     ),
     bench: str = typer.Option(
         None,
@@ -90,15 +101,22 @@ def evaluate_cmd(
         "Default: those of Set5, Set14, BSD100, Urban100 that are present.",
     ),
     data_dir: Path = typer.Option(
-        None, "--data-dir", "-d", help="Folder holding <set>/HR/. Then $DUKD_DATA, then ~/.cache/dukd/benchmarks."
+        None,
+        "--data-dir",
+        "-d",
+        help="Folder holding <set>/HR/. Then $DUKD_DATA, then ~/.cache/dukd/benchmarks.",
     ),
     lr_provided: bool = typer.Option(
-        False, "--lr-provided", help="Use the set's LR_bicubic/X{s} images instead of making LR with MATLAB-exact bicubic."
+        False,
+        "--lr-provided",
+        help="Use the set's LR_bicubic/X{s} images instead of making LR with MATLAB-exact bicubic.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
     self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average over 8 flips/rotations (x8)."),
-    tile: int = typer.Option(None, "--tile", help="Run large images in tiles of N LR pixels (for small GPUs)."),
+    tile: int = typer.Option(
+        None, "--tile", help="Run large images in tiles of N LR pixels (for small GPUs)."
+    ),
     tile_overlap: int = typer.Option(16, "--tile-overlap", help="Overlap between tiles, LR pixels."),
     save_images: Path = typer.Option(None, "--save-images", help="Write SR images to DIR/<set>/<name>.png."),
     png_level: int = typer.Option(
@@ -106,18 +124,30 @@ def evaluate_cmd(
         "--png-level",
         help="PNG compression level 0-9 of --save-images (1-3 fast, 4-9 smaller files, slower).",
     ),
-    per_image: bool = typer.Option(False, "--per-image", help="Also print (and write to --csv) per-image figures."),
+    per_image: bool = typer.Option(
+        False, "--per-image", help="Also print (and write to --csv) per-image figures."
+    ),
     json_path: Path = typer.Option(None, "--json", help="Write results as JSON to PATH."),
     csv_path: Path = typer.Option(None, "--csv", help="Write results as CSV to PATH."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json / --csv files."),
     reference_model: str = typer.Option(
-        None, "--reference-model", help="Also report PSNR between this model's output and a reference model's."
+        None,
+        "--reference-model",
+        help="Also report PSNR between this model's output and a reference model's.",
     ),
-    reference_weights: str = typer.Option(None, "--reference-weights", help="Weights of the reference model."),
-    reference_arg: list[str] = typer.Option(None, "--reference-arg", help="Reference constructor argument key=value."),
-    max_images: int = typer.Option(None, "--max-images", help="Evaluate only the first N images of each set."),
+    reference_weights: str = typer.Option(
+        None, "--reference-weights", help="Weights of the reference model."
+    ),
+    reference_arg: list[str] = typer.Option(
+        None, "--reference-arg", help="Reference constructor argument key=value."
+    ),
+    max_images: int = typer.Option(
+        None, "--max-images", help="Evaluate only the first N images of each set."
+    ),
     no_download: bool = typer.Option(
-        False, "--no-download", help="Never fetch a named set that is not found (also the case with HF_HUB_OFFLINE=1)."
+        False,
+        "--no-download",
+        help="Never fetch a named set that is not found (also the case with HF_HUB_OFFLINE=1).",
     ),
     window_pad: str = typer.Option(
         "reflect",
@@ -152,7 +182,10 @@ def evaluate_cmd(
         from dukd_cli.data.fetch import ensure_benchmarks
 
         ensure_benchmarks(
-            benches, download=not no_download, data_dir=data_dir, on_status=lambda m: err_console.print(f"[dim]{m}[/]")
+            benches,
+            download=not no_download,
+            data_dir=data_dir,
+            on_status=lambda m: err_console.print(f"[dim]{m}[/]"),
         )
     net, used_weights = _load(model, scale, weights, arg, device, mismatch.EVALUATE)
     ref = None
@@ -216,7 +249,9 @@ def evaluate_cmd(
             "weights": used_weights,
             "scale": scale,
             "window_pad": window_pad,
-            "results": [{k: (_num(v) if isinstance(v, float) else v) for k, v in r.to_dict().items()} for r in results],
+            "results": [
+                {k: (_num(v) if isinstance(v, float) else v) for k, v in r.to_dict().items()} for r in results
+            ],
         }
         atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
     if csv_path is not None:
@@ -227,6 +262,12 @@ def evaluate_cmd(
         for r in results:
             rows = r.per_image if per_image else []
             for im in rows:
-                w.writerow([r.bench, im.name, _num(im.psnr), _num(im.ssim)] + ([_num(im.ref_psnr)] if ref is not None else []))
-            w.writerow([r.bench, "(mean)", _num(r.psnr), _num(r.ssim)] + ([_num(r.ref_psnr)] if ref is not None else []))
+                w.writerow(
+                    [r.bench, im.name, _num(im.psnr), _num(im.ssim)]
+                    + ([_num(im.ref_psnr)] if ref is not None else [])
+                )
+            w.writerow(
+                [r.bench, "(mean)", _num(r.psnr), _num(r.ssim)]
+                + ([_num(r.ref_psnr)] if ref is not None else [])
+            )
         atomic_write_text(csv_path, buf.getvalue())

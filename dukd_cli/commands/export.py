@@ -12,22 +12,42 @@ from dukd_cli.commands._common import console, err_console, model_args, warn
 
 def export_cmd(
     model: str = typer.Option(
-        ..., "--model", "-m", help="Preset, architecture, exported directory, `dukd distill` run directory, or a checkpoint file."
+        ...,
+        "--model",
+        "-m",
+        help="Preset, architecture, exported directory, `dukd distill` run directory, or a checkpoint file.",
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="Directory to create (built beside it, renamed when complete)."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Directory to create (built beside it, renamed when complete)."
+    ),
     weights: str = typer.Option(
-        None, "--weights", "-w", help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. A run directory's student by default."
+        None,
+        "--weights",
+        "-w",
+        help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. A run directory's student by default.",
     ),
     arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
-    scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor (a run or exported directory knows its own)."),
-    formats: str = typer.Option("safetensors,onnx", "--format", "-f", help="Comma-separated: safetensors, onnx."),
-    run: Path = typer.Option(None, "--run", help="A distill run directory whose provenance goes into config.json."),
+    scale: int = typer.Option(
+        None, "--scale", "-s", help="Upscaling factor (a run or exported directory knows its own)."
+    ),
+    formats: str = typer.Option(
+        "safetensors,onnx", "--format", "-f", help="Comma-separated: safetensors, onnx."
+    ),
+    run: Path = typer.Option(
+        None, "--run", help="A distill run directory whose provenance goes into config.json."
+    ),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (17 or newer)."),
     onnx_size: int = typer.Option(
-        256, "--onnx-size", help="Input side of a fixed-size ONNX export, used only when H/W cannot be dynamic."
+        256,
+        "--onnx-size",
+        help="Input side of a fixed-size ONNX export, used only when H/W cannot be dynamic.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory (only once the new one is complete)."),
-    push_to_hub: str = typer.Option(None, "--push-to-hub", help="Upload the directory to this Hub model repo (OWNER/NAME)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing output directory (only once the new one is complete)."
+    ),
+    push_to_hub: str = typer.Option(
+        None, "--push-to-hub", help="Upload the directory to this Hub model repo (OWNER/NAME)."
+    ),
     private: bool = typer.Option(False, "--private", help="Create the Hub repo as private."),
 ) -> None:
     """Export a model: model.safetensors, config.json, model.onnx (checked against PyTorch) and a README model card."""
@@ -44,7 +64,11 @@ def export_cmd(
         from dukd_cli import registry
 
         preset = registry.get_preset(model) if spec.preset else None
-        declared = registry.source_of(preset.weights[spec.scale]) if preset and preset.weights.get(spec.scale) else None
+        declared = (
+            registry.source_of(preset.weights[spec.scale])
+            if preset and preset.weights.get(spec.scale)
+            else None
+        )
         if declared is not None and (declared.source or declared.filename):
             weights = declared.source or declared.filename  # as resolve_spec(pretrained=True) takes it
         elif spec.weights is None:  # a checkpoint file given as the model carries its own weights
@@ -73,7 +97,11 @@ def export_cmd(
     line = f"exported {result.config['architecture']} x{result.config['scale']} to {result.directory}: {', '.join(result.files)}"
     console.print(line, highlight=False, soft_wrap=True)
     if onnx is not None:
-        shape = "dynamic batch/height/width" if onnx.dynamic_hw else f"fixed {onnx.fixed_input_size[0]}x{onnx.fixed_input_size[1]} input"
+        shape = (
+            "dynamic batch/height/width"
+            if onnx.dynamic_hw
+            else f"fixed {onnx.fixed_input_size[0]}x{onnx.fixed_input_size[1]} input"
+        )
         console.print(
             f"ONNX opset {onnx.opset}, {shape}; max |ONNX Runtime - PyTorch| = {onnx.max_abs_diff:.2e}",
             highlight=False,

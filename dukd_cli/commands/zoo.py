@@ -39,7 +39,9 @@ def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
             params = cache.params(preset.arch, s, preset.kwargs)
         except Exception as exc:  # a broken plugin must not hide the rest
             params = None
-            warnings.warn(f"cannot count parameters of preset '{name}': {exc}", registry.PluginWarning, stacklevel=2)
+            warnings.warn(
+                f"cannot count parameters of preset '{name}': {exc}", registry.PluginWarning, stacklevel=2
+            )
         rows.append(
             {
                 "name": name,
@@ -136,12 +138,20 @@ def _print_plain(rows: list[dict], scale: int) -> None:
 
 @app.command("verify")
 def verify_cmd(
-    name: str = typer.Argument(..., help="A preset with declared weights and published numbers (e.g. swinir-l)."),
+    name: str = typer.Argument(
+        ..., help="A preset with declared weights and published numbers (e.g. swinir-l)."
+    ),
     scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor."),
-    weights: str = typer.Option(None, "--weights", "-w", help="Check this file instead of the declared source."),
-    data_dir: str = typer.Option(None, "--data-dir", "-d", help="Folder holding <set>/HR/ (else $DUKD_DATA, the cache)."),
+    weights: str = typer.Option(
+        None, "--weights", "-w", help="Check this file instead of the declared source."
+    ),
+    data_dir: str = typer.Option(
+        None, "--data-dir", "-d", help="Folder holding <set>/HR/ (else $DUKD_DATA, the cache)."
+    ),
     tolerance: float = typer.Option(0.05, "--tolerance", help="Largest PSNR difference (dB) that passes."),
-    max_images: int = typer.Option(None, "--max-images", help="Only the first N images of each set (a smoke test, not a check)."),
+    max_images: int = typer.Option(
+        None, "--max-images", help="Only the first N images of each set (a smoke test, not a check)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     no_download: bool = typer.Option(False, "--no-download", help="Never fetch a missing benchmark set."),
 ) -> None:
@@ -178,7 +188,9 @@ def verify_cmd(
 def info(
     name: str = typer.Argument(..., help="A preset, an architecture, or a checkpoint file (what it is)."),
     scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor (default 4; a file's own)."),
-    arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument override, key=value (repeatable)."),
+    arg: list[str] = typer.Option(
+        None, "--arg", "-a", help="Constructor argument override, key=value (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show an architecture or preset: constructor arguments, parameter count, weight sources."""
@@ -194,7 +206,9 @@ def info(
     table.add_column(style="bold")
     table.add_column()
     table.add_row("kind", data["kind"])
-    table.add_row("architecture", f"{data['architecture']}  ({data['factory']}, from {data['architecture_provider']})")
+    table.add_row(
+        "architecture", f"{data['architecture']}  ({data['factory']}, from {data['architecture_provider']})"
+    )
     if data["kind"] == "preset":
         table.add_row("preset from", data["provider"])
         table.add_row("scales", ", ".join(f"x{s}" for s in data["scales"]))
@@ -249,7 +263,10 @@ def _file_lines(v: dict) -> list[str]:
     """The file behind a declared source: its name, SHA-256, further sources, published numbers, alternatives."""
     out = []
     if v.get("filename"):
-        out.append(f"file {v['filename']}" + (f", SHA-256 {v['sha256']}" if v.get("sha256") else ", no SHA-256 published"))
+        out.append(
+            f"file {v['filename']}"
+            + (f", SHA-256 {v['sha256']}" if v.get("sha256") else ", no SHA-256 published")
+        )
     out.extend(f"then {m}" for m in v.get("mirrors", []))
     if v.get("published"):
         nums = ", ".join(f"{b} {p:.2f}/{q:.4f}" for b, (p, q) in v["published"].items())

@@ -79,8 +79,12 @@ class TrainConfig:
     eval_teacher: bool | None = None  # None: decided by the recipe (dukd: eval mode; authors: train mode)
     seed: int = 0
     grad_clip: float = 0.0  # 0: off
-    precision: str | None = None  # auto: bf16 on CUDA, fp32 elsewhere; None: the recipe's (dukd auto, authors fp32)
-    channels_last: bool = False  # NHWC tensors and weights: faster convolutions on CPU (oneDNN) and tensor cores
+    precision: str | None = (
+        None  # auto: bf16 on CUDA, fp32 elsewhere; None: the recipe's (dukd auto, authors fp32)
+    )
+    channels_last: bool = (
+        False  # NHWC tensors and weights: faster convolutions on CPU (oneDNN) and tensor cores
+    )
     compile: bool = False  # torch.compile the student and the teacher (same numbers up to rounding)
     device: str = "auto"
     log_every: int = 100
@@ -139,7 +143,15 @@ SECTIONS = ("student", "teacher", "method", "data", "train", "val")
 # Keys that may differ on --resume: they change how a run is watched, not what it computes.
 # (iters may only grow: checked separately.)
 OPERATIONAL = {
-    "train.iters", "data.workers", "train.compile", "train.log_every", "train.save_every", "train.save_every_min", "train.tensorboard", "val.every", "val.max_images",
+    "train.iters",
+    "data.workers",
+    "train.compile",
+    "train.log_every",
+    "train.save_every",
+    "train.save_every_min",
+    "train.tensorboard",
+    "val.every",
+    "val.max_images",
 }
 
 

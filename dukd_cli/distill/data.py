@@ -113,7 +113,9 @@ def _pair(hr_files: list[Path], lr_dir: Path | None, scale: int) -> list[Source]
     for p in hr_files:
         lr = by_stem.get(p.stem)
         if lr is None:
-            raise DukdError(f"no LR image for {p.name} in {lr_dir} (expected e.g. {p.stem}x{scale}{p.suffix})")
+            raise DukdError(
+                f"no LR image for {p.name} in {lr_dir} (expected e.g. {p.stem}x{scale}{p.suffix})"
+            )
         out.append(Source(p, lr))
     return out
 
@@ -151,7 +153,9 @@ def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
     if (path / "DIV2K_train_HR").is_dir() or path.name == "DIV2K_train_HR":
         hr_dir = path / "DIV2K_train_HR" if path.name != "DIV2K_train_HR" else path
         root = hr_dir.parent
-        lr_dir = _lr_dir([root / "DIV2K_train_LR_bicubic" / f"X{scale}", root / "DIV2K_train_LR_bicubic" / f"x{scale}"])
+        lr_dir = _lr_dir(
+            [root / "DIV2K_train_LR_bicubic" / f"X{scale}", root / "DIV2K_train_LR_bicubic" / f"x{scale}"]
+        )
         srcs = _pair(_images_in(hr_dir, False), lr_dir, scale)
         return srcs, "DIV2K layout, " + (f"LR from {lr_dir.name}/" if lr_dir else "LR made by exact bicubic")
     if (path / "HR").is_dir():
@@ -175,8 +179,6 @@ def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
 # --------------------------------------------------------------------------------------------
 # The decode cache
 # --------------------------------------------------------------------------------------------
-
-
 
 
 class _HashIndex:
@@ -369,7 +371,9 @@ class PatchDataset(Dataset):
     a quarter of the bytes to move).
     """
 
-    def __init__(self, items: Sequence[Item], scale: int, patch_size: int, seed: int, augment: bool = True) -> None:
+    def __init__(
+        self, items: Sequence[Item], scale: int, patch_size: int, seed: int, augment: bool = True
+    ) -> None:
         self.items = list(items)
         self.scale, self.p, self.seed, self.augment = int(scale), int(patch_size), int(seed), augment
         self._maps: dict[str, np.ndarray] = {}
@@ -419,7 +423,9 @@ class PatchBatchSampler(Sampler):
     ``(seed, e)``). Starting at ``start_iter`` resumes the stream exactly.
     """
 
-    def __init__(self, n_images: int, batch_size: int, seed: int, *, start_iter: int = 0, world: int = 1, rank: int = 0):
+    def __init__(
+        self, n_images: int, batch_size: int, seed: int, *, start_iter: int = 0, world: int = 1, rank: int = 0
+    ):
         if n_images < 1:
             raise ValueError("no images to sample")
         self.n, self.b, self.seed = int(n_images), int(batch_size), int(seed)
@@ -467,4 +473,6 @@ def make_loader(
     kwargs = {}
     if workers > 0:
         kwargs = {"persistent_workers": False, "prefetch_factor": 4, "worker_init_fn": _worker_init}
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=int(workers), pin_memory=pin_memory, **kwargs)
+    return DataLoader(
+        dataset, batch_sampler=sampler, num_workers=int(workers), pin_memory=pin_memory, **kwargs
+    )

@@ -187,7 +187,9 @@ def run_demo(
     n_student = count_parameters(before)
     say(f"measuring bicubic and the untrained student on {bench.name}")
     rows = [DemoRow("bicubic", "MATLAB imresize", None, *_measure("bicubic", bench, device))]
-    rows.append(DemoRow("student, before", "random initialisation", n_student, *_measure(before, bench, device)))
+    rows.append(
+        DemoRow("student, before", "random initialisation", n_student, *_measure(before, bench, device))
+    )
     del before
 
     t0 = time.perf_counter()
@@ -197,16 +199,38 @@ def run_demo(
     finally:
         ddp.shutdown()
     seconds = time.perf_counter() - t0
-    result = DemoResult(run_dir, bench.name, fit.iteration, seconds, rows, interrupted=fit.interrupted,
-                        exit_code=fit.exit_code)
+    result = DemoResult(
+        run_dir,
+        bench.name,
+        fit.iteration,
+        seconds,
+        rows,
+        interrupted=fit.interrupted,
+        exit_code=fit.exit_code,
+    )
     if fit.interrupted:
         return result
 
     after = build(resolve_spec(DEFAULT_STUDENT, SCALE, weights=str(run_dir / "student.safetensors")))
-    rows.append(DemoRow("student, after", f"{fit.iteration} DUKD iterations ({seconds:.0f} s)", n_student,
-                        *_measure(after, bench, device)))
+    rows.append(
+        DemoRow(
+            "student, after",
+            f"{fit.iteration} DUKD iterations ({seconds:.0f} s)",
+            n_student,
+            *_measure(after, bench, device),
+        )
+    )
     teacher = trainer.teacher
-    rows.append(DemoRow("teacher", DEFAULT_TEACHER, count_parameters(teacher), *_measure(teacher, bench, device)))
+    rows.append(
+        DemoRow("teacher", DEFAULT_TEACHER, count_parameters(teacher), *_measure(teacher, bench, device))
+    )
     shipped = build(resolve_spec(DEFAULT_STUDENT, SCALE, pretrained=True))
-    rows.append(DemoRow("shipped student", f"{DEFAULT_STUDENT} (full recipe)", n_student, *_measure(shipped, bench, device)))
+    rows.append(
+        DemoRow(
+            "shipped student",
+            f"{DEFAULT_STUDENT} (full recipe)",
+            n_student,
+            *_measure(shipped, bench, device),
+        )
+    )
     return result

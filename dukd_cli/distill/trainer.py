@@ -53,8 +53,16 @@ from dukd_cli.errors import DukdError, WeightsError
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir
 from dukd_cli.models import ModelSpec, build_with_report, instantiate, is_model_dir, resolve_spec
 
-__all__ = ["STATE_FORMAT", "STATE_VERSION", "FitResult", "NonFiniteLossError", "RunPaths", "Trainer", "resolve",
-           "save_safetensors"]
+__all__ = [
+    "STATE_FORMAT",
+    "STATE_VERSION",
+    "FitResult",
+    "NonFiniteLossError",
+    "RunPaths",
+    "Trainer",
+    "resolve",
+    "save_safetensors",
+]
 
 
 class NonFiniteLossError(DukdError):
@@ -137,9 +145,15 @@ def resolve(
     method_cls = method_cls or get_method_class(cfg.method.name)
     recipes.apply_recipe(cfg, getattr(method_cls, "options", {}))
     if not cfg.student.name:
-        raise DukdError("no student given: pass --student NAME (a preset, an architecture or an exported model)")
+        raise DukdError(
+            "no student given: pass --student NAME (a preset, an architecture or an exported model)"
+        )
     scale = cfg.student.scale
-    if scale is None and cfg.teacher.name and (is_model_dir(cfg.teacher.name) or _is_checkpoint(cfg.teacher.name)):
+    if (
+        scale is None
+        and cfg.teacher.name
+        and (is_model_dir(cfg.teacher.name) or _is_checkpoint(cfg.teacher.name))
+    ):
         scale = resolve_spec(cfg.teacher.name, None).scale  # a teacher that knows its scale sets it
     if scale is None and is_model_dir(cfg.student.name):
         scale = resolve_spec(cfg.student.name, None).scale
@@ -163,8 +177,14 @@ def resolve(
                 # the preset's declared source, with the constructor arguments that file needs
                 t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, pretrained=True)
             elif not plan:  # a dry run instead says that none is declared
-                what = f"preset '{t_name}' declares no weights at x{scale}" if preset else f"'{t_name}' has no default weights"
-                raise DukdError(f"the teacher needs trained weights: {what}; pass them with --teacher-weights SOURCE")
+                what = (
+                    f"preset '{t_name}' declares no weights at x{scale}"
+                    if preset
+                    else f"'{t_name}' has no default weights"
+                )
+                raise DukdError(
+                    f"the teacher needs trained weights: {what}; pass them with --teacher-weights SOURCE"
+                )
         cfg.teacher.weights = t_spec.weights  # the resolved config records the source actually used
     cfg.student.scale = s_spec.scale
     model = student_model if student_model is not None else _meta_model(s_spec)
@@ -296,7 +316,9 @@ class Display:
         if not self.enabled:
             return
         if self.progress is None:
-            self.console.print(line, highlight=False, soft_wrap=True)  # redirected: one line each, never wrapped
+            self.console.print(
+                line, highlight=False, soft_wrap=True
+            )  # redirected: one line each, never wrapped
 
     def message(self, line: str) -> None:
         if self.enabled:
@@ -413,9 +435,13 @@ class Trainer:
         if teacher is not None and not cfg.train.eval_teacher:
             teacher.train()  # as released (still frozen, still under no_grad: no graph, same numbers)
         prec = cfg.train.precision  # decided by the recipe when not given
-        self.amp_dtype = torch.bfloat16 if (prec == "bf16" or (prec == "auto" and dev.type == "cuda")) else None
+        self.amp_dtype = (
+            torch.bfloat16 if (prec == "bf16" or (prec == "auto" and dev.type == "cuda")) else None
+        )
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        if cfg.train.channels_last:  # before the optimiser and the EMA copy: they follow the parameters' layout
+        if (
+            cfg.train.channels_last
+        ):  # before the optimiser and the EMA copy: they follow the parameters' layout
             student.to(memory_format=torch.channels_last)
             if teacher is not None:
                 teacher.to(memory_format=torch.channels_last)
@@ -436,8 +462,13 @@ class Trainer:
 
         t = cfg.train
         # The fused CUDA kernel is the fastest Adam there; the CPU keeps the default (bit-reproducible).
-        self.optimizer = torch.optim.Adam(student.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
-                                          fused=True if dev.type == "cuda" else None)
+        self.optimizer = torch.optim.Adam(
+            student.parameters(),
+            lr=t.lr,
+            betas=tuple(t.betas),
+            eps=t.eps,
+            fused=True if dev.type == "cuda" else None,
+        )
         # The method's generator is the same on every rank (methods draw for the global batch and
         # keep their slice); the global RNGs (dropout, drop-path) are per rank.
         self.generator = torch.Generator().manual_seed(derive_seed(seed, 2))
@@ -453,9 +484,15 @@ class Trainer:
             return torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
         self.autocast = teacher_autocast
-        ctx = MethodContext(device=dev, scale=int(cfg.student.scale), update=cfg.method.update,
-                            generator=self.generator, teacher_autocast=teacher_autocast,
-                            world=self.dist.world, rank=self.dist.rank)
+        ctx = MethodContext(
+            device=dev,
+            scale=int(cfg.student.scale),
+            update=cfg.method.update,
+            generator=self.generator,
+            teacher_autocast=teacher_autocast,
+            world=self.dist.world,
+            rank=self.dist.rank,
+        )
         self.method = res.method_cls(self.student, teacher, cfg.method.options, ctx, student_module=student)
 
         self.iteration = 0
@@ -466,7 +503,9 @@ class Trainer:
         if self.main:
             stale = ckpt.remove_stale_temps(self.paths.root)
             if stale:
-                self.notes.append(f"removed {len(stale)} temporary file(s) of an interrupted write: {', '.join(stale)}")
+                self.notes.append(
+                    f"removed {len(stale)} temporary file(s) of an interrupted write: {', '.join(stale)}"
+                )
         if self.resume:
             state = self._load_state()
             self._restore(state)
@@ -478,10 +517,14 @@ class Trainer:
 
         # Data: rank 0 fills the cache first, the others then find it ready.
         if self.main:
-            self.trainset = datamod.prepare(cfg.data.paths, cfg.student.scale, t.patch_size, cfg.data.cache_dir)
+            self.trainset = datamod.prepare(
+                cfg.data.paths, cfg.student.scale, t.patch_size, cfg.data.cache_dir
+            )
         ddp.barrier(self.dist)
         if not self.main:
-            self.trainset = datamod.prepare(cfg.data.paths, cfg.student.scale, t.patch_size, cfg.data.cache_dir)
+            self.trainset = datamod.prepare(
+                cfg.data.paths, cfg.student.scale, t.patch_size, cfg.data.cache_dir
+            )
         self.val_enabled = bool(cfg.val.every) and self.main
         if self.val_enabled:
             # Check now, not at the first validation hours later. A benchmark folder named with
@@ -509,11 +552,15 @@ class Trainer:
                 atomic_write_text(self.paths.config, cfgmod.to_toml(cfg, header))
                 from dukd_cli.distill.runinfo import record_session
 
-                record_session(self.paths.root, self.device, self.iteration)  # hardware and start time, for dukd report
+                record_session(
+                    self.paths.root, self.device, self.iteration
+                )  # hardware and start time, for dukd report
                 if self.resume:
                     self._truncate_metrics(self.iteration)
             except OSError as exc:
-                raise DukdError(f"cannot write to the run directory {self.paths.root}: {exc.strerror or exc}") from None
+                raise DukdError(
+                    f"cannot write to the run directory {self.paths.root}: {exc.strerror or exc}"
+                ) from None
         self._tb = self._open_tensorboard()
         # Loss sums since the last log step; restored on resume so the logged means match an uninterrupted run.
         self._acc: dict[str, torch.Tensor] = {}
@@ -557,7 +604,9 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write state.pt and student.safetensors as one checkpoint (collective under DDP: every rank
         calls it). Random generators and log accumulators are saved per rank."""
-        per_rank = ddp.gather_objects({"rng": self._rng_state(), "log": ckpt.pack_log(self._acc, self._acc_n)}, self.dist)
+        per_rank = ddp.gather_objects(
+            {"rng": self._rng_state(), "log": ckpt.pack_log(self._acc, self._acc_n)}, self.dist
+        )
         if not self.main:
             return
         state = {
@@ -574,7 +623,9 @@ class Trainer:
             "best": {"psnr": self.best_psnr, "iteration": self.best_iteration},
             "log": [r["log"] for r in per_rank],
         }
-        ckpt.write_checkpoint(self.paths, state, self._metadata(), kept=getattr(self, "saved_iteration", None))
+        ckpt.write_checkpoint(
+            self.paths, state, self._metadata(), kept=getattr(self, "saved_iteration", None)
+        )
         self.saved_iteration = self.iteration
         self._t_save = self.clock()
 
@@ -584,7 +635,9 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise DukdError("--tensorboard needs the tensorboard package: pip install 'dukd[tensorboard]'") from None
+            raise DukdError(
+                "--tensorboard needs the tensorboard package: pip install 'dukd[tensorboard]'"
+            ) from None
         return SummaryWriter(str(self.paths.root / "tensorboard"), purge_step=self.iteration + 1)
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
@@ -626,8 +679,16 @@ class Trainer:
         from dukd_cli.evaluate import evaluate
 
         probe = agreement.probe_for(self)  # student-vs-teacher PSNR (paper Fig. 5), reusing these forwards
-        res = evaluate(self.ema, int(self.cfg.student.scale), [v.bench], data_dir=v.data_dir, device=self.device,
-                       precision="fp32", max_images=v.max_images, reference=probe.reference if probe else None)
+        res = evaluate(
+            self.ema,
+            int(self.cfg.student.scale),
+            [v.bench],
+            data_dir=v.data_dir,
+            device=self.device,
+            precision="fp32",
+            max_images=v.max_images,
+            reference=probe.reference if probe else None,
+        )
         r = res[0]
         out = {"val_bench": r.bench, "val_psnr": float(r.psnr), "val_ssim": float(r.ssim)}
         out.update(agreement.record(probe, self.ema, r))
@@ -666,15 +727,22 @@ class Trainer:
         """The loader's batches as device tensors, the next one in flight on CUDA (see distill.fast)."""
         from dukd_cli.distill.fast import DevicePrefetcher
 
-        return DevicePrefetcher(iter(loader), self.to_device, self.device,
-                                ahead=self._prefetch if ahead is None else ahead)
+        return DevicePrefetcher(
+            iter(loader), self.to_device, self.device, ahead=self._prefetch if ahead is None else ahead
+        )
 
     def make_loader(self, start_iter: int | None = None):
         t = self.cfg.train
-        return datamod.make_loader(self.dataset, t.batch_size, t.seed,
-                                   start_iter=self.iteration if start_iter is None else start_iter,
-                                   world=self.dist.world, rank=self.dist.rank, workers=self.workers,
-                                   pin_memory=self.device.type == "cuda")
+        return datamod.make_loader(
+            self.dataset,
+            t.batch_size,
+            t.seed,
+            start_iter=self.iteration if start_iter is None else start_iter,
+            world=self.dist.world,
+            rank=self.dist.rank,
+            workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def _groups(self, batch: Batch):
         gen = self.method.losses(batch)
@@ -733,7 +801,11 @@ class Trainer:
         if ddp.any_flag(flag >= 0, self.dist, self.device):
             where = f"at iteration {flag}" if flag >= 0 else "on another rank"
             kept = getattr(self, "saved_iteration", None)
-            keep = f"the last good checkpoint (iteration {kept}) is kept" if kept else "no checkpoint was written"
+            keep = (
+                f"the last good checkpoint (iteration {kept}) is kept"
+                if kept
+                else "no checkpoint was written"
+            )
             raise NonFiniteLossError(
                 f"the loss became NaN/inf {where}; training stopped and {keep} in {self.paths.root}. "
                 "Try a lower --lr, --grad-clip, or --precision fp32"
@@ -752,7 +824,9 @@ class Trainer:
             raise KeyboardInterrupt
         self._stop_requested = True
         self._stop_signal = signum
-        self.display.message(f"[yellow]{name}: stopping after this iteration and saving ({name} again to abort)[/]")
+        self.display.message(
+            f"[yellow]{name}: stopping after this iteration and saving ({name} again to abort)[/]"
+        )
 
     def _install_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
@@ -819,19 +893,30 @@ class Trainer:
                     values = {k: float(v.item()) / steps for k, v in self._acc.items()}
                     values = ddp.mean_scalars(values, self.dist, self.device)
                     self._acc, self._acc_n = {}, 0
-                    record.update({"iteration": it, "loss": values.pop("loss", float("nan")),
-                                   "losses": values, "lr": lr_at(cfg, it - 1), "it_s": speed})
+                    record.update(
+                        {
+                            "iteration": it,
+                            "loss": values.pop("loss", float("nan")),
+                            "losses": values,
+                            "lr": lr_at(cfg, it - 1),
+                            "it_s": speed,
+                        }
+                    )
                     self._info_loss = f"loss {record['loss']:.4f}"
                     self.display.update(it, total, speed, self._info())
                     terms = " ".join(f"{k} {v:.4f}" for k, v in values.items())
-                    self.display.log(f"it {it}/{total}  loss {record['loss']:.4f} ({terms})  lr {record['lr']:.2e}  {speed:.2f} it/s")
+                    self.display.log(
+                        f"it {it}/{total}  loss {record['loss']:.4f} ({terms})  lr {record['lr']:.2e}  {speed:.2f} it/s"
+                    )
                 else:
                     self.display.update(it, total)
                 if is_val:
                     val = self.validate()
                     if val:
                         record.update({"iteration": it, **val})
-                        self.display.log(f"it {it}: {val['val_bench']} PSNR {val['val_psnr']:.2f} dB, SSIM {val['val_ssim']:.4f}")
+                        self.display.log(
+                            f"it {it}: {val['val_bench']} PSNR {val['val_psnr']:.2f} dB, SSIM {val['val_ssim']:.4f}"
+                        )
                         self.display.update(it, total, info=self._info())
                 if record:
                     record.setdefault("iteration", it)
@@ -849,8 +934,16 @@ class Trainer:
                     f"[yellow]aborted mid-iteration; the last checkpoint (iteration {self.saved_iteration}) is kept[/]"
                 )
                 self._teardown(old_handler)
-                return FitResult(self.paths.root, self.saved_iteration or 0, True, self.best_psnr, self.last_val, self.notes,
-                                 self.main, self._stop_signal)
+                return FitResult(
+                    self.paths.root,
+                    self.saved_iteration or 0,
+                    True,
+                    self.best_psnr,
+                    self.last_val,
+                    self.notes,
+                    self.main,
+                    self._stop_signal,
+                )
         except BaseException:
             self.display.stop()
             self._teardown(old_handler)
@@ -859,14 +952,24 @@ class Trainer:
             self.save_checkpoint()
         self.display.stop()
         if interrupted:
-            by = f" by {signal.Signals(self._stop_signal).name}" if self._stop_signal == signal.SIGTERM else ""
+            by = (
+                f" by {signal.Signals(self._stop_signal).name}" if self._stop_signal == signal.SIGTERM else ""
+            )
             self.display.message(
                 f"[yellow]interrupted{by} at iteration {self.iteration}; saved. "
                 f"Continue with --resume {escape(str(self.paths.root))}[/]"
             )
         self._teardown(old_handler)
-        return FitResult(self.paths.root, self.iteration, interrupted, self.best_psnr, self.last_val, self.notes,
-                         self.main, self._stop_signal)
+        return FitResult(
+            self.paths.root,
+            self.iteration,
+            interrupted,
+            self.best_psnr,
+            self.last_val,
+            self.notes,
+            self.main,
+            self._stop_signal,
+        )
 
     def _teardown(self, old_handlers: dict) -> None:
         for sig, old in old_handlers.items():
@@ -881,8 +984,12 @@ def parameter_counts(res: Resolved) -> dict[str, int | None]:
     """Teacher and student parameter counts (built on the meta device: nothing is allocated)."""
     from dukd_cli.models import count_parameters_of
 
-    out: dict[str, int | None] = {"student": count_parameters_of(res.student.arch, res.student.scale, res.student.kwargs)}
+    out: dict[str, int | None] = {
+        "student": count_parameters_of(res.student.arch, res.student.scale, res.student.kwargs)
+    }
     out["teacher"] = (
-        count_parameters_of(res.teacher.arch, res.teacher.scale, res.teacher.kwargs) if res.teacher is not None else None
+        count_parameters_of(res.teacher.arch, res.teacher.scale, res.teacher.kwargs)
+        if res.teacher is not None
+        else None
     )
     return out
