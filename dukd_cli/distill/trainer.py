@@ -39,19 +39,28 @@ from typing import Any
 import numpy as np
 import torch
 from rich.markup import escape
-from torch import nn
 
-from dukd_cli import registry, threads
+from dukd_cli import threads
 from dukd_cli.distill import checkpoint as ckpt
 from dukd_cli.distill import config as cfgmod
 from dukd_cli.distill import data as datamod
-from dukd_cli.distill import ddp, recipes
+from dukd_cli.distill import ddp
 from dukd_cli.distill.checkpoint import STATE_FORMAT, STATE_VERSION, RunPaths, save_safetensors
 from dukd_cli.distill.config import DistillConfig
-from dukd_cli.distill.methods import UPDATES, Batch, Method, MethodContext, model_family
-from dukd_cli.errors import DukdError, WeightsError
+from dukd_cli.distill.display import Display  # noqa: F401 (re-exported)
+from dukd_cli.distill.methods import Batch, Method, MethodContext
+from dukd_cli.distill.resolve import (  # noqa: F401 (re-exported)
+    Resolved,
+    build_student,
+    build_teacher,
+    get_method_class,
+    parameter_counts,
+    resolve,
+    select_device,
+)
+from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir
-from dukd_cli.models import ModelSpec, build_with_report, instantiate, is_model_dir, resolve_spec
+from dukd_cli.models import ModelSpec
 
 __all__ = [
     "STATE_FORMAT",
@@ -67,168 +76,6 @@ __all__ = [
 
 class NonFiniteLossError(DukdError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
-
-
-# --------------------------------------------------------------------------------------------
-# Resolving models and the method
-# --------------------------------------------------------------------------------------------
-
-
-def select_device(name: str | None) -> torch.device:
-    """``auto``: CUDA when available, else the CPU; otherwise the named device (checked)."""
-    try:
-        from dukd_cli.inference import select_device as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return shared(name or "auto")
-    n = (name or "auto").lower()
-    if n == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(n)
-    except RuntimeError:
-        raise DukdError(f"unknown device '{name}' (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DukdError(f"device '{name}' asked for, but CUDA is not available")
-    return dev
-
-
-def get_method_class(name: str) -> type[Method]:
-    cls = registry.get_method(name)
-    if not isinstance(cls, type) or not callable(getattr(cls, "losses", None)):
-        raise DukdError(f"method '{name}' is not a distillation method class (it has no losses())")
-    return cls
-
-
-@dataclass
-class Resolved:
-    """A configuration with everything decided: model specs, the method class, its options."""
-
-    cfg: DistillConfig
-    student: ModelSpec
-    teacher: ModelSpec | None
-    method_cls: type[Method]
-    family: str | None
-
-
-def _meta_model(spec: ModelSpec) -> nn.Module | None:
-    try:
-        with torch.device("meta"):
-            return instantiate(spec.arch, registry.get_architecture(spec.arch), spec.scale, spec.kwargs)
-    except DukdError:
-        raise
-    except Exception:
-        return None
-
-
-def _is_checkpoint(name: str) -> bool:
-    from dukd_cli.checkpoint_models import is_checkpoint_source
-
-    return is_checkpoint_source(name)
-
-
-def resolve(
-    cfg: DistillConfig,
-    method_cls: type[Method] | None = None,
-    student_model: nn.Module | None = None,
-    *,
-    plan: bool = False,
-) -> Resolved:
-    """Decide the scale, model specs and method options of ``cfg`` (nothing is downloaded or trained).
-
-    ``plan`` (``--dry-run``): a teacher without weights is no error; its spec keeps ``weights=None``.
-    """
-    cfg = cfg.copy()
-    if cfg.method.update not in UPDATES:
-        raise DukdError(f"--update must be one of {', '.join(UPDATES)}, got '{cfg.method.update}'")
-    method_cls = method_cls or get_method_class(cfg.method.name)
-    recipes.apply_recipe(cfg, getattr(method_cls, "options", {}))
-    if not cfg.student.name:
-        raise DukdError(
-            "no student given: pass --student NAME (a preset, an architecture or an exported model)"
-        )
-    scale = cfg.student.scale
-    if (
-        scale is None
-        and cfg.teacher.name
-        and (is_model_dir(cfg.teacher.name) or _is_checkpoint(cfg.teacher.name))
-    ):
-        scale = resolve_spec(cfg.teacher.name, None).scale  # a teacher that knows its scale sets it
-    if scale is None and is_model_dir(cfg.student.name):
-        scale = resolve_spec(cfg.student.name, None).scale
-    if scale is None:
-        raise DukdError("no scale given: pass --scale (2, 3, 4, ...)")
-    s_spec = resolve_spec(cfg.student.name, scale, kwargs=cfg.student.args, weights=cfg.student.weights)
-    t_spec = None
-    if method_cls.needs_teacher:
-        if not cfg.teacher.name:
-            raise DukdError(f"method '{cfg.method.name}' needs a teacher: pass --teacher NAME")
-        t_name = cfg.teacher.name
-        t_scale = None if is_model_dir(t_name) else scale
-        t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, weights=cfg.teacher.weights)
-        if t_spec.scale != s_spec.scale:
-            raise DukdError(
-                f"the teacher is x{t_spec.scale} but the student is x{s_spec.scale}; distillation needs both at one scale"
-            )
-        if t_spec.weights is None:
-            preset = registry.get_preset(t_name)
-            if preset is not None and preset.weights.get(scale):
-                # the preset's declared source, with the constructor arguments that file needs
-                t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, pretrained=True)
-            elif not plan:  # a dry run instead says that none is declared
-                what = (
-                    f"preset '{t_name}' declares no weights at x{scale}"
-                    if preset
-                    else f"'{t_name}' has no default weights"
-                )
-                raise DukdError(
-                    f"the teacher needs trained weights: {what}; pass them with --teacher-weights SOURCE"
-                )
-        cfg.teacher.weights = t_spec.weights  # the resolved config records the source actually used
-    cfg.student.scale = s_spec.scale
-    model = student_model if student_model is not None else _meta_model(s_spec)
-    family = model_family(model, s_spec.arch)
-    cfg.method.options = method_cls.resolve_options(cfg.method.options, family=family, scale=s_spec.scale)
-    t = cfg.train
-    if t.iters < 1 or t.batch_size < 1 or t.patch_size < 1:
-        raise DukdError("--iters, --batch-size and --patch-size must be positive")
-    if not 0.0 <= t.ema_decay < 1.0:
-        raise DukdError(f"--ema-decay must be in [0, 1), got {t.ema_decay}")
-    if t.precision not in ("auto", "bf16", "fp32"):
-        raise DukdError(f"--precision must be auto, bf16 or fp32, got '{t.precision}'")
-    t.milestones = sorted(int(m) for m in t.milestones)
-    return Resolved(cfg, s_spec, t_spec, method_cls, family)
-
-
-def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
-    """Build and freeze the teacher: eval mode, no gradients (it also runs under no_grad)."""
-    from dukd_cli import mismatch
-
-    try:
-        with mismatch.hints(mismatch.TEACHER):
-            model, _ = build_with_report(spec, strict=True)
-    except mismatch.ExplainedMismatch:
-        raise
-    except WeightsError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise DukdError(
-            f"cannot load the teacher's weights ({spec.weights}): {first.rstrip('.')}. "
-            "Pass a local checkpoint with --teacher-weights PATH"
-        ) from None
-    model.eval().requires_grad_(False)
-    return model.to(device)
-
-
-def build_student(spec: ModelSpec, strict: bool, device: torch.device) -> tuple[nn.Module, str | None]:
-    from dukd_cli import mismatch
-
-    with mismatch.hints(mismatch.STUDENT):
-        model, report = build_with_report(spec, strict=strict)
-    note = None
-    if report is not None and not report.ok:
-        note = f"student initialised non-strictly from {spec.weights}: {len(report.loaded)} tensors loaded, {report.summary()}"
-    return model.to(device).train(), note
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,79 +102,6 @@ def ema_decay_at(cfg: DistillConfig, step: int) -> float:
 
 def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
-
-
-# --------------------------------------------------------------------------------------------
-# Display
-# --------------------------------------------------------------------------------------------
-
-
-class Display:
-    """Progress on the console: a rich live bar (it/s, ETA, losses, last PSNR) on a terminal, one
-    line per log step otherwise. Only rank 0 shows anything."""
-
-    def __init__(self, console=None, enabled: bool = True) -> None:
-        from rich.console import Console
-
-        self.console = console or Console(stderr=True)
-        self.enabled = enabled
-        self.progress = None
-        self.task = None
-        self.info = ""
-
-    def start(self, total: int, done: int, title: str) -> None:
-        if not self.enabled:
-            return
-        if self.console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[speed]}"),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=self.console,
-                transient=False,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(title, total=total, completed=done, info="", speed="")
-        else:
-            self.console.print(f"{title}: iterations {done} -> {total}", highlight=False)
-
-    def update(self, iteration: int, total: int, speed: float | None = None, info: str | None = None) -> None:
-        if self.progress is not None:
-            kw: dict[str, Any] = {"completed": iteration, "total": total}
-            if speed is not None:
-                kw["speed"] = f"{speed:.2f} it/s"
-            if info is not None:
-                kw["info"] = info
-            self.progress.update(self.task, **kw)
-
-    def log(self, line: str) -> None:
-        if not self.enabled:
-            return
-        if self.progress is None:
-            self.console.print(
-                line, highlight=False, soft_wrap=True
-            )  # redirected: one line each, never wrapped
-
-    def message(self, line: str) -> None:
-        if self.enabled:
-            self.console.print(line, highlight=False, soft_wrap=True)
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -978,18 +752,3 @@ class Trainer:
         self.method.close()
         if self._tb is not None:
             self._tb.close()
-
-
-def parameter_counts(res: Resolved) -> dict[str, int | None]:
-    """Teacher and student parameter counts (built on the meta device: nothing is allocated)."""
-    from dukd_cli.models import count_parameters_of
-
-    out: dict[str, int | None] = {
-        "student": count_parameters_of(res.student.arch, res.student.scale, res.student.kwargs)
-    }
-    out["teacher"] = (
-        count_parameters_of(res.teacher.arch, res.teacher.scale, res.teacher.kwargs)
-        if res.teacher is not None
-        else None
-    )
-    return out
