@@ -17,28 +17,27 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
+
 BENCHES = ("Set5", "Set14", "BSD100", "Urban100")
 STUDENT_NAMES = {"edsr": "EDSR-S", "rcan": "RCAN-S", "swinir": "SwinIR-S"}
 METHOD_NAMES = {"scratch": "scratch", "kd": "KD", "dukd": "DUKD"}
 
-# (student, method, scale, bench) -> PSNR on Y, from shared/docs/dukd-method.md (paper Table 2).
-PAPER: dict[tuple[str, str, int, str], float] = {
-    ("edsr", "scratch", 4, "Set5"): 32.29,
-    ("edsr", "kd", 4, "Set5"): 32.30,
-    ("edsr", "dukd", 4, "Set5"): 32.47,
-    ("rcan", "scratch", 4, "Set5"): 32.31,
-    ("rcan", "kd", 4, "Set5"): 32.45,
-    ("rcan", "dukd", 4, "Set5"): 32.56,
-    ("swinir", "scratch", 4, "Set5"): 32.31,
-    ("swinir", "kd", 4, "Set5"): 32.27,
-    ("swinir", "dukd", 4, "Set5"): 32.41,
-    ("edsr", "scratch", 4, "Urban100"): 26.21,
-    ("edsr", "dukd", 4, "Urban100"): 26.45,
-    ("rcan", "scratch", 4, "Urban100"): 26.37,
-    ("rcan", "dukd", 4, "Urban100"): 26.62,
-    ("swinir", "scratch", 4, "Urban100"): 26.15,
-    ("swinir", "dukd", 4, "Urban100"): 26.43,
-}
+
+def paper_psnr() -> dict[tuple[str, str, int, str], float]:
+    """(student family, method, scale, bench) -> the paper's PSNR on Y: the one copy of the paper's
+    Table 2 numbers that the project holds (``dukd_cli.report.paper.TABLE2``, x4)."""
+    from dukd_cli.report.paper import TABLE2
+
+    return {
+        (family.lower(), method, 4, bench): value
+        for family, entry in TABLE2.items()
+        for bench, row in entry["psnr"].items()
+        for method, value in row.items()
+    }
+
+
+PAPER = paper_psnr()
 
 
 def _results(path: Path) -> dict[str, tuple[float, float]]:
