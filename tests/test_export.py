@@ -110,14 +110,16 @@ def test_export_zoo_networks_onnx_parity(arch, kwargs, tmp_path):
 
 def test_fixed_size_fallback(tiny_plugin, tmp_path, monkeypatch):
     """Where the exporter cannot make H/W dynamic, a fixed-size export is made, recorded and tiled."""
-    real = exp._onnx_export
+    from dukd_cli import onnx_export
+
+    real = onnx_export._onnx_export
 
     def no_dynamic(module, example, path, opset, dynamic_hw):
         if dynamic_hw:
             raise RuntimeError("pretend dynamic shapes are unsupported")
         return real(module, example, path, opset, dynamic_hw)
 
-    monkeypatch.setattr(exp, "_onnx_export", no_dynamic)
+    monkeypatch.setattr(onnx_export, "_onnx_export", no_dynamic)
     w = tiny_weights(tmp_path / "w.safetensors")
     logs: list[str] = []
     out = tmp_path / "fixed"
@@ -154,7 +156,9 @@ def test_failed_export_leaves_nothing(tiny_plugin, tmp_path, monkeypatch):
 
 
 def test_parity_failure_is_loud(tiny_plugin, tmp_path, monkeypatch):
-    monkeypatch.setattr(exp, "onnx_parity", lambda *a, **k: 0.25)
+    from dukd_cli import onnx_export
+
+    monkeypatch.setattr(onnx_export, "onnx_parity", lambda *a, **k: 0.25)
     out = tmp_path / "bad"
     with pytest.raises(DukdError, match="0.25"):
         export_model("tiny", out, scale=2)
