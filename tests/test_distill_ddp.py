@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import weakref
 
 import numpy as np
 import torch
@@ -51,9 +52,15 @@ def _worker(rank: int, world: int, port: int, data: str, cache: str, out: str) -
     from dukd_cli.distill.trainer import Trainer
 
     tr = Trainer(_cfg(Path(data), Path(cache), batch=2), os.path.join(out, "run"))
+    tr.setup()
+    wrapper = weakref.ref(tr.student)
     tr.fit()
+    # fit() lets go of the DDP wrapper (it holds the process group), so that shutdown() frees the group
+    # while the interpreter is alive.
+    released = wrapper() is None
     torch.save(tr.student_module.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     ddp.shutdown()
+    Path(out, f"released{rank}").write_text(str(released))
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
@@ -85,6 +92,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     ref = single.student_module.state_dict()
     for k in r0:
         assert torch.allclose(r0[k], ref[k], atol=1e-5, rtol=1e-4), f"DDP differs from one process on {k}"
+    assert [(tmp_path / f"released{r}").read_text() for r in range(2)] == ["True", "True"]
     # Rank 0 alone wrote the run directory.
     assert (tmp_path / "run" / "student.safetensors").is_file() and (tmp_path / "run" / "state.pt").is_file()
     st = torch.load(tmp_path / "run" / "state.pt", weights_only=True)

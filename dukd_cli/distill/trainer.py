@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import random
 import signal
@@ -733,6 +734,9 @@ class Trainer:
                 f"[yellow]interrupted{by} at iteration {self.iteration}; saved. "
                 f"Continue with --resume {escape(str(self.paths.root))}[/]"
             )
+        # Every rank leaves together, once rank 0 has written the last checkpoint: a rank that exits
+        # early tears its connections down under the others.
+        ddp.barrier(self.dist)
         self._teardown(old_handler)
         return FitResult(
             self.paths.root,
@@ -752,3 +756,11 @@ class Trainer:
         self.method.close()
         if self._tb is not None:
             self._tb.close()
+        if self.dist.enabled:
+            # The DDP wrapper holds the process group: drop it now, so that ``ddp.shutdown()`` frees the
+            # group (and joins gloo's threads) while the interpreter is alive, not during its
+            # finalisation, where gloo aborts the process ("terminate called without an active
+            # exception").
+            self.student = self.student_module
+            self.method.student = self.student_module
+            gc.collect()
