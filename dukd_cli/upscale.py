@@ -394,6 +394,7 @@ def plan_outputs(
 class UpscaleSummary:
     jobs: list[Job] = field(default_factory=list)
     input_errors: list[InputError] = field(default_factory=list)
+    lanes: int = 1  # images processed at once (see dukd_cli.lanes)
 
     @property
     def done(self) -> list[Job]:
@@ -447,6 +448,7 @@ def upscale_paths(
     outscale: float | None = None,
     quality: int = 95,
     png_level: int = DEFAULT_PNG_LEVEL,
+    parallel: int | None = None,
     report: Report | None = None,
     on_advance: Callable[[Job], None] | None = None,
     on_plan: Callable[[list[Job]], None] | None = None,
@@ -462,9 +464,12 @@ def upscale_paths(
     Reading the next image, computing this one and encoding the previous one overlap (one reader
     thread, one writer thread); each image is written band by band as its tiles finish (see
     :mod:`dukd_cli.upscale_file`), atomically. ``on_tile(job, done, total)`` follows the tiles.
+    On the CPU, a folder of images small enough is processed several images at once instead
+    (``parallel``, ``--jobs``: None for automatic, see :mod:`dukd_cli.lanes`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from dukd_cli import lanes
     from dukd_cli.bandwrite import WritePipeline
     from dukd_cli.imageio import read_image
     from dukd_cli.pngstream import check_png_level
@@ -527,18 +532,37 @@ def upscale_paths(
     expected = (DukdError, RuntimeError, ValueError, OSError, MemoryError)
     writing: list[tuple[Job, Any]] = []  # jobs whose last bands may still be encoding, in order
 
+    def finish(job: Job, fut: Any) -> None:
+        try:
+            fut.result()
+        except expected as exc:
+            fail(job, exc)
+        else:
+            job.status, job.message = "done", f"{job.source} -> {job.dest}"
+            say("done", job.message)
+        if on_advance:
+            on_advance(job)
+
     def collect(wait: bool) -> None:
         while writing and (wait or writing[0][1].done()):
-            job, fut = writing.pop(0)
-            try:
-                fut.result()
-            except expected as exc:
-                fail(job, exc)
-            else:
-                job.status, job.message = "done", f"{job.source} -> {job.dest}"
-                say("done", job.message)
-            if on_advance:
-                on_advance(job)
+            finish(*writing.pop(0))
+
+    device = model_device(model, torch.device("cpu"))
+    plan = lanes.plan(
+        model, [j.source for j in todo], device=device, precision=precision, tile=tile, jobs=parallel
+    )
+    summary.lanes = plan.lanes
+    if plan.lanes > 1:
+
+        def work(job: Job) -> Any:
+            img = read_image(job.source)
+            args = (tile, tile_overlap, precision, self_ensemble, alpha_mode, outscale, quality, png_level)
+            res = upscale_job(model, img, job, *args, None, None)  # written in this lane, whole
+            return res.result() if hasattr(res, "result") else res
+
+        for job, fut in lanes.run(todo, work, plan.lanes, plan.threads):
+            finish(job, fut)
+        return summary
 
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dukd-read")
     pipeline = WritePipeline(depth=2)

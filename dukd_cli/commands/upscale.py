@@ -144,10 +144,18 @@ def upscale_cmd(
         "--png-level",
         help="PNG compression level 0-9: 1-3 fast (the default 1 is OpenCV's level), 4-9 smaller files, slower.",
     ),
+    jobs: str = typer.Option(
+        "auto",
+        "--jobs",
+        "-j",
+        help="Images processed at once on the CPU, one lane each with cores/N threads. 'auto': "
+        "as many as the cores (up to 8) when every image fits whole in its share of memory, else 1.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
 ) -> None:
     """Upscale images: files, folders and globs; every image mode; tiled without seams; written atomically."""
     from dukd_cli.inference import check_precision, select_device
+    from dukd_cli.lanes import parse_jobs
     from dukd_cli.pngstream import check_png_level
     from dukd_cli.upscale import check_overlap, parse_tile, upscale_paths
 
@@ -155,7 +163,11 @@ def upscale_cmd(
     tile_value = parse_tile(tile)
     check_overlap(tile_value, tile_overlap)
     check_png_level(png_level)
-    check_precision(precision, select_device(device))
+    n_jobs = parse_jobs(jobs)
+    dev = select_device(device)
+    check_precision(precision, dev)
+    if n_jobs is not None and n_jobs > 1 and dev.type != "cpu":
+        raise DukdError(f"--jobs {n_jobs} applies to the CPU only; on {dev.type} drop it (or use 1)")
     m = load_upscaler(model, weights=weights, args=arg, scale=scale, device=device, runtime=runtime)
 
     progress: Progress | None = None
@@ -235,6 +247,7 @@ def upscale_cmd(
             outscale=outscale,
             quality=quality,
             png_level=png_level,
+            parallel=n_jobs,
             report=report,
             on_advance=on_advance,
             on_plan=on_plan,
