@@ -207,8 +207,12 @@ def test_lanes_match_one_at_a_time(tiny, tmp_path):
         with Image.open(tmp_path / "o1" / name) as i1, Image.open(tmp_path / "o2" / name) as i2:
             assert (i1.mode, i1.size) == (i2.mode, i2.size)
             a, b = np.asarray(i1).astype(int), np.asarray(i2).astype(int)
-            # The same pixels, up to float32's last bit before rounding (JPEG: its own decoder).
-            assert np.abs(a - b).max() <= (1 if name != "e.jpg" else 2), name
+            # The same pixels, up to float32's last bit before rounding (JPEG: a sample that moved by
+            # one level can move a block's coefficients, so a looser bound and a mean).
+            if name.endswith(".png"):
+                assert np.abs(a - b).max() <= 1, name
+            else:
+                assert np.abs(a - b).max() <= 8 and np.abs(a - b).mean() < 0.05, name
     assert (tmp_path / "o2" / "f.webp").read_bytes() == b"previous"
     assert not [p for p in (tmp_path / "o2").iterdir() if p.name.startswith(".")]
 
