@@ -1,4 +1,4 @@
-from dukd_cli.cli import main
+from dukd_cli.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -50,8 +50,21 @@ app.command("report")(report_cmd)
 
 
 def main() -> None:
+    """The CLI in-process (tests call this): ends by raising ``SystemExit``, as Typer does."""
     run_cli(app)
 
 
+def entry() -> None:
+    """The console entry point (``dukd``, ``python -m dukd_cli``): :func:`main`, then the process
+    ends without Python's teardown (see :mod:`dukd_cli.fastexit`)."""
+    from dukd_cli.fastexit import exit_code, exit_now
+
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exit_code(exc.code))
+    exit_now(0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()
