@@ -2,8 +2,8 @@
 
 Once a command has returned, everything it wrote is closed and renamed into place, yet the
 interpreter still spends a noticeable time finalising (clearing some 1,500 modules, torch's among
-them, and collecting their objects): 0.25-0.6 s measured on the project's 2-core machine, which is
-a tenth of a 30-image upscale. :func:`exit_now` does what matters of that teardown and no more:
+them, and collecting their objects): 0.36-0.60 s for a one-image ``dukd upscale`` on the project's
+2-core machine, a tenth of a 30-image run. :func:`exit_now` does what matters of that teardown and no more:
 
 1. waits for the non-daemon threads and lets thread pools shut down (``threading``'s own exit
    step: this is what joins a ``ThreadPoolExecutor``'s workers at normal exit);
