@@ -203,3 +203,19 @@ def test_zoo_cache_follows_a_changed_plugin(tiny_plugin, monkeypatch, tmp_path):
     registry.refresh()
     row2 = next(r for r in zoo_rows("tiny4") if r["name"] == "tiny4")
     assert row2["params"] != row["params"]
+
+
+def test_missing_tensorboard_is_said_before_anything_is_written(tmp_path, monkeypatch):
+    import sys
+
+    from dukd_cli.distill import config as C
+    from dukd_cli.distill.trainer import Trainer
+    from dukd_cli.errors import DukdError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the extra were absent
+    cfg = C.DistillConfig()
+    cfg.train.tensorboard = True
+    run = tmp_path / "run"
+    with pytest.raises(DukdError, match=r"pip install 'dukd\[tensorboard\]'"):
+        Trainer(cfg, run)
+    assert not run.exists()

@@ -130,6 +130,17 @@ class FitResult:
 Callback = Callable[["Trainer", int], None]
 
 
+def _summary_writer():
+    """TensorBoard's ``SummaryWriter`` class, or the one-line error naming the extra."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DukdError(
+            "--tensorboard needs the tensorboard package: pip install 'dukd[tensorboard]'"
+        ) from None
+    return SummaryWriter
+
+
 class Trainer:
     """Distil a student from a teacher as configured.
 
@@ -167,6 +178,8 @@ class Trainer:
             )
         if ddp.env_info().is_main:  # rank 0 alone writes the run directory (other nodes may not see it)
             check_writable_dir(self.paths.root)  # now, not after the data is prepared
+            if cfg.train.tensorboard:
+                _summary_writer()  # a missing extra is said before anything is written
         self.cfg = cfg
         self.display = display if display is not None else Display()
 
@@ -407,13 +420,7 @@ class Trainer:
     def _open_tensorboard(self):
         if not (self.main and self.cfg.train.tensorboard):
             return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise DukdError(
-                "--tensorboard needs the tensorboard package: pip install 'dukd[tensorboard]'"
-            ) from None
-        return SummaryWriter(str(self.paths.root / "tensorboard"), purge_step=self.iteration + 1)
+        return _summary_writer()(str(self.paths.root / "tensorboard"), purge_step=self.iteration + 1)
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
         if not self.main:
