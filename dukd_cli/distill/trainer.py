@@ -45,7 +45,7 @@ from dukd_cli import threads
 from dukd_cli.distill import checkpoint as ckpt
 from dukd_cli.distill import config as cfgmod
 from dukd_cli.distill import data as datamod
-from dukd_cli.distill import ddp
+from dukd_cli.distill import ddp, runlog
 from dukd_cli.distill.checkpoint import STATE_FORMAT, STATE_VERSION, RunPaths, save_safetensors
 from dukd_cli.distill.config import DistillConfig
 from dukd_cli.distill.display import Display  # noqa: F401 (re-exported)
@@ -59,6 +59,7 @@ from dukd_cli.distill.resolve import (  # noqa: F401 (re-exported)
     resolve,
     select_device,
 )
+from dukd_cli.distill.schedule import derive_seed, ema_decay_at, lr_at  # noqa: F401 (re-exported)
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir
 from dukd_cli.models import ModelSpec
@@ -77,32 +78,6 @@ __all__ = [
 
 class NonFiniteLossError(DukdError):
     """The loss became NaN or infinite; training stopped, the last good checkpoint is kept."""
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------------------------
-
-
-def lr_at(cfg: DistillConfig, iteration: int) -> float:
-    """The learning rate of iteration ``iteration`` (0-based): multi-step decay."""
-    lr = cfg.train.lr
-    for m in cfg.train.milestones:  # multiplied once per milestone passed, as torch's / BasicSR's MultiStepLR
-        if iteration >= m:
-            lr = lr * cfg.train.gamma
-    return lr
-
-
-def ema_decay_at(cfg: DistillConfig, step: int) -> float:
-    """EMA decay with the usual warm-up ``min(decay, (1 + t) / (10 + t))`` (the ``ema_warmup`` fix): a
-    short run is not dominated by the initial weights; from ~10k iterations on it is the configured
-    decay. Without it (released): the configured decay from the first iteration."""
-    d = cfg.train.ema_decay
-    return min(d, (1.0 + step) / (10.0 + step)) if cfg.train.ema_warmup else d
-
-
-def derive_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,17 +103,6 @@ class FitResult:
 
 
 Callback = Callable[["Trainer", int], None]
-
-
-def _summary_writer():
-    """TensorBoard's ``SummaryWriter`` class, or the one-line error naming the extra."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise DukdError(
-            "--tensorboard needs the tensorboard package: pip install 'dukd[tensorboard]'"
-        ) from None
-    return SummaryWriter
 
 
 class Trainer:
@@ -179,7 +143,7 @@ class Trainer:
         if ddp.env_info().is_main:  # rank 0 alone writes the run directory (other nodes may not see it)
             check_writable_dir(self.paths.root)  # now, not after the data is prepared
             if cfg.train.tensorboard:
-                _summary_writer()  # a missing extra is said before anything is written
+                runlog.summary_writer_class()  # a missing extra is said before anything is written
         self.cfg = cfg
         self.display = display if display is not None else Display()
 
@@ -344,12 +308,13 @@ class Trainer:
                     self.paths.root, self.device, self.iteration
                 )  # hardware and start time, for dukd report
                 if self.resume:
-                    self._truncate_metrics(self.iteration)
+                    runlog.truncate(self.paths.metrics, self.iteration)
             except OSError as exc:
                 raise DukdError(
                     f"cannot write to the run directory {self.paths.root}: {exc.strerror or exc}"
                 ) from None
-        self._tb = self._open_tensorboard()
+        tb_dir = self.paths.root / "tensorboard" if self.main and cfg.train.tensorboard else None
+        self.log = runlog.RunLog(self.paths.metrics, tb_dir, purge_step=self.iteration + 1)
         # Loss sums since the last log step; restored on resume so the logged means match an uninterrupted run.
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
@@ -417,39 +382,9 @@ class Trainer:
         self.saved_iteration = self.iteration
         self._t_save = self.clock()
 
-    def _open_tensorboard(self):
-        if not (self.main and self.cfg.train.tensorboard):
-            return None
-        return _summary_writer()(str(self.paths.root / "tensorboard"), purge_step=self.iteration + 1)
-
     def _write_metrics(self, record: dict[str, Any]) -> None:
-        if not self.main:
-            return
-        if self._tb is not None:
-            it = int(record["iteration"])
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "iteration":
-                    self._tb.add_scalar(k, v, it)
-            for k, v in (record.get("losses") or {}).items():
-                self._tb.add_scalar(f"losses/{k}", v, it)
-            self._tb.flush()
-        line = json.dumps(record, allow_nan=True) + "\n"
-        with open(self.paths.metrics, "a", encoding="utf-8") as f:
-            f.write(line)  # one write per record: a line is whole or absent
-            f.flush()
-
-    def _truncate_metrics(self, upto: int) -> None:
-        p = self.paths.metrics
-        if not p.is_file():
-            return
-        keep = []
-        for line in p.read_text(encoding="utf-8").splitlines():
-            try:
-                if int(json.loads(line).get("iteration", 0)) <= upto:
-                    keep.append(line)
-            except (ValueError, AttributeError):
-                continue
-        atomic_write_text(p, "".join(k + "\n" for k in keep))
+        if self.main:
+            self.log.write(record)
 
     # -- validation ------------------------------------------------------------------------------
 
@@ -761,8 +696,7 @@ class Trainer:
             if old is not None:
                 signal.signal(sig, old)
         self.method.close()
-        if self._tb is not None:
-            self._tb.close()
+        self.log.close()
         if self.dist.enabled:
             # The DDP wrapper holds the process group: drop it now, so that ``ddp.shutdown()`` frees the
             # group (and joins gloo's threads) while the interpreter is alive, not during its
