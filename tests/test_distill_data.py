@@ -157,3 +157,35 @@ def test_worker_processes_do_not_change_the_data(tmp_path):
         assert torch.equal(la, lb) and torch.equal(ha, hb)
     c = _loader_batches(ds, 0, start=2, n=2)
     assert torch.equal(c[0][0], a[2][0]) and torch.equal(c[1][1], a[3][1])
+
+
+def test_preparation_pool_opens_one_npy_at_a_time(tmp_path, monkeypatch):
+    """np.load parses headers with ast.literal_eval, which CPython 3.11 cannot run in two threads at
+    once (python/cpython#106905): the pool's threads must take turns."""
+    import threading
+    import time
+
+    root = tmp_path / "data"
+    for i in range(6):
+        _save(root / f"{i}.png", _img(32, 32, i))
+    cache = tmp_path / "cache"
+    D.prepare([str(root)], 2, 8, cache, threads=4)  # fill the cache: the next run only opens files
+    state = {"now": 0, "most": 0, "calls": 0}
+    lock = threading.Lock()
+    real_load = np.load
+
+    def load(*args, **kwargs):
+        with lock:
+            state["now"] += 1
+            state["calls"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.02)  # long enough for the other threads to arrive
+        try:
+            return real_load(*args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(D.np, "load", load)
+    D.prepare([str(root)], 2, 8, cache, threads=4)
+    assert state["calls"] >= 6 and state["most"] == 1

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,8 +277,21 @@ class TrainingSet:
         return s
 
 
+# CPython 3.11 (what CI runs) keeps the AST converter's recursion counter in state that all threads
+# share, so two threads parsing at once can fail with "SystemError: AST constructor recursion depth
+# mismatch" (python/cpython#106905). ``np.load`` parses every .npy header with ``ast.literal_eval``:
+# the preparation pool opens one file at a time (a header and a memory map; the pixels are read
+# outside the lock).
+_NPY_OPEN_LOCK = threading.Lock()
+
+
+def _npy_map(path: Path) -> np.ndarray:
+    with _NPY_OPEN_LOCK:
+        return np.load(path, mmap_mode="r")
+
+
 def _npy_shape(path: Path) -> tuple[int, ...]:
-    return tuple(np.load(path, mmap_mode="r").shape)
+    return tuple(_npy_map(path).shape)
 
 
 def _prepare_one(src: Source, root: Path, index: _HashIndex, scale: int) -> tuple[str, str, int, int]:
@@ -304,7 +318,7 @@ def _prepare_one(src: Source, root: Path, index: _HashIndex, scale: int) -> tupl
         lr_npy = root / "lr" / sha[:2] / f"{sha}_x{scale}.npy"
         if not lr_npy.is_file():
             if hr_arr is None:
-                hr_arr = np.load(hr_npy)
+                hr_arr = np.array(_npy_map(hr_npy))
             _save_npy(lr_npy, _bicubic_lr(hr_arr, scale))
         lh, lw = hr_shape[0] // scale, hr_shape[1] // scale
     return str(hr_npy), str(lr_npy), int(lh), int(lw)
@@ -384,7 +398,7 @@ class PatchDataset(Dataset):
     def _map(self, path: str) -> np.ndarray:
         arr = self._maps.get(path)
         if arr is None:
-            arr = self._maps[path] = np.load(path, mmap_mode="r")
+            arr = self._maps[path] = _npy_map(Path(path))
         return arr
 
     def __getstate__(self) -> dict:
