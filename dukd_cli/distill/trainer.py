@@ -134,7 +134,7 @@ class Trainer:
             if not self.paths.state.is_file() or not self.paths.config.is_file():
                 raise DukdError(f"{run_dir} holds no run to resume (no state.pt / config.toml)")
             saved = cfgmod.load(self.paths.config)
-            done = int(self._peek_iteration())
+            done = int(self._load_state()["iteration"])
             cfg = cfgmod.check_resume(saved, overrides or {}, done)
         elif self.paths.state.is_file():
             raise DukdError(
@@ -146,9 +146,6 @@ class Trainer:
                 runlog.summary_writer_class()  # a missing extra is said before anything is written
         self.cfg = cfg
         self.display = display if display is not None else Display()
-
-    def _peek_iteration(self) -> int:
-        return int(self._load_state()["iteration"])
 
     def _load_state(self) -> dict:
         return ckpt.read_state(self.paths.state)
@@ -651,16 +648,7 @@ class Trainer:
                     f"[yellow]aborted mid-iteration; the last checkpoint (iteration {self.saved_iteration}) is kept[/]"
                 )
                 self._teardown(old_handler)
-                return FitResult(
-                    self.paths.root,
-                    self.saved_iteration or 0,
-                    True,
-                    self.best_psnr,
-                    self.last_val,
-                    self.notes,
-                    self.main,
-                    self._stop_signal,
-                )
+                return self._result(self.saved_iteration or 0, interrupted=True)
         except BaseException:
             self.display.stop()
             self._teardown(old_handler)
@@ -680,9 +668,12 @@ class Trainer:
         # early tears its connections down under the others.
         ddp.barrier(self.dist)
         self._teardown(old_handler)
+        return self._result(self.iteration, interrupted=interrupted)
+
+    def _result(self, iteration: int, *, interrupted: bool) -> FitResult:
         return FitResult(
             self.paths.root,
-            self.iteration,
+            iteration,
             interrupted,
             self.best_psnr,
             self.last_val,
