@@ -38,6 +38,8 @@ def test_quick_run_shape(tmp_path):
         "edsr-s",
         "--upscale-runtimes",
         "eager-fp32,eager-bf16",
+        "--deadline",
+        "500",  # --quick's 240 s would skip cells on a loaded machine; the deadline has its own test
     )
     assert report["benchmark"] == "gpu_suite" and report["quick"] is True
     assert report["compile_backend"] == "aot_eager" and report["elapsed_s"] <= report["deadline_s"]
