@@ -143,6 +143,21 @@ def tiny_plugin(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def tiny_x2(tiny_plugin, tmp_path):
+    """(weights file, model) of a seeded tiny x2 network from the test plugin (8 features)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from dukd_cli.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("tiny", 2, n_feats=8).eval()
+    w = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
+    return w, m
+
+
+@pytest.fixture
 def run_dukd(capsys):
     """Run the CLI in-process: ``code, out, err = run_dukd("zoo", "list")``."""
     import sys

@@ -10,23 +10,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from dukd_cli import lanes
 from dukd_cli.errors import DukdError
-from dukd_cli.models import create_model
 from dukd_cli.upscale import upscale_paths
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture
-def tiny(tiny_plugin, tmp_path):
-    torch.manual_seed(0)
-    m = create_model("tiny", 2, n_feats=8).eval()
-    w = tmp_path / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
-    return w, m
+def tiny(tiny_x2):
+    return tiny_x2
 
 
 def _photo(h: int, w: int, seed: int, mode: str = "RGB") -> Image.Image:

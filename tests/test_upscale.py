@@ -14,11 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
-from safetensors.torch import save_file
 
 from dukd_cli.errors import DukdError
 from dukd_cli.inference import run_model
-from dukd_cli.models import create_model
 
 imageio = pytest.importorskip("dukd_cli.imageio")
 
@@ -29,13 +27,9 @@ imageio = pytest.importorskip("dukd_cli.imageio")
 
 
 @pytest.fixture
-def tiny(tiny_plugin, tmp_path):
-    """(weights path, model) of a seeded tiny x2 network."""
-    torch.manual_seed(0)
-    m = create_model("tiny", 2, n_feats=8).eval()
-    w = tmp_path / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
-    return w, m
+def tiny(tiny_x2):
+    """(weights path, model) of a seeded tiny x2 network (conftest's ``tiny_x2``)."""
+    return tiny_x2
 
 
 def model_opts(w: Path) -> list[str]:

@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
 
 from dukd_cli.errors import DukdError
 from dukd_cli.imageio import open_writer, read_image, write_image
@@ -28,15 +27,6 @@ def smooth(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
     coarse = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, channels), dtype=np.uint8)
     img = Image.fromarray(coarse if channels > 1 else coarse[..., 0]).resize((w, h), Image.Resampling.BICUBIC)
     return np.asarray(img)
-
-
-@pytest.fixture
-def tiny2(tiny_plugin, tmp_path):
-    torch.manual_seed(0)
-    m = create_model("tiny", 2, n_feats=8).eval()
-    w = tmp_path / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
-    return w, m
 
 
 def opts(w: Path) -> list[str]:
@@ -119,9 +109,9 @@ def test_bicubic_rows_match_the_whole_interpolation(scale):
             assert torch.allclose(part, whole[..., r0:r1, :], atol=1e-6)
 
 
-def test_cli_tiled_streamed_equals_whole_float_reference(tiny2, tmp_path, run_dukd):
+def test_cli_tiled_streamed_equals_whole_float_reference(tiny_x2, tmp_path, run_dukd):
     """Through the CLI: a tiled run written band by band equals the tiled whole-image float output."""
-    w, m = tiny2
+    w, m = tiny_x2
     src = tmp_path / "p.png"
     Image.fromarray(smooth(70, 90, seed=5)).save(src)
     code, _, err = run_dukd(
@@ -179,7 +169,7 @@ def test_png_stream_checks_rows(tmp_path):
         w.close()
 
 
-def test_png_level_sizes_and_errors(tmp_path, tiny2, run_dukd):
+def test_png_level_sizes_and_errors(tmp_path, tiny_x2, run_dukd):
     arr = smooth(64, 80)
     sizes = {}
     for level in (0, 1, 9):
@@ -191,7 +181,7 @@ def test_png_level_sizes_and_errors(tmp_path, tiny2, run_dukd):
     with pytest.raises(DukdError, match="--png-level"):
         write_image(tmp_path / "x.png", arr, png_level=10)
     assert not (tmp_path / "x.png").exists()
-    w, _ = tiny2
+    w, _ = tiny_x2
     src = tmp_path / "in.png"
     Image.fromarray(smooth(20, 20)).save(src)
     code, _, err = run_dukd("upscale", src, "-o", tmp_path / "o.png", "--png-level", "12", *opts(w))
@@ -220,13 +210,13 @@ def test_failing_png_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("prefetch", [4_000_000, 0])  # read ahead, or not (huge images)
-def test_pipeline_many_files_one_bad_one_failing_write(tiny2, tmp_path, run_dukd, monkeypatch, prefetch):
+def test_pipeline_many_files_one_bad_one_failing_write(tiny_x2, tmp_path, run_dukd, monkeypatch, prefetch):
     from dukd_cli import upscale
     from dukd_cli.bandwrite import BandWriter
 
     monkeypatch.setattr(upscale, "PREFETCH_PIXELS", prefetch)
 
-    w, m = tiny2
+    w, m = tiny_x2
     d = tmp_path / "in"
     d.mkdir()
     for i in range(6):
@@ -274,8 +264,8 @@ def test_pipeline_many_files_one_bad_one_failing_write(tiny2, tmp_path, run_dukd
         (["--tile-overlap", "-1"], "--tile-overlap must be 0 or more"),
     ],
 )
-def test_tile_options_one_rule_one_line(tiny2, tmp_path, run_dukd, args, needle):
-    w, _ = tiny2
+def test_tile_options_one_rule_one_line(tiny_x2, tmp_path, run_dukd, args, needle):
+    w, _ = tiny_x2
     src = tmp_path / "in.png"
     Image.fromarray(smooth(20, 20)).save(src)
     code, _, err = run_dukd("upscale", src, "-o", tmp_path / "o.png", *args, *opts(w))
@@ -288,18 +278,18 @@ def test_tile_options_one_rule_one_line(tiny2, tmp_path, run_dukd, args, needle)
     assert code == 0, err
 
 
-def test_auto_tile_respects_a_large_explicit_overlap(tiny2, monkeypatch):
+def test_auto_tile_respects_a_large_explicit_overlap(tiny_x2, monkeypatch):
     from dukd_cli import upscale
 
-    _, m = tiny2
+    _, m = tiny_x2
     monkeypatch.setattr(upscale, "auto_tile", lambda *a, **k: 64)
     assert upscale.resolve_tile("auto", m, 500, 500, overlap=40) == 160
     assert upscale.resolve_tile("auto", m, 500, 500, overlap=8) == 64
     assert resolve_overlap(64, None) == 16
 
 
-def test_fp16_on_cpu_reported_once_per_run(tiny2, tmp_path, run_dukd):
-    w, _ = tiny2
+def test_fp16_on_cpu_reported_once_per_run(tiny_x2, tmp_path, run_dukd):
+    w, _ = tiny_x2
     d = tmp_path / "in"
     d.mkdir()
     for i in range(3):
@@ -311,8 +301,8 @@ def test_fp16_on_cpu_reported_once_per_run(tiny2, tmp_path, run_dukd):
     assert not (tmp_path / "out").exists()
 
 
-def test_rerun_one_summary_line_for_skipped_outputs(tiny2, tmp_path, run_dukd):
-    w, _ = tiny2
+def test_rerun_one_summary_line_for_skipped_outputs(tiny_x2, tmp_path, run_dukd):
+    w, _ = tiny_x2
     d = tmp_path / "in"
     d.mkdir()
     for i in range(4):
