@@ -138,7 +138,7 @@ class Server:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def child(args: list[str], *, hook: str = "", preexec=None, **kw) -> subprocess.Popen:
+def child(args: list[str], *, hook: str = "", preexec=None, output=subprocess.PIPE, **kw) -> subprocess.Popen:
     """The CLI in a child process (``dukd ARGS``), with the current environment; ``hook`` is Python
     run first in the child (to pause it at a chosen point)."""
     code = (
@@ -148,7 +148,7 @@ def child(args: list[str], *, hook: str = "", preexec=None, **kw) -> subprocess.
         [sys.executable, "-c", code, *map(str, args)],
         cwd=ROOT,
         env=os.environ.copy(),
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
         preexec_fn=preexec,
@@ -156,17 +156,35 @@ def child(args: list[str], *, hook: str = "", preexec=None, **kw) -> subprocess.
     )
 
 
-# Pause the child inside extraction: after the third archive member is opened, write a marker
-# file and sleep (the test kills it there, or lets it go on).
+# Pause the child inside extraction: when the third archive member is opened (through
+# TarFile.extractfile, or TarFile.makefile as extractall does), write the file $PAUSE_MARKER and wait
+# (at most 120 s) until the file $PAUSE_GO exists; the test kills it there or lets it go on.
 PAUSE_IN_EXTRACTION = """
 import os, tarfile, time
-_orig = tarfile.TarFile.extractfile
 _n = [0]
-def _slow(self, member):
-    _n[0] += 1
-    if _n[0] == 3:
-        open(os.environ["PAUSE_MARKER"], "w").write(str(os.getpid()))
-        time.sleep(float(os.environ.get("PAUSE_S", "60")))
-    return _orig(self, member)
-tarfile.TarFile.extractfile = _slow
+def _pausing(orig):
+    def paused(self, member, *args, **kw):
+        _n[0] += 1
+        if _n[0] == 3:
+            open(os.environ["PAUSE_MARKER"], "w").write(str(os.getpid()))
+            t = time.time()
+            while not os.path.exists(os.environ["PAUSE_GO"]) and time.time() - t < 120:
+                time.sleep(0.05)
+        return orig(self, member, *args, **kw)
+    return paused
+tarfile.TarFile.extractfile = _pausing(tarfile.TarFile.extractfile)
+tarfile.TarFile.makefile = _pausing(tarfile.TarFile.makefile)
 """
+
+
+def wait_for(predicate, proc, what: str, limit: float = 120.0) -> None:
+    """Poll ``predicate`` until it holds; fail at once if ``proc`` ended first."""
+    import time
+
+    t = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the child ended (code {proc.returncode}) before {what}")
+        if time.time() - t > limit:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
