@@ -29,14 +29,14 @@ def test_a_second_fetch_of_one_set_waits_or_names_the_holder(env, bench_cache, p
     waiter = None
     try:
         wait_for(marker.exists, holder, "the first fetch paused inside extraction")
-        code, _, err = run_dukd("data", "fetch", "set5", "--source", archive, "--no-wait")
-        assert code == 1 and "Traceback" not in err, err
-        assert f"process {holder.pid} is already fetching Set5" in flat(err)
         log = env / "waiter.log"
         with open(log, "w") as f:
             waiter = child(["data", "fetch", "set5", "--source", archive], output=f)
         wait_for(lambda: "waiting for it to finish" in log.read_text(), waiter, "the waiting line")
         assert f"process {holder.pid} is already fetching Set5" in flat(log.read_text())
+        code, _, err = run_dukd("data", "fetch", "set5", "--source", archive, "--no-wait")
+        assert code == 1 and "Traceback" not in err, err
+        assert f"process {holder.pid} is already fetching Set5" in flat(err)
         go.touch()  # the first one goes on and installs the set; then the second finds it there
         assert holder.wait(timeout=120) == 0, holder.stdout.read()
         assert waiter.wait(timeout=120) == 0, log.read_text()
