@@ -158,15 +158,15 @@ class _Budget:
                 out.write(chunk)
 
 
-def _clean_name(raw: str, what: str) -> PurePosixPath:
+def _clean_name(raw: str, what: str) -> PurePosixPath | None:
     """A member name as a safe relative path; one line for anything else."""
     if "\\" in raw or any(ord(c) < 32 or ord(c) == 127 for c in raw):
         raise DukdError(f"{what} holds a member with an unsafe name {raw!r}; refusing to extract it")
     p = PurePosixPath(raw)
     parts = [x for x in p.parts if x not in ("", ".")]
-    if p.is_absolute() or ".." in parts or re.match(r"^[A-Za-z]:", raw) or not parts:
+    if p.is_absolute() or ".." in parts or re.match(r"^[A-Za-z]:", raw):
         raise DukdError(f"{what} holds a member with an unsafe path '{raw}'; refusing to extract it")
-    return PurePosixPath(*parts)
+    return PurePosixPath(*parts) if parts else None  # None: the archive's root folder ('./')
 
 
 def _fold(p: PurePosixPath) -> str:
@@ -241,6 +241,10 @@ def _extract_tar(archive: Path, dest: Path, limits: Limits, what: str) -> None:
                 kind = "device" if (m.ischr() or m.isblk()) else "FIFO" if m.isfifo() else "special file"
                 raise DukdError(f"{what} holds a {kind} member '{m.name}'; dukd extracts regular files only")
             rel = _clean_name(m.name, what)
+            if rel is None and m.isdir():
+                continue
+            if rel is None:
+                raise DukdError(f"{what} holds a file member without a name; refusing to extract it")
             if m.isdir():
                 names.add_dir(rel)
                 dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
@@ -267,6 +271,10 @@ def _extract_zip(archive: Path, dest: Path, limits: Limits, what: str) -> None:
                     f"{what} holds a {kind} '{info.filename}'; dukd extracts regular files only, refusing it"
                 )
             rel = _clean_name(info.filename, what)
+            if rel is None and info.is_dir():
+                continue
+            if rel is None:
+                raise DukdError(f"{what} holds a file member without a name; refusing to extract it")
             if info.is_dir():
                 names.add_dir(rel)
                 dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
