@@ -67,11 +67,12 @@ def downloads_dir() -> Path:
     return hub_cache_dir() / "dukd-downloads"
 
 
-def cache_path(src: UrlSource, sha256: str | None = None) -> Path:
-    """Where ``src`` is cached: a hash-keyed folder and a safe basename, proven inside the cache."""
+def cache_path(src: UrlSource, sha256: str | None = None, name: str | None = None) -> Path:
+    """Where ``src`` is cached: a hash-keyed folder and a safe basename (of ``name``, a preset's
+    declared file name, where given; else of the URL's last segment), proven inside the cache."""
     pin = src.sha256 or sha256
     key = pin[:16] if pin else hashlib.sha256(src.url.encode()).hexdigest()[:16]
-    path = downloads_dir() / key / src.filename
+    path = downloads_dir() / key / (safe_basename(name) if name else src.filename)
     ensure_inside(downloads_dir(), path, what=f"the download of {src.url}")
     return path
 
@@ -91,12 +92,15 @@ def _total(resp, start: int) -> int | None:
     return int(n) + start if n is not None else None
 
 
-def url_download(src: UrlSource, *, sha256: str | None = None, progress: bool = True) -> Path:
-    """The cached file of ``src``, downloading (or resuming) it first where needed."""
+def url_download(
+    src: UrlSource, *, sha256: str | None = None, progress: bool = True, name: str | None = None
+) -> Path:
+    """The cached file of ``src``, downloading (or resuming) it first where needed; ``name``: the
+    file name to cache it under (a preset's declared name) instead of the URL's."""
     from dukd_cli.pidlock import hold
 
     pin = src.sha256 or sha256
-    final = cache_path(src, pin)
+    final = cache_path(src, pin, name)
     if final.is_file():
         return final
     if is_offline():

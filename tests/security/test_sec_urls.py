@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import urllib.parse
 
@@ -79,3 +80,22 @@ def test_hub_sources_with_dotdot_parts_are_refused():
         with pytest.raises(SourceError, match="not allowed"):
             parse_hub_source(bad)
     assert parse_hub_source("hf://o/r/sub/w.pth@main").filename == "sub/w.pth"
+
+
+def test_a_declared_file_is_cached_under_its_declared_name(env, monkeypatch):
+    """A preset's declared source whose URL ends in a hostile segment: cached as the declared name."""
+    from dukd_cli.registry import WeightSource
+    from dukd_cli.weights import resolve_declared
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    srv = Server(BODY)
+    ws = WeightSource(
+        f"{srv.base}/dl%2F..%2F..%2Fevil", filename="net_x4.pth", sha256=hashlib.sha256(BODY).hexdigest()
+    )
+    try:
+        got = resolve_declared(ws)
+    finally:
+        srv.close()
+    assert got.name == "net_x4.pth" and got.read_bytes() == BODY
+    assert got.resolve().parent.parent == (env / "hub" / "dukd-downloads").resolve()
+    assert not (env / "hub" / "dukd-downloads" / "evil").exists()
