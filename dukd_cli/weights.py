@@ -92,7 +92,7 @@ def resolve_declared(ws: WeightSource, *, what: str = "the declared weights") ->
     errors = []
     for src in ws.sources:
         try:
-            return fetch(src, sha256=ws.sha256)
+            return fetch(src, sha256=ws.sha256, name=ws.filename)  # cached under its declared name
         except WeightsError as exc:
             if "SHA-256 mismatch" in str(exc):
                 raise

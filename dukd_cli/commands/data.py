@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from dukd_cli.commands._common import console
@@ -95,14 +96,34 @@ def fetch_cmd(
         "or a local archive or folder; same layouts as the pinned archive.",
     ),
     force: bool = typer.Option(False, "--force", help="Fetch again even when the set is already there."),
+    max_extract_bytes: str = typer.Option(
+        None,
+        "--max-extract-bytes",
+        metavar="SIZE",
+        help="Stop extracting past this many bytes (e.g. 500M, 8G). Default: from the catalogue's archive "
+        "size for its pinned source; 100x the archive or 4G, whichever is smaller, for --source "
+        "(env DUKD_MAX_EXTRACT_BYTES).",
+    ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="Fail at once when another process is fetching the set, instead of waiting."
+    ),
 ) -> None:
     """Fetch data sets into the cache (~/.cache/dukd/...), checked and extracted atomically."""
+    from dukd_cli.data.extract import parse_size
     from dukd_cli.data.fetch import fetch
 
     if source and len(names) != 1:
         raise DukdError("--source names where one set comes from; give exactly one NAME with it")
+    limit = parse_size(max_extract_bytes) if max_extract_bytes is not None else None
     for n in names:
-        got = fetch(n, source, force=force, on_status=lambda m: console.print(f"[dim]{m}[/]"))
+        got = fetch(
+            n,
+            source,
+            force=force,
+            on_status=lambda m: console.print(f"[dim]{escape(m)}[/]"),
+            max_extract_bytes=limit,
+            wait=not no_wait,
+        )
         if got.already:
             console.print(f"{got.name}: already at {got.path} (--force fetches it again)")
         else:

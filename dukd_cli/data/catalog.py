@@ -53,6 +53,13 @@ class DataEntry:
             return None
         return self.source.rsplit("@", 1)[1]
 
+    def known_bytes(self) -> int | None:
+        """The archive's size in bytes: exact where the Hub gave it, else read from ``size_text``."""
+        if self.size:
+            return self.size
+        m = re.fullmatch(r"([\d.]+)\s*(kB|MB|GB)", self.size_text.strip())
+        return int(float(m.group(1)) * {"kB": 1e3, "MB": 1e6, "GB": 1e9}[m.group(2)]) if m else None
+
     def size_label(self) -> str:
         if self.size:
             return _human(self.size)

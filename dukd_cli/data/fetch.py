@@ -8,6 +8,15 @@ lookup reads (:func:`dukd_cli.data.catalog.target_dir`). A failed or interrupted
 nothing there that would be taken for the set. ``SOURCE.json`` in the target records where the
 images came from (source, revision, SHA-256 of the archive).
 
+Safety (:mod:`dukd_cli.data.extract`): archive members are extracted one by one, regular files
+only (no links, devices or FIFOs), with relative names that appear once (also after case-folding),
+counted against byte limits while they are written; a folder source is copied regular file by
+regular file, never through a symbolic link. Every image's header and dimensions are checked and
+no two files may land on one name before anything is installed. One fetch of a set at a time: an
+advisory lock ``.<folder>.lock`` beside the set's folder (a second fetch waits, with a line naming
+the holder's PID). Temporary ``.fetch-<set>-<pid>-*`` folders carry their process's PID; a later
+fetch removes those whose process is gone (killed during extraction).
+
 Accepted layouts (the catalog's and any mirror's): a ``.tar.gz``/``.tgz``/``.tar``/``.zip``
 archive, or a folder, holding the images anywhere inside (``Urban100_HR/img_001.png``,
 ``Urban100/HR/img_001.png``, ``DIV2K_train_HR/0001.png`` ...); folders that look like LR
@@ -21,9 +30,8 @@ import json
 import os
 import re
 import shutil
-import tarfile
+import stat
 import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,39 +83,60 @@ def _stem(p: Path) -> str:
     return _SUFFIX.sub("", p.stem)
 
 
-def _images(root: Path, lr: bool) -> list[Path]:
-    """The images of the set under ``root``: those of the folder holding most of them."""
+def _images(root: Path, lr: bool, *, links_refused: str = "") -> list[Path]:
+    """The images of the set under ``root``: those of the folder holding most of them.
+
+    The walk never follows a symbolic link; an image-named entry that is not a regular file (a
+    link, a FIFO ...) is refused with one line naming ``links_refused`` (the source).
+    """
     by_dir: dict[Path, list[Path]] = {}
-    for p in root.rglob("*"):
-        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTS or p.name.startswith((".", "._")):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        rel = d.relative_to(root).parts
+        if "__MACOSX" in rel or (not lr and any(_looks_lr(x) for x in rel)):
+            dirnames[:] = []
             continue
-        rel = p.relative_to(root).parts[:-1]
-        if "__MACOSX" in rel or (not lr and any(_looks_lr(d) for d in rel)):
-            continue
-        by_dir.setdefault(p.parent, []).append(p)
+        for fn in filenames + [x for x in dirnames if (d / x).is_symlink()]:
+            p = d / fn
+            if p.suffix.lower() not in IMAGE_EXTS or fn.startswith((".", "._")):
+                continue
+            mode = p.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+                raise DukdError(
+                    f"{links_refused or root}: {p.relative_to(root)} is {kind}; dukd copies regular files "
+                    "only (put the file itself there)"
+                )
+            by_dir.setdefault(d, []).append(p)
     if not by_dir:
         return []
     return sorted(max(by_dir.values(), key=len))
 
 
-def _safe_extract(archive: Path, dest: Path) -> None:
-    name = archive.name.lower()
-    try:
-        if name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as z:
-                for m in z.namelist():
-                    if m.startswith(("/", "\\")) or ".." in Path(m).parts:
-                        raise DukdError(f"{archive} holds an unsafe path '{m}'; refusing to extract it")
-                z.extractall(dest)
-        elif name.endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
-            with tarfile.open(archive) as t:
-                t.extractall(dest, filter="data")
-        else:
+def _install_names(files: list[Path], src: str) -> dict[Path, str]:
+    """The file name each image is installed under; refuses two images landing on one name."""
+    out: dict[Path, str] = {}
+    seen: dict[str, Path] = {}
+    for p in files:
+        name = _stem(p) + p.suffix.lower()
+        key = name.casefold()
+        if key in seen:
             raise DukdError(
-                f"{archive.name} is not an archive dukd reads (.tar.gz, .tgz, .tar, .zip) nor a folder"
+                f"{src}: {seen[key].name} and {p.name} would both be installed as {name}; "
+                "refusing a set whose images would replace each other"
             )
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise DukdError(f"cannot extract {archive}: {exc}") from None
+        seen[key] = p
+        out[p] = name
+    return out
+
+
+def _check_images(files: list[Path], root: Path, src: str) -> None:
+    from dukd_cli.data.extract import check_image
+
+    for p in files:
+        why = check_image(p)
+        if why is not None:
+            raise DukdError(f"{src}: {p.relative_to(root)} is not a usable image ({why}); refusing the set")
 
 
 def _download(entry: DataEntry, source: str, on_status: Status | None) -> tuple[Path, str | None]:
@@ -126,14 +155,52 @@ def _download(entry: DataEntry, source: str, on_status: Status | None) -> tuple[
     return p, None
 
 
+TMP_PREFIX = ".fetch-"
+
+
+def remove_stale(folder: Path, on_status: Status | None = None) -> list[Path]:
+    """Remove the ``.fetch-<set>-<pid>-*`` folders in ``folder`` whose process is gone."""
+    from dukd_cli.data.catalog import ENTRIES
+    from dukd_cli.pidlock import pid_alive, pid_of
+
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if not p.name.startswith(TMP_PREFIX):
+            continue
+        pid = next((x for e in ENTRIES if (x := pid_of(p.name, f"{TMP_PREFIX}{e.name}-")) is not None), None)
+        if pid is None or pid == os.getpid() or pid_alive(pid):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        if not os.path.lexists(p):
+            removed.append(p)
+            if on_status is not None:
+                on_status(f"removed {p}, left by process {pid} which is gone")
+    return removed
+
+
 def fetch(
     name: str,
     source: str | None = None,
     *,
     force: bool = False,
     on_status: Status | None = None,
+    max_extract_bytes: int | str | None = None,
+    wait: bool = True,
 ) -> Fetched:
-    """Fetch one data set (``name`` as in :mod:`dukd_cli.data.catalog`) into its cache folder."""
+    """Fetch one data set (``name`` as in :mod:`dukd_cli.data.catalog`) into its cache folder.
+
+    ``max_extract_bytes``: the bound on extracted bytes instead of the derived one
+    (:func:`dukd_cli.data.extract.limits_for`); ``wait=False``: fail with one line, naming the
+    holder's PID, when another process is fetching this set, instead of waiting for it.
+    """
+    from dukd_cli.pidlock import hold
+
     entry = get(name)
     target = target_dir(entry)
     if is_present(entry) and not force:
@@ -141,32 +208,61 @@ def fetch(
     src = source or entry.source
     if not src:
         raise DukdError(f"{entry.name}: {entry.notes or 'no source known'}; pass --source ARCHIVE_OR_FOLDER")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.parent / f".{target.name}.lock"
+    with hold(lock, what=f"fetching {entry.name} into {target}", wait=wait, on_wait=on_status):
+        if is_present(entry) and not force:  # the process we waited for fetched it
+            return Fetched(
+                entry.name, target, provenance(entry).get("source", "(already there)"), already=True
+            )
+        remove_stale(target.parent, on_status)
+        return _fetch_locked(entry, src, target, on_status, max_extract_bytes)
+
+
+def _fetch_locked(
+    entry: DataEntry, src: str, target: Path, on_status: Status | None, max_extract_bytes
+) -> Fetched:
+    from dukd_cli.data import extract
+    from dukd_cli.pidlock import pid_tag
+
     if on_status is not None:
         size = entry.size_label() if src == entry.source else "size of the mirror unknown"
         on_status(f"fetching {entry.name} ({entry.images} images, {size}) from {src} into {target}")
     archive, pin = _download(entry, src, on_status)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{entry.name}-", dir=target.parent))
+    limits = extract.limits_for(
+        known_size=entry.known_bytes(),
+        images=entry.images,
+        archive_size=None if archive.is_dir() else archive.stat().st_size,
+        pinned=src == entry.source,
+        max_bytes=max_extract_bytes,
+        hint=f"raise the limit with --max-extract-bytes of 'dukd data fetch' or {extract.ENV_MAX}",
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{entry.name}-{pid_tag()}", dir=target.parent))
     try:
         if archive.is_dir():
             tree = archive
         else:
             tree = tmp / "extracted"
             tree.mkdir()
-            _safe_extract(archive, tree)
-        files = _images(tree, lr=entry.kind == "train-lr")
+            extract.extract(archive, tree, limits)
+        files = _images(tree, lr=entry.kind == "train-lr", links_refused=src)
+        names = _install_names(files, src)
         why = check_names(entry, [_stem(p) for p in files])
         if why is not None:
             raise DukdError(f"{src} does not hold {entry.name}: {why}; nothing was written to {target}")
         result = tmp / "result"
         hr = result / "HR" if entry.kind == "bench" else result
         hr.mkdir(parents=True)
-        for p in files:
-            dst = hr / (_stem(p) + p.suffix.lower())
-            if archive.is_dir():
-                shutil.copy2(p, dst)
-            else:
-                os.replace(p, dst)
+        if archive.is_dir():  # copied (regular files only, bounded), then the copies are checked
+            budget = extract.budget(limits, src)
+            for p in files:
+                extract.copy_regular(p, hr / names[p], budget, str(p))
+        else:
+            _check_images(files, tree, src)
+            for p in files:
+                os.replace(p, hr / names[p])
+        if archive.is_dir():  # what is checked is what is installed, even if the folder changes meanwhile
+            _check_images([hr / names[p] for p in files], result, src)
         record = {"name": entry.name, "source": src, "revision": _revision(src), "images": len(files)}
         if pin:
             record["sha256"] = pin
@@ -181,10 +277,22 @@ def fetch(
             if old is not None:
                 os.replace(old, target)
             raise
+        _check_installed(target)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
     return Fetched(entry.name, target, src)
+
+
+def _check_installed(target: Path) -> None:
+    """After the final move: nothing but regular files and folders (no link can point outside)."""
+    for dirpath, dirnames, filenames in os.walk(target, followlinks=False):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            mode = p.lstat().st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                shutil.rmtree(target, ignore_errors=True)
+                raise DukdError(f"{p} is not a regular file after the move; removed {target}")
 
 
 def _revision(source: str) -> str | None:

@@ -8,6 +8,8 @@ A *remote source* is one of:
 - ``https://...[#sha256=HEX]`` (``http://`` too), downloaded into the same cache folder under
   ``dukd-downloads/``, resumed with an HTTP ``Range`` request after a cut connection, hash-checked,
   and renamed into place only when whole and right (nothing half-written is ever taken for a file).
+  Its cache name is a hash-keyed folder and a safe basename (:mod:`dukd_cli.sources.safe`), never a
+  path taken from the URL; plain ``http://`` prints a warning (no transport security).
 
 :func:`fetch` turns any of them into a local path; a local path is returned as it is. Every
 SHA-256 pin (in the source's ``#sha256=`` fragment or the ``sha256`` argument; a prefix of at least
@@ -46,8 +48,14 @@ def is_remote(source: str | os.PathLike) -> bool:
     return s.startswith(("hf://", "https://", "http://"))
 
 
-def fetch(source: str | os.PathLike, *, sha256: str | None = None, progress: bool = True) -> Path:
-    """A local file for ``source`` (downloaded into the cache where needed), hash-checked."""
+def fetch(
+    source: str | os.PathLike, *, sha256: str | None = None, progress: bool = True, name: str | None = None
+) -> Path:
+    """A local file for ``source`` (downloaded into the cache where needed), hash-checked.
+
+    ``name``: for ``https://``, the file name to cache it under (a preset's declared name, reduced
+    to a safe basename) instead of the URL's last segment.
+    """
     s = os.fspath(source)
     if s.startswith("hf://"):
         src = parse_hub_source(s)
@@ -56,7 +64,8 @@ def fetch(source: str | os.PathLike, *, sha256: str | None = None, progress: boo
     elif s.startswith(("https://", "http://")):
         src = parse_url_source(s)
         pin = src.sha256 or sha256
-        return url_download(src, sha256=pin, progress=progress)  # checked before it is renamed into place
+        # checked before it is renamed into place
+        return url_download(src, sha256=pin, progress=progress, name=name)
     else:
         path = Path(s).expanduser()
         if not path.is_file():

@@ -64,6 +64,12 @@ def parse_hub_source(source: str, *, allow_repo: bool = False) -> HubSource:
         path, revision = path.rsplit("@", 1)
     if not repo or (revision is not None and not revision) or (not path and not allow_repo):
         raise bad
+    for piece in (owner, repo, *path.split("/"), *(revision or "").split("/")):
+        if piece in (".", "..") or "\\" in piece or any(ord(c) < 32 or ord(c) == 127 for c in piece):
+            raise SourceError(
+                f"bad Hub source '{source}': '.', '..', backslashes and control characters "
+                "are not allowed in its parts"
+            )
     return HubSource(f"{owner}/{repo}", path, revision, sha, repo_type)
 
 
@@ -132,4 +138,7 @@ def hub_download(src: HubSource, filename: str | None = None) -> Path:
             raise SourceError(f"file '{fname}' not found in Hub repository '{src.repo_id}'{rev}") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
         raise SourceError(f"could not fetch {shown}: {first}") from None
+    from dukd_cli.sources.safe import ensure_inside
+
+    ensure_inside(hub_cache_dir(), path, what=f"the file of {shown}")
     return Path(path)

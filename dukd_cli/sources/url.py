@@ -1,7 +1,12 @@
 """``https://`` sources: downloaded into the Hub cache folder with resume, hash check and atomic rename.
 
 Layout: ``<hub cache>/dukd-downloads/<key>/<file name>``, where the key is the first 16 hex digits
-of the pinned SHA-256 (or of the URL's, when unpinned). While downloading, bytes go to
+of the pinned SHA-256 (or of the URL's, when unpinned) and the file name is the URL's last segment
+reduced to a safe basename (:func:`dukd_cli.sources.safe.safe_basename`: a name from the network
+never carries a separator, ``..`` or a control character), and the final path is proven inside the
+cache before anything is opened. One download per key at a time (an advisory lock,
+``dukd-downloads/.locks/<key>.lock``: a second process waits for the first). Plain ``http://`` is accepted with a one-line
+warning (no transport security). While downloading, bytes go to
 ``<file name>.part`` beside it; a cut connection is resumed from there with a ``Range`` request (in
 the same call, up to :data:`ATTEMPTS` times, and by the next call). Only a whole file whose hash
 matches is renamed onto the final name, so a failed or interrupted download is never taken for
@@ -17,12 +22,14 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from dukd_cli.sources.errors import SourceError
 from dukd_cli.sources.hashing import check_sha256, normalise_pin
 from dukd_cli.sources.hub import hub_cache_dir, is_offline
+from dukd_cli.sources.safe import ensure_inside, safe_basename
 
 ATTEMPTS = 4
 CHUNK = 1 << 20
@@ -36,8 +43,9 @@ class UrlSource:
 
     @property
     def filename(self) -> str:
-        name = os.path.basename(urllib.parse.urlparse(self.url).path)
-        return urllib.parse.unquote(name) or "download"
+        """The URL's last path segment, percent-decoded, reduced to a safe basename (never a path)."""
+        path = urllib.parse.urlparse(self.url).path
+        return safe_basename(urllib.parse.unquote(path.rsplit("/", 1)[-1]))
 
     def __str__(self) -> str:
         return self.url + (f"#sha256={self.sha256}" if self.sha256 else "")
@@ -55,10 +63,18 @@ def parse_url_source(source: str) -> UrlSource:
     return UrlSource(url, sha)
 
 
-def cache_path(src: UrlSource, sha256: str | None = None) -> Path:
+def downloads_dir() -> Path:
+    return hub_cache_dir() / "dukd-downloads"
+
+
+def cache_path(src: UrlSource, sha256: str | None = None, name: str | None = None) -> Path:
+    """Where ``src`` is cached: a hash-keyed folder and a safe basename (of ``name``, a preset's
+    declared file name, where given; else of the URL's last segment), proven inside the cache."""
     pin = src.sha256 or sha256
     key = pin[:16] if pin else hashlib.sha256(src.url.encode()).hexdigest()[:16]
-    return hub_cache_dir() / "dukd-downloads" / key / src.filename
+    path = downloads_dir() / key / (safe_basename(name) if name else src.filename)
+    ensure_inside(downloads_dir(), path, what=f"the download of {src.url}")
+    return path
 
 
 def _open(url: str, start: int):
@@ -76,10 +92,15 @@ def _total(resp, start: int) -> int | None:
     return int(n) + start if n is not None else None
 
 
-def url_download(src: UrlSource, *, sha256: str | None = None, progress: bool = True) -> Path:
-    """The cached file of ``src``, downloading (or resuming) it first where needed."""
+def url_download(
+    src: UrlSource, *, sha256: str | None = None, progress: bool = True, name: str | None = None
+) -> Path:
+    """The cached file of ``src``, downloading (or resuming) it first where needed; ``name``: the
+    file name to cache it under (a preset's declared name) instead of the URL's."""
+    from dukd_cli.pidlock import hold
+
     pin = src.sha256 or sha256
-    final = cache_path(src, pin)
+    final = cache_path(src, pin, name)
     if final.is_file():
         return final
     if is_offline():
@@ -88,7 +109,35 @@ def url_download(src: UrlSource, *, sha256: str | None = None, progress: bool = 
             "download it once online, or pass a local file instead"
         )
     final.parent.mkdir(parents=True, exist_ok=True)
-    part = final.with_name(final.name + ".part")
+    with hold(
+        downloads_dir() / ".locks" / f"{final.parent.name}.lock", what=f"downloading {src.url}", on_wait=_note
+    ):
+        if final.is_file():  # the process we waited for downloaded it
+            return final
+        if src.url.startswith("http://"):
+            warnings.warn(
+                f"{src.url} is plain http: no transport security"
+                + ("; its SHA-256 pin is checked" if pin else "; pin it with #sha256=HEX or use https"),
+                stacklevel=2,
+            )
+        part = final.with_name(final.name + ".part")
+        _download_part(src, part, progress)
+        if pin:
+            try:
+                check_sha256(part, pin, what=src.url)
+            except SourceError:
+                part.unlink(missing_ok=True)
+                raise
+        os.replace(part, final)
+    return final
+
+
+def _note(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def _download_part(src: UrlSource, part: Path, progress: bool) -> None:
+    """Download ``src`` into ``part`` (resuming what is there), retrying up to :data:`ATTEMPTS` times."""
     bar = None
     last_error = ""
     try:
@@ -134,20 +183,14 @@ def url_download(src: UrlSource, *, sha256: str | None = None, progress: bool = 
                 if total is not None and size < total:
                     last_error = f"connection closed after {size} of {total} bytes"
                     continue
-                break
+                return
+        have = part.stat().st_size if part.is_file() else 0
+        if have:
+            hint = f"run the command again to resume from the {have} bytes kept in {part}"
         else:
-            raise SourceError(
-                f"could not download {src.url} after {ATTEMPTS} attempts ({last_error}); "
-                f"run the command again to resume from {part}"
-            )
+            part.unlink(missing_ok=True)
+            hint = "nothing was received; check the address and the network, then run the command again"
+        raise SourceError(f"could not download {src.url} after {ATTEMPTS} attempts ({last_error}); {hint}")
     finally:
         if bar is not None:
             bar.close()
-    if pin:
-        try:
-            check_sha256(part, pin, what=src.url)
-        except SourceError:
-            part.unlink(missing_ok=True)
-            raise
-    os.replace(part, final)
-    return final
