@@ -172,7 +172,8 @@ class Trainer:
         torch.manual_seed(seed)
         res0 = resolve(cfg, self.method_cls_override)
         # The network trained: the student, or a larger one the method ships part of (csd).
-        s_spec = res0.method_cls.trained_spec(res0.student, res0.cfg.method.options)
+        trained_spec = getattr(res0.method_cls, "trained_spec", None)
+        s_spec = trained_spec(res0.student, res0.cfg.method.options) if trained_spec else res0.student
         if self.resume:  # the saved state replaces the initial weights: do not read them again
             s_spec = ModelSpec(**{**s_spec.__dict__, "weights": None})
         student, note = build_student(s_spec, cfg.student.strict, dev)
@@ -388,7 +389,8 @@ class Trainer:
 
     def _shipped(self) -> torch.nn.Module:
         """The student the run delivers from the EMA (the EMA itself unless the method ships a part)."""
-        return self.method.shipped(self.ema)
+        shipped = getattr(self.method, "shipped", None)
+        return shipped(self.ema) if shipped is not None else self.ema
 
     def _shipped_state(self) -> dict[str, torch.Tensor] | None:
         """student.safetensors' tensors when they are not the EMA's own (``None``: the EMA's)."""
