@@ -94,6 +94,18 @@ def test_study_grid_table_matches_json_and_resumes_without_rerunning(grid, run_d
     other = [o if o != "0,1" else "0" for o in opts]
     code, out, err = run_dukd("study", root, "--method", "kd", "--method", "dukd", *other)
     assert code != 0 and "planned with other seeds" in out + err
+    # dukd report accepts the study folder: its table on the page, the page's numbers the table's
+    page = grid["tmp"] / "page.html"
+    code, out, err = run_dukd("report", root, "-o", page, "--device", "cpu")
+    assert code == 0, out + err
+    rep = json.loads(page.with_suffix(".json").read_text())
+    assert rep["study"] == json.loads((root / "study-table.json").read_text())
+    assert sorted(r["label"] for r in rep["runs"]) == sorted(
+        f"edsr-n_feats8-n_resblocks1/{m}/seed{s}" for m in ("kd", "dukd") for s in (0, 1)
+    )
+    html = page.read_text()
+    c = rep["study"]["rows"][1]["cells"]["Set5"]
+    assert f'data-json="study.rows.1.cells.Set5.psnr_mean" data-digits="2">{c["psnr_mean"]:.2f}<' in html
 
 
 def test_a_killed_cell_resumes_from_its_checkpoint(grid):
