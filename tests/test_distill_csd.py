@@ -167,4 +167,19 @@ def test_csd_refusals_are_one_line(tmp_path, vgg_file, run_dukd):
         *base, "--method", "csd", "--student", "rcan", "--csd-vgg-weights", vgg_file, "--out", tmp_path / "r"
     )
     assert code != 0 and "EDSR students only" in out + err
-    assert not (tmp_path / "r" / "state.pt").exists()
+    assert len((out + err).strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    # --dry-run names the wider network csd trains
+    code, out, err = run_dukd(
+        *base,
+        "--method",
+        "csd",
+        "--student",
+        "edsr",
+        "--student-arg",
+        "n_feats=8",
+        "--csd-width",
+        "0.5",
+        "--dry-run",
+    )
+    assert code == 0, out + err
+    assert "trained network: edsr (n_feats=16" in " ".join(out.split())

@@ -599,6 +599,19 @@ def _print_plan(res, run_dir) -> None:
         n = counts[role]
         table.add_row(role, spec.name, spec.arch, _weights_cell(role, spec), f"{format_params(n)} ({n:,})")
     console.print(table)
+    trained_spec = getattr(res.method_cls, "trained_spec", None)
+    trained = trained_spec(res.student, res.cfg.method.options) if trained_spec else res.student
+    if trained is not res.student:  # e.g. csd: a wider network is trained, the student is part of it
+        from dukd_cli.models import count_parameters_of
+
+        n = count_parameters_of(trained.arch, trained.scale, trained.kwargs)
+        args = ", ".join(f"{k}={v}" for k, v in trained.kwargs.items())
+        console.print(
+            f"trained network: {trained.arch} ({args}), {format_params(n)} ({n:,}); "
+            f"student.safetensors holds the student above, a part of it",
+            markup=False,
+            highlight=False,
+        )
     from dukd_cli.distill.provenance import data_lines, plan_lines
 
     # teacher file and data: where they come from (nothing is downloaded); then the recipe

@@ -253,10 +253,7 @@ def check_cell(plan: StudyPlan, cell: Cell, cfg) -> None:
     from dukd_cli.distill.resolve import resolve
 
     try:
-        res = resolve(cfg, plan=True)
-        trained_spec = getattr(res.method_cls, "trained_spec", None)
-        if trained_spec is not None:
-            trained_spec(res.student, res.cfg.method.options)
+        resolve(cfg, plan=True)  # also checks what a method trains (csd's channel split)
     except DukdError as exc:
         first = str(exc).strip().splitlines()[0]
         raise DukdError(f"study cell {cell.key}: {first}") from None
