@@ -245,6 +245,9 @@ def cell_config(
     cfg.train.seed = int(cell.seed)
     cfg.train.device = device
     cfg.val.every = 0
+    from dukd_cli.distill.provenance import record
+
+    record(cfg)  # named data (div2k): its source and revision go into config.toml
     return cfg
 
 
