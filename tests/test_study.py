@@ -189,3 +189,12 @@ def test_summarise_single_seed_has_no_std():
     assert re.search(
         r"\| 30\.00 / 0\.9000 \|", __import__("dukd_cli.study", fromlist=["markdown"]).markdown(t)
     )
+
+
+def test_paper_table2_csd_starts_from_the_teacher():
+    from dukd_cli.study.grid import Cell, cell_config
+
+    plan = build_plan(preset="paper-table2", teacher_weights="EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth")
+    assert cell_config(plan, Cell("edsr-s", "csd", 0)).student.weights.endswith("76ee1c8f.pth")
+    assert cell_config(plan, Cell("edsr-s", "kd", 0)).student.weights is None
+    assert cell_config(plan, Cell("edsr-s", "kd", 0)).teacher.weights.endswith("76ee1c8f.pth")

@@ -38,6 +38,9 @@ class StudyPlan:
     benches: list[str] = field(default_factory=lambda: ["set5"])
     data_dir: str | None = None
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Methods whose trained network starts from the teacher's weights (csd at the paper's scale: its
+    # 1/width-wide network is the teacher's architecture, and the CSD release starts from it).
+    init_from_teacher: list[str] = field(default_factory=list)
     preset: str | None = None
     what: str = ""  # a line saying what the study is (shown above its table)
 
@@ -88,6 +91,7 @@ def _paper_table2() -> StudyPlan:
         train={"iters": 250_000, "batch_size": 16, "patch_size": 48},
         benches=["set5", "set14", "bsd100", "urban100"],
         method_options={"csd": {"width": 0.25}},
+        init_from_teacher=["csd"],
         preset="paper-table2",
         what="the paper's Table 2 setting (EDSR x4: EDSR-L teacher, EDSR-S student, DIV2K, 250k iterations)",
     )
@@ -237,6 +241,8 @@ def cell_config(
     cfg.student.scale = int(plan.scale)
     cfg.method.name = base
     cfg.method.options = {**dict(plan.method_options.get(base, {})), **extra}
+    if base in plan.init_from_teacher and plan.teacher.get("weights"):
+        cfg.student.weights = plan.teacher["weights"]
     cfg.data.paths = list(plan.data)
     cfg.data.cache_dir = cache_dir
     cfg.data.workers = workers
@@ -381,6 +387,10 @@ def describe_plan(plan: StudyPlan, root: Path, *, device: str = "auto") -> list[
     ]
     if plan.method_options:
         lines.append("method options: " + "; ".join(f"{m}: {o}" for m, o in plan.method_options.items()))
+    if plan.init_from_teacher:
+        lines.append(
+            f"trained network starts from the teacher's weights: {', '.join(plan.init_from_teacher)}"
+        )
     problems = 0
     for cell in plan.cells():
         run_dir = cell.run_dir(root)
