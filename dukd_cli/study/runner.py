@@ -56,12 +56,17 @@ def read_eval(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def plan_iters(plan: StudyPlan) -> int:
+    """Each cell's iterations: the plan's, else dukd distill's default."""
+    from dukd_cli.distill.config import TrainConfig
+
+    return int(plan.train.get("iters", TrainConfig.iters))
+
+
 def is_finished(plan: StudyPlan, cell: Cell, root: Path) -> bool:
     rec = read_eval(cell.run_dir(root))
     return (
-        rec is not None
-        and rec.get("iteration") == int(plan.train.get("iters", 0) or 0)
-        and rec.get("sets") == list(plan.benches)
+        rec is not None and rec.get("iteration") == plan_iters(plan) and rec.get("sets") == list(plan.benches)
     )
 
 
@@ -161,7 +166,7 @@ def run_study(
     todo = [c for c in cells if not is_finished(plan, c, root)]
     result.skipped = [c.key for c in cells if c not in todo]
     on_event(f"{len(cells)} cells: {len(result.skipped)} finished, {len(todo)} to run")
-    iters = int(plan.train.get("iters", 0) or 0)
+    iters = plan_iters(plan)
     for i, cell in enumerate(todo, 1):
         run_dir = cell.run_dir(root)
         done = (
