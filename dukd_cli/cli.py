@@ -12,6 +12,7 @@ from dukd_cli.commands.distill import distill_cmd
 from dukd_cli.commands.evaluate import evaluate_cmd
 from dukd_cli.commands.export import export_cmd
 from dukd_cli.commands.report import report_cmd
+from dukd_cli.commands.study import study_cmd
 from dukd_cli.commands.upscale import upscale_cmd
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app.command("distill")(distill_cmd)
 app.command("upscale")(upscale_cmd)
 app.command("export")(export_cmd)
 app.command("report")(report_cmd)
+app.command("study")(study_cmd)
 
 
 def main() -> None:

@@ -76,6 +76,8 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         "w_kd": "method.w_kd",
         "zoom_in_tiles": "method.zoom_in_tiles",
         "zoom_out": "method.zoom_out",
+        "csd_width": "method.width",
+        "csd_vgg_weights": "method.vgg_weights",
     }
     out: dict[str, Any] = {}
 
@@ -91,7 +93,7 @@ def _overrides(**opts: Any) -> dict[str, Any]:
                 out["data.paths"] = [_absolute(str(v)) for v in value]
         elif name in ("teacher", "student") and Path(str(value)).expanduser().is_file():
             out[keymap[name]] = _absolute(str(value))  # a checkpoint file as the model
-        elif name in ("teacher_weights", "student_weights", "data_dir", "cache_dir"):
+        elif name in ("teacher_weights", "student_weights", "data_dir", "cache_dir", "csd_vgg_weights"):
             out[keymap[name]] = _absolute(str(value))
         elif name == "teacher_arg":
             if value:
@@ -150,7 +152,7 @@ def distill_cmd(
     ),
     scale: int = typer.Option(None, "--scale", help="Upscaling factor (teacher and student must share it)."),
     method: str = typer.Option(
-        None, "--method", "-m", help="scratch | kd | dukd | fakd, or a plugin's method. Default: dukd."
+        None, "--method", "-m", help="scratch | kd | dukd | fakd | csd, or a plugin's method. Default: dukd."
     ),
     update: str = typer.Option(None, "--update", help=UPDATE_HELP),
     recipe: str = typer.Option(None, "--recipe", help=RECIPE_HELP),
@@ -201,6 +203,18 @@ def distill_cmd(
         help="dukd: zoom-in tiles per sample (default 2 for EDSR x2, else 1; 0 disables).",
     ),
     zoom_out: bool = typer.Option(None, "--zoom-out/--no-zoom-out", help=ZOOM_OUT_HELP),
+    csd_width: float = typer.Option(
+        None,
+        "--csd-width",
+        help="csd: the student's fraction of the trained network's channels (default 0.25, the paper's EDSR "
+        "rows); --student names the student, csd trains a network 1/width times wider and ships its first channels.",
+    ),
+    csd_vgg_weights: str = typer.Option(
+        None,
+        "--csd-vgg-weights",
+        help="csd: VGG-19 weights for the contrastive term (file or source; default torchvision's "
+        "vgg19-dcbb9e9d.pth, fetched once and hash-checked).",
+    ),
     method_opt: list[str] = typer.Option(
         None, "--method-opt", help="Any method option key=value (repeatable), e.g. max_side=48 for fakd."
     ),
@@ -363,6 +377,8 @@ def distill_cmd(
         "--zoom-in-tiles": zoom_in_tiles,
         "--zoom-out": zoom_out,
         "--method-opt": method_opt,
+        "--csd-width": csd_width,
+        "--csd-vgg-weights": csd_vgg_weights,
         "--data": data,
         "--patch-size": patch_size,
         "--milestones": milestones,
@@ -392,6 +408,11 @@ def distill_cmd(
         )
     )
     given = [k for k, v in other.items() if v not in (None, [], ())]
+    csd_given = [k for k in ("--csd-width", "--csd-vgg-weights") if k in given]
+    if csd_given and method is not None and method != "csd":
+        raise DukdError(
+            f"{' and '.join(csd_given)} apply to --method csd only (this run is --method {method})"
+        )
     if demo and given:
         raise DukdError(
             f"--demo trains the shipped pair with fixed settings; it does not take {', '.join(given)} "
@@ -418,6 +439,8 @@ def distill_cmd(
         zoom_in_tiles=zoom_in_tiles,
         zoom_out=zoom_out,
         method_opt=method_opt,
+        csd_width=csd_width,
+        csd_vgg_weights=csd_vgg_weights,
         data=data,
         iters=iters,
         batch_size=batch_size,
@@ -576,6 +599,19 @@ def _print_plan(res, run_dir) -> None:
         n = counts[role]
         table.add_row(role, spec.name, spec.arch, _weights_cell(role, spec), f"{format_params(n)} ({n:,})")
     console.print(table)
+    trained_spec = getattr(res.method_cls, "trained_spec", None)
+    trained = trained_spec(res.student, res.cfg.method.options) if trained_spec else res.student
+    if trained is not res.student:  # e.g. csd: a wider network is trained, the student is part of it
+        from dukd_cli.models import count_parameters_of
+
+        n = count_parameters_of(trained.arch, trained.scale, trained.kwargs)
+        args = ", ".join(f"{k}={v}" for k, v in trained.kwargs.items())
+        console.print(
+            f"trained network: {trained.arch} ({args}), {format_params(n)} ({n:,}); "
+            f"student.safetensors holds the student above, a part of it",
+            markup=False,
+            highlight=False,
+        )
     from dukd_cli.distill.provenance import data_lines, plan_lines
 
     # teacher file and data: where they come from (nothing is downloaded); then the recipe

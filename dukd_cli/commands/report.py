@@ -14,7 +14,8 @@ def report_cmd(
     runs: list[Path] = typer.Argument(
         ...,
         metavar="RUN_DIR",
-        help="Run directories of dukd distill (e.g. scratch, kd and dukd students of one teacher).",
+        help="Run directories of dukd distill (e.g. scratch, kd and dukd students of one teacher), or one "
+        "dukd study folder (its table, and its finished cells as the runs).",
     ),
     out: Path = typer.Option(
         Path("report.html"), "--out", "-o", help="The HTML page; its JSON and PNGs go beside it."

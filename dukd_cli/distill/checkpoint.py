@@ -149,9 +149,16 @@ def _pause(phase: str, iteration: int) -> None:
     time.sleep(float(os.environ.get(f"{PAUSE_ENV}_SECONDS", "120")))
 
 
-def write_checkpoint(paths: RunPaths, state: dict, metadata: dict[str, str], kept: int | None = None) -> None:
+def write_checkpoint(
+    paths: RunPaths,
+    state: dict,
+    metadata: dict[str, str],
+    kept: int | None = None,
+    student: Mapping[str, torch.Tensor] | None = None,
+) -> None:
     """Write ``state`` (with its EMA student, ``state["ema"]``) as one checkpoint: both files written
-    whole, then state.pt renamed (the commit), then student.safetensors. Raises a one-line
+    whole, then state.pt renamed (the commit), then student.safetensors (``student`` where the run
+    ships a part of the trained network, else ``state["ema"]``). Raises a one-line
     :class:`CheckpointWriteError` (temporary files removed, the previous checkpoint kept) on failure."""
     mode = 0o666 & ~_umask()
     pending: list[Path] = []
@@ -161,7 +168,7 @@ def write_checkpoint(paths: RunPaths, state: dict, metadata: dict[str, str], kep
         sd_tmp = _temp(paths.student)
         pending.append(sd_tmp)
         _save_state(state, st_tmp)
-        _save_student(state["ema"], sd_tmp, metadata)
+        _save_student(state["ema"] if student is None else student, sd_tmp, metadata)
         for t in (st_tmp, sd_tmp):
             os.chmod(t, mode)  # mkstemp makes 0600; give the usual permissions
             _fsync(t)
@@ -248,12 +255,14 @@ def student_iteration(path: Path) -> int | None:
         return None
 
 
-def sync_student(paths: RunPaths, state: dict, metadata: dict[str, str]) -> bool:
+def sync_student(
+    paths: RunPaths, state: dict, metadata: dict[str, str], student: Mapping[str, torch.Tensor] | None = None
+) -> bool:
     """Rewrite student.safetensors from ``state`` when it is not that state's (a kill between the
     two renames of :func:`write_checkpoint`); whether it was rewritten."""
     if student_iteration(paths.student) == int(state["iteration"]):
         return False
-    save_safetensors(state["ema"], paths.student, metadata)
+    save_safetensors(state["ema"] if student is None else student, paths.student, metadata)
     return True
 
 

@@ -140,6 +140,22 @@ class Method:
     def losses(self, batch: Batch) -> Iterator[LossGroup]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # -- what is trained, what is shipped ----------------------------------------------------
+
+    @classmethod
+    def trained_spec(cls, student: Any, options: Mapping[str, Any]) -> Any:
+        """The network the trainer optimises, from the student's spec (a ``ModelSpec``).
+
+        The student itself by default; a method that trains a larger network and ships part of it
+        (CSD's channel splitting) returns that network's spec and overrides :meth:`shipped`.
+        """
+        return student
+
+    def shipped(self, trained: nn.Module) -> nn.Module:
+        """The student the run delivers (``student.safetensors``, validation) from the trained
+        network's EMA: the network itself by default."""
+        return trained
+
     def teacher_forward(self, x: Tensor) -> Tensor:
         """The frozen teacher on ``x``: no autograd graph, the teacher's precision (bf16 on CUDA)."""
         assert self.teacher is not None

@@ -144,6 +144,9 @@ def resolve(
     if t.precision not in ("auto", "bf16", "fp32"):
         raise DukdError(f"--precision must be auto, bf16 or fp32, got '{t.precision}'")
     t.milestones = sorted(int(m) for m in t.milestones)
+    trained_spec = getattr(method_cls, "trained_spec", None)
+    if trained_spec is not None:  # a method that trains a larger network checks the student now (csd)
+        trained_spec(s_spec, cfg.method.options)
     return Resolved(cfg, s_spec, t_spec, method_cls, family)
 
 

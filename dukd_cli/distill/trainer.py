@@ -171,7 +171,9 @@ class Trainer:
         # Identical initial weights on every rank, then per-rank streams.
         torch.manual_seed(seed)
         res0 = resolve(cfg, self.method_cls_override)
-        s_spec = res0.student
+        # The network trained: the student, or a larger one the method ships part of (csd).
+        trained_spec = getattr(res0.method_cls, "trained_spec", None)
+        s_spec = trained_spec(res0.student, res0.cfg.method.options) if trained_spec else res0.student
         if self.resume:  # the saved state replaces the initial weights: do not read them again
             s_spec = ModelSpec(**{**s_spec.__dict__, "weights": None})
         student, note = build_student(s_spec, cfg.student.strict, dev)
@@ -258,7 +260,9 @@ class Trainer:
         if self.resume:
             state = self._load_state()
             self._restore(state)
-            if self.main and ckpt.sync_student(self.paths, state, self._metadata()):
+            if self.main and ckpt.sync_student(
+                self.paths, state, self._metadata(), student=self._shipped_state()
+            ):
                 self.notes.append(
                     f"student.safetensors was behind state.pt (a checkpoint interrupted mid-write); rewritten "
                     f"from iteration {self.iteration}"
@@ -374,10 +378,24 @@ class Trainer:
             "log": [r["log"] for r in per_rank],
         }
         ckpt.write_checkpoint(
-            self.paths, state, self._metadata(), kept=getattr(self, "saved_iteration", None)
+            self.paths,
+            state,
+            self._metadata(),
+            kept=getattr(self, "saved_iteration", None),
+            student=self._shipped_state(),
         )
         self.saved_iteration = self.iteration
         self._t_save = self.clock()
+
+    def _shipped(self) -> torch.nn.Module:
+        """The student the run delivers from the EMA (the EMA itself unless the method ships a part)."""
+        shipped = getattr(self.method, "shipped", None)
+        return shipped(self.ema) if shipped is not None else self.ema
+
+    def _shipped_state(self) -> dict[str, torch.Tensor] | None:
+        """student.safetensors' tensors when they are not the EMA's own (``None``: the EMA's)."""
+        model = self._shipped()
+        return None if model is self.ema else model.state_dict()
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
         if self.main:
@@ -393,8 +411,9 @@ class Trainer:
         from dukd_cli.evaluate import evaluate
 
         probe = agreement.probe_for(self)  # student-vs-teacher PSNR (paper Fig. 5), reusing these forwards
+        student = self._shipped()
         res = evaluate(
-            self.ema,
+            student,
             int(self.cfg.student.scale),
             [v.bench],
             data_dir=v.data_dir,
@@ -405,11 +424,11 @@ class Trainer:
         )
         r = res[0]
         out = {"val_bench": r.bench, "val_psnr": float(r.psnr), "val_ssim": float(r.ssim)}
-        out.update(agreement.record(probe, self.ema, r))
+        out.update(agreement.record(probe, student, r))
         self.last_val = out
         if self.best_psnr is None or r.psnr > self.best_psnr:
             self.best_psnr, self.best_iteration = float(r.psnr), self.iteration
-            save_safetensors(self.ema, self.paths.best, {**self._metadata(), "val_psnr": f"{r.psnr:.4f}"})
+            save_safetensors(student, self.paths.best, {**self._metadata(), "val_psnr": f"{r.psnr:.4f}"})
         return out
 
     # -- the loop --------------------------------------------------------------------------------

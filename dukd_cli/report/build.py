@@ -72,10 +72,17 @@ def make_report(
         raise DukdError(f"-o {out} is a folder; give the page's file name (e.g. {out / 'report.html'})")
     check_writable_dir(out.parent)  # before minutes of evaluation
     say = progress or (lambda _m: None)
+    from dukd_cli.report import study as studymod
+
+    run_dirs, labels, study = studymod.expand(list(run_dirs))  # a study folder: its finished cells
     runs = load_runs(list(run_dirs))
+    for r in runs:
+        r.label = labels.get(r.root, r.label)
     notes: list[str] = []
     given = bool(bench)
     benches, dd = (list(bench), data_dir) if given else default_benches(runs)
+    if study is not None and not given:
+        benches = []  # dukd study evaluated every cell already: its table is on the page
     if not given and data_dir is not None:
         dd = data_dir
     if crops and not benches:
@@ -94,6 +101,11 @@ def make_report(
                 f"no benchmark evaluated: the runs' validation set ({', '.join(benches)}) was not found "
                 f"({exc}); pass --bench NAME --data-dir DIR"
             )
+    elif study is not None and not benches:
+        notes.append(
+            "no benchmark evaluated here: the study's table holds its own evaluation of every cell "
+            "(pass --bench NAME to measure the cells again, with crops)"
+        )
     elif not benches:
         notes.append(
             "no benchmark evaluated: the runs record no validation set; pass --bench NAME --data-dir DIR"
@@ -136,6 +148,8 @@ def make_report(
         "paper": paper,
         "notes": notes,
     }
+    if study is not None:
+        rep["study"] = study
     rep = _clean(rep)
 
     say("drawing the figures")

@@ -326,11 +326,18 @@ def render(rep: dict[str, Any], figs: dict[str, Any]) -> str:
     ]
     if rep.get("note"):
         out.append(f"<p class='note'>{esc(rep['note'])}</p>")
+    study = rep.get("study")
     out.append(
-        "<nav><a href='#results'>Results</a><a href='#curves'>Training curves</a><a href='#agreement'>Teacher "
+        "<nav>"
+        + ("<a href='#study'>Study</a>" if study else "")
+        + "<a href='#results'>Results</a><a href='#curves'>Training curves</a><a href='#agreement'>Teacher "
         "agreement</a><a href='#crops'>Crops</a><a href='#config'>Configuration</a><a href='#missing'>What is "
         "missing</a></nav>"
     )
+    if study:
+        from dukd_cli.report.study import section
+
+        out.append("<section id='study'><h2>Study</h2>" + section(study) + "</section>")
     out.append("<section id='results'><h2>Results</h2>" + _results_table(rep) + "</section>")
     out.append("<section id='curves'><h2>Training curves</h2>")
     out.append(

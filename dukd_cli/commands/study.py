@@ -1,0 +1,113 @@
+"""``dukd study``: a grid of distillation methods x seeds (x students), resumable, as one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from dukd_cli.commands._common import console
+from dukd_cli.errors import DukdError
+
+
+def study_cmd(
+    out: Path = typer.Argument(..., metavar="STUDY_DIR", help="The study folder (created, or continued)."),
+    preset: str = typer.Option(
+        None,
+        "--preset",
+        help="paper-table2 (the paper's EDSR x4 setting: EDSR-L teacher, EDSR-S student, DIV2K, 250k "
+        "iterations, 3 seeds) or cpu-short (IMDN x4 teacher, EDSR 32x4 student, the 291 images, short runs).",
+    ),
+    method: list[str] = typer.Option(
+        None,
+        "--method",
+        "-m",
+        help="A method of the grid (repeatable): a registry name (scratch, kd, dukd, fakd, csd, ...) or "
+        "NAME+FEATURE for --method NAME --feature-loss FEATURE (e.g. dukd+at). Default: the preset's.",
+    ),
+    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the preset's)."),
+    student: list[str] = typer.Option(
+        None,
+        "--student",
+        "-s",
+        help="A student of the grid (repeatable): NAME or NAME:key=value,... (e.g. edsr:n_feats=32,n_resblocks=4).",
+    ),
+    teacher: str = typer.Option(None, "--teacher", "-t", help="The teacher (default: the preset's)."),
+    teacher_weights: str = typer.Option(None, "--teacher-weights", help="The teacher's weights."),
+    scale: int = typer.Option(None, "--scale", help="Upscaling factor (default: the preset's)."),
+    data: list[str] = typer.Option(None, "--data", "-d", help="Training data (repeatable)."),
+    iters: int = typer.Option(None, "--iters", help="Iterations per cell."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Patches per iteration."),
+    patch_size: int = typer.Option(None, "--patch-size", help="LR patch side in pixels."),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate."),
+    bench: str = typer.Option(None, "--bench", "-b", help="Comma-separated sets each cell is evaluated on."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Folder holding the benchmark sets."),
+    csd_width: float = typer.Option(None, "--csd-width", help="csd cells: the student's channel fraction."),
+    csd_vgg_weights: str = typer.Option(None, "--csd-vgg-weights", help="csd cells: VGG-19 weights file."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    cache_dir: str = typer.Option(None, "--cache-dir", help="Cache of decoded training images."),
+    threads: int = typer.Option(
+        None, "--threads", help="CPU threads (default: the cores this process may use)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan and check every cell; train nothing."
+    ),
+) -> None:
+    """Run a grid of methods x seeds (x students) on one teacher and data; write STUDY_DIR/study.md and
+    study-table.json (Table 2's shape: mean ± std over seeds, the paired DUKD - KD difference per seed).
+
+    Every cell is a dukd distill run directory under STUDY_DIR/runs/; finished cells are skipped, so
+    running the same command again (or 'dukd study STUDY_DIR' alone) continues a stopped study.
+
+    Example: dukd study runs/study --preset cpu-short --csd-vgg-weights vgg19-dcbb9e9d.pth
+    """
+    from dukd_cli import threads as threads_mod
+    from dukd_cli.study import build_plan, describe_plan, load_plan, run_study
+
+    budget = threads_mod.apply(threads_mod.plan(threads, workers=0))
+    if budget.note:
+        console.print(f"[yellow]note:[/] {budget.note}")
+    given = build_plan(
+        preset=preset,
+        methods=method,
+        seeds=seeds,
+        students=student,
+        teacher=teacher,
+        teacher_weights=teacher_weights,
+        scale=scale,
+        data=data,
+        iters=iters,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        bench=bench,
+        data_dir=data_dir,
+        csd_width=csd_width,
+        csd_vgg_weights=csd_vgg_weights,
+    )
+    if dry_run:
+        plan = given or load_plan(out)
+        if plan is None:
+            raise DukdError(f"{out} holds no study; give --preset NAME or --method ... to plan one")
+        for line in describe_plan(plan, out, device=device):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    res = run_study(
+        out,
+        given,
+        device=device,
+        cache_dir=cache_dir,
+        on_event=lambda m: console.print(f"[bold]study:[/] {escape(m)}"),
+    )
+    console.print(res.table and _markdown(res.table), markup=False, highlight=False, soft_wrap=True)
+    if res.interrupted:
+        console.print(f"[yellow]stopped; continue with:[/] dukd study {escape(str(out))}")
+        raise typer.Exit(res.exit_code)
+    console.print(f"[green]wrote[/] {out / 'study.md'} and {out / 'study-table.json'}")
+
+
+def _markdown(table) -> str:
+    from dukd_cli.study import markdown
+
+    return markdown(table)
