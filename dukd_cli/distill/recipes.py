@@ -13,7 +13,9 @@ iteration, an EMA of the parameters once per iteration. They differ **only** by 
 * ``eval_teacher`` ([train]): teacher in eval mode / released: train mode (under no_grad here);
 * ``clamp_zoom_out`` ([method]): zoom-out clamped to [0, 1] / released: the bicubic overshoot kept;
 * ``ema_warmup`` ([train]): decay ``min(d, (1 + t) / (10 + t))`` / released: constant ``d`` from iteration 1;
-* ``bf16`` ([train] precision): ``auto`` (bf16 autocast on CUDA) / released: ``fp32``.
+* ``bf16`` ([train] precision): ``auto`` (bf16 autocast on CUDA) / released: ``fp32``;
+* ``feature_grad`` ([method]; feature methods): the feature term trains the student / released:
+  detached (``models/fakd_model.py`` sums the tap losses through ``torch.tensor([...])``).
 
 A key the user set (command line or ``--config`` file) wins over the recipe; the resolved value is
 what ``config.toml`` records, so ``--resume`` runs the same iteration. Method keys apply to methods
@@ -99,6 +101,16 @@ FIXES: tuple[Fix, ...] = (
         "--precision",
         "bf16 autocast on CUDA (precision auto; fp32 on the CPU)",
         "trains in fp32",
+    ),
+    Fix(
+        "feature_grad",
+        "method.feature_grad",
+        True,
+        False,
+        "--feature-grad/--no-feature-grad",
+        "the feature term's gradient reaches the student (fakd, fitnet, at, fsp, dukd --feature-loss)",
+        "sums the feature losses through torch.tensor([...]), which drops their gradient: the term is "
+        "logged but trains nothing (its FAKD trains like KD)",
     ),
 )
 

@@ -243,6 +243,7 @@ class Trainer:
             rank=self.dist.rank,
         )
         self.method = res.method_cls(self.student, teacher, cfg.method.options, ctx, student_module=student)
+        self._add_method_modules()
 
         self.iteration = 0
         self.best_psnr: float | None = None
@@ -321,12 +322,29 @@ class Trainer:
         self._prefetch: bool | None = None  # None: one batch ahead on CUDA (tests force it on the CPU)
         self._ready = True
 
+    def _add_method_modules(self) -> None:
+        """A method's own trainable modules (feature adapters) join the optimiser, the gradient clip
+        and the checkpoint (state.pt ``method``); they are not part of the exported student."""
+        extra = self.method.trainable() if callable(getattr(self.method, "trainable", None)) else None
+        self.method_modules = extra
+        if extra is None or not list(extra.parameters()):
+            return
+        if self.dist.enabled:
+            raise DukdError(
+                f"method '{self.cfg.method.name}' trains feature adapters (teacher and student widths differ), "
+                "which do not run under several processes yet; run on one process or match the widths"
+            )
+        self.optimizer.add_param_group({"params": list(extra.parameters())})
+        self.clip_params = self.params + list(extra.parameters())
+
     def _restore(self, st: dict) -> None:
         if int(st.get("world", 1)) != self.dist.world:
             raise DukdError(
                 f"the run was trained with {st.get('world', 1)} process(es); resume it with the same number"
             )
         self.student_module.load_state_dict(st["student"])
+        if self.method_modules is not None and "method" in st:
+            self.method_modules.load_state_dict(st["method"])
         self.ema.load_state_dict(st["ema"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.iteration = int(st["iteration"])
@@ -373,6 +391,8 @@ class Trainer:
             "best": {"psnr": self.best_psnr, "iteration": self.best_iteration},
             "log": [r["log"] for r in per_rank],
         }
+        if self.method_modules is not None:
+            state["method"] = self.method_modules.state_dict()
         ckpt.write_checkpoint(
             self.paths, state, self._metadata(), kept=getattr(self, "saved_iteration", None)
         )
@@ -473,7 +493,7 @@ class Trainer:
         second step applies ``g1 + g2`` (as released); :meth:`train_step` zeroes them once per iteration."""
         loss.backward()
         if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(getattr(self, "clip_params", self.params), self.cfg.train.grad_clip)
         self.optimizer.step()
 
     def train_step(self, batch: Batch) -> None:
