@@ -288,8 +288,8 @@ class DUKD(Method):
     otherwise. Zoom-out inputs are not augmented unless ``zoom_out_aug`` (an extension).
 
     With ``feature_loss`` (``--feature-loss NAME``: at, fitnet, fsp, spatial/fakd, channel, batch;
-    see :mod:`dukd_cli.distill.features`) a feature term ``feat = feature_weight * sum_k
-    mean|T(S_k) - T(T_k)|`` on the original pair joins the first group (the LR forwards only; the
+    see :mod:`dukd_cli.distill.features`) a feature term ``feat = w_feat * sum_k
+    mean|T(S_k) - T(T_k)|`` (``w_feat``, ``--feature-weight``) on the original pair joins the first group (the LR forwards only; the
     upcycled inputs add none). Several teachers (a panel) label every input, LR and upcycled.
     """
 
@@ -327,14 +327,12 @@ class DUKD(Method):
         "feature_loss": Option(
             "", str, "extension: a feature term on the original pair (at, fitnet, fsp, ...)"
         ),
-        "feature_weight": Option(10.0, float, "weight of the feature term"),
+        "w_feat": Option(10.0, float, "weight of the feature term"),
         "feature_layers": Option([], list, "student modules to read features from (default: per family)"),
         "teacher_feature_layers": Option(
             [], list, "teacher modules (default: feature_layers, or per family)"
         ),
-        "feature_max_side": Option(
-            32, int, "spatial affinity: pool maps to at most this side first (0: never)"
-        ),
+        "max_side": Option(32, int, "spatial affinity: pool maps to at most this side first (0: never)"),
         "feature_grad": Option(True, bool, FEATURE_GRAD_HELP),
     }
 
@@ -368,7 +366,7 @@ class DUKD(Method):
                 check_kind(o["feature_loss"]),
                 o["feature_layers"],
                 o["teacher_feature_layers"],
-                o["feature_max_side"],
+                o["max_side"],
                 o["feature_grad"],
             )
 
@@ -388,7 +386,7 @@ class DUKD(Method):
     def _feature(self, group: LossGroup, s_feats: list[Tensor], t_feats: list[Tensor], n: int) -> None:
         if self.term is not None:  # the rows of the original pair (the single update fuses more)
             loss = self.term.loss([f[:n] for f in s_feats], [f[:n] for f in t_feats])
-            group["feat"] = self.opts["feature_weight"] * loss
+            group["feat"] = self.opts["w_feat"] * loss
 
     def draw(self, n: int) -> tuple[list[int], AugPlan | None, AugPlan | None]:
         """This batch's random choices, always drawn in the same order (tiles, zoom-in plan, zoom-out plan).
@@ -507,7 +505,7 @@ class FeatureKD(Method):
         (1 - alpha) |S - HR| + alpha |S - T| + w_feat * sum_k mean|T(S_k) - T(T_k)|
 
     ``T`` is the method's transform of the feature maps read at the release's positions per family
-    (EDSR, RCAN), ``feature_taps()`` otherwise, or the modules named by ``layers``
+    (EDSR, RCAN), ``feature_taps()`` otherwise, or the modules named by ``feature_layers``
     (``--feature-layers``); see :mod:`dukd_cli.distill.features` for the transforms, positions and
     the 1x1 adapters used when a transform needs equal widths. Subclasses set ``kind``.
     """
@@ -520,8 +518,8 @@ class FeatureKD(Method):
         "max_side": Option(
             32, int, "spatial affinity: maps are average-pooled to at most this side first (0: never)"
         ),
-        "layers": Option([], list, "student modules to read features from (default: per family)"),
-        "teacher_layers": Option(
+        "feature_layers": Option([], list, "student modules to read features from (default: per family)"),
+        "teacher_feature_layers": Option(
             [], list, "teacher modules to read features from (default: layers, or per family)"
         ),
         "feature_grad": Option(True, bool, FEATURE_GRAD_HELP),
@@ -534,7 +532,12 @@ class FeatureKD(Method):
         super().__init__(*args, **kwargs)
         o = self.opts
         self.term = feature_term_for(
-            self, self.feature_kind(), o["layers"], o["teacher_layers"], o["max_side"], o["feature_grad"]
+            self,
+            self.feature_kind(),
+            o["feature_layers"],
+            o["teacher_feature_layers"],
+            o["max_side"],
+            o["feature_grad"],
         )
 
     def trainable(self) -> nn.Module | None:

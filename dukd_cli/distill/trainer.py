@@ -54,6 +54,7 @@ from dukd_cli.distill.resolve import (  # noqa: F401 (re-exported)
     Resolved,
     build_student,
     build_teacher,
+    build_teachers,
     get_method_class,
     parameter_counts,
     resolve,
@@ -180,7 +181,7 @@ class Trainer:
         res = resolve(cfg, self.method_cls_override, student_model=student)
         self.resolved = res
         self.cfg = cfg = res.cfg
-        teacher = build_teacher(res.teacher, dev) if res.teacher is not None else None
+        teacher = build_teachers(res.teachers, cfg.teacher.mix, dev) if res.teacher is not None else None
         if teacher is not None and not cfg.train.eval_teacher:
             teacher.train()  # as released (still frozen, still under no_grad: no graph, same numbers)
         prec = cfg.train.precision  # decided by the recipe when not given
@@ -493,7 +494,9 @@ class Trainer:
         second step applies ``g1 + g2`` (as released); :meth:`train_step` zeroes them once per iteration."""
         loss.backward()
         if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(getattr(self, "clip_params", self.params), self.cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(
+                getattr(self, "clip_params", self.params), self.cfg.train.grad_clip
+            )
         self.optimizer.step()
 
     def train_step(self, batch: Batch) -> None:
@@ -592,7 +595,7 @@ class Trainer:
         s = self.resolved.student
         title = f"distill {self.cfg.method.name}: {s.name} x{s.scale}"
         if self.resolved.teacher is not None:
-            title += f" <- {self.resolved.teacher.name}"
+            title += " <- " + " + ".join(t.name for t in self.resolved.teachers)
         self.display.start(total, self.iteration, title)
         for n in self.notes:
             self.display.message(f"[yellow]note:[/] {escape(n)}")
