@@ -292,9 +292,13 @@ class FeatureTerm:
             if ws != wt:
                 if not self.grad:
                     self.close()
+                    hint = (
+                        " or --method-opt mean=true (the release's FitNet)" if self.kind == "fitnet" else ""
+                    )
                     raise DukdError(
                         f"{self.kind} compares maps of equal widths; the student's are {ws} and the teacher's "
-                        f"{wt}, and the released code has no adapter: use --recipe dukd (a learned 1x1 adapter)"
+                        f"{wt}, and without the feature gradient an adapter cannot learn: use --feature-grad "
+                        f"(the dukd recipe){hint}"
                     )
                 self.adapters = nn.ModuleList(
                     [nn.Conv2d(a, b, 1) if a != b else nn.Identity() for a, b in zip(ws, wt, strict=True)]
