@@ -127,7 +127,10 @@ def _teacher_overrides(names, weights, args, absolute) -> dict[str, Any]:
     """``--teacher`` (repeatable), ``--teacher-weights`` (once per teacher, in order; ``-``: that
     teacher's default) and ``--teacher-arg [N:]KEY=VALUE`` (teacher N, default the first) as
     configuration keys: the first teacher in ``teacher.*``, the others in ``teacher.extra``."""
-    names, weights, args = list(names or []), list(weights or []), list(args or [])
+    def as_list(v) -> list:
+        return [v] if isinstance(v, (str, Path)) else list(v or [])
+
+    names, weights, args = as_list(names), as_list(weights), as_list(args)
     count = max(len(names), 1)
     if weights and len(weights) != count:
         raise DukdError(
