@@ -127,6 +127,7 @@ def _teacher_overrides(names, weights, args, absolute) -> dict[str, Any]:
     """``--teacher`` (repeatable), ``--teacher-weights`` (once per teacher, in order; ``-``: that
     teacher's default) and ``--teacher-arg [N:]KEY=VALUE`` (teacher N, default the first) as
     configuration keys: the first teacher in ``teacher.*``, the others in ``teacher.extra``."""
+
     def as_list(v) -> list:
         return [v] if isinstance(v, (str, Path)) else list(v or [])
 
@@ -700,12 +701,29 @@ def _print_plan(res, run_dir) -> None:
         lines = ["teacher file: none declared: pass --teacher-weights FILE", *data_lines(res.cfg)]
     else:
         lines = plan_lines(res)
+    at = len(lines) - len(data_lines(res.cfg))  # the other teachers' files after the first one's
+    lines[at:at] = _other_teacher_lines(res)
     for line in [*lines, *_recipe_lines(res)]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if counts.get("teacher"):
         console.print(
             f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters"
         )
+
+
+def _other_teacher_lines(res) -> list[str]:
+    """The files of teachers 2, 3, ... (as the first one's line: where they come from, nothing downloaded)."""
+    from types import SimpleNamespace
+
+    from dukd_cli.distill.provenance import teacher_lines
+
+    out: list[str] = []
+    for k, spec in enumerate(res.teachers[1:], start=2):
+        more = (
+            teacher_lines(SimpleNamespace(teacher=spec)) if spec.weights else ["teacher file: none declared"]
+        )
+        out += [ln.replace("teacher file:", f"teacher {k} file:", 1) for ln in more]
+    return out
 
 
 def _weights_cell(role: str, spec) -> str:
