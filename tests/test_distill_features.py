@@ -234,6 +234,35 @@ def test_feature_layers_by_name_on_a_plugin_network(tiny_plugin):
         AT(student, teacher, AT.resolve_options({"feature_layers": "nope"}, family=None, scale=4), _ctx())
 
 
+def test_teacher_of_another_family_pairs_feature_taps():
+    """An EDSR student (4 release positions) and a SwinIR teacher (3 taps): both networks' feature_taps()."""
+    torch.manual_seed(3)
+    swin = create_model(
+        "swinir",
+        4,
+        embed_dim=12,
+        depths=[2, 2, 2],
+        num_heads=[2, 2, 2],
+        window_size=4,
+        img_size=8,
+        mlp_ratio=1.0,
+    ).eval()
+    student = _net("edsr", S_ARGS, 2)
+    m = AT(student, swin, AT.resolve_options({}, family="edsr", scale=4), _ctx())
+    assert m.term.student_layers == student.feature_taps() and m.term.teacher_layers == swin.feature_taps()
+    (group,) = list(m.losses(_batch()))
+    assert group["feat"].item() > 0
+    m.close()
+    opts = AT.resolve_options({"feature_layers": "head,body.0"}, family="edsr", scale=4)
+    with pytest.raises(DukdError, match="teacher_feature_layers"):
+        AT(student, swin, opts, _ctx())  # the student's names do not exist in the teacher
+    opts = AT.resolve_options(
+        {"feature_layers": "head", "teacher_feature_layers": "layers.0,layers.1"}, family="edsr", scale=4
+    )
+    with pytest.raises(DukdError, match="the student has 1 feature layers and the teacher 2"):
+        AT(student, swin, opts, _ctx())
+
+
 # --------------------------------------------------------------------------------------------
 # Every method through the CLI
 # --------------------------------------------------------------------------------------------

@@ -168,6 +168,27 @@ def default_layers(model: nn.Module, family: str | None = None) -> list[str]:
     )
 
 
+def pair_layers(
+    student: nn.Module,
+    teacher: nn.Module,
+    layers: Sequence[str],
+    teacher_layers: Sequence[str],
+    student_family: str | None,
+    teacher_family: str | None,
+) -> tuple[list[str], list[str]]:
+    """The student's and the teacher's positions: ``layers`` (student) and ``teacher_layers`` (default
+    ``layers``) where given, else each network's :func:`default_layers`. Networks of different
+    families whose defaults differ in number (an EDSR student has four, a SwinIR teacher three) use
+    both their ``feature_taps()`` when those agree in number."""
+    s = list(layers) or default_layers(student, student_family)
+    t = list(teacher_layers) or list(layers) or default_layers(teacher, teacher_family)
+    if not layers and not teacher_layers and len(s) != len(t):
+        fs, ft = getattr(student, "feature_taps", None), getattr(teacher, "feature_taps", None)
+        if callable(fs) and callable(ft) and len(fs()) == len(ft()):
+            return list(fs()), list(ft())
+    return s, t
+
+
 class Taps:
     """Forward hooks that record the outputs of named submodules while :meth:`recording` is on.
 
@@ -179,8 +200,10 @@ class Taps:
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
+            how = "--feature-layers" if who == "student" else "--method-opt teacher_feature_layers=A,B,..."
             raise DukdError(
-                f"the {who} ({type(model).__name__}) has no module {', '.join(missing)} to read features from"
+                f"the {who} ({type(model).__name__}) has no module {', '.join(missing)} to read features "
+                f"from; name its modules with {how}"
             )
         if not names:
             raise DukdError(f"no feature layers for the {who}")
@@ -273,7 +296,7 @@ class FeatureTerm:
         if len(student_layers) != len(teacher_layers):
             raise DukdError(
                 f"the student has {len(student_layers)} feature layers and the teacher {len(teacher_layers)}; "
-                "give as many of each"
+                "name as many of each (--feature-layers, --method-opt teacher_feature_layers=A,B,...)"
             )
         if self.kind == "fsp" and len(student_layers) < 2:
             raise DukdError("fsp compares consecutive feature layers: it needs at least two")

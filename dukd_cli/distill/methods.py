@@ -37,7 +37,7 @@ from dukd_cli.distill.features import (
     AFFINITIES,
     FeatureTerm,
     check_kind,
-    default_layers,
+    pair_layers,
     spatial_affinity,  # noqa: F401 (re-exported)
 )
 from dukd_cli.distill.teachers import TeacherPanel
@@ -488,11 +488,13 @@ def feature_term_for(
     if isinstance(method.teacher, TeacherPanel):
         raise DukdError(f"{method.name}: a feature term reads one teacher's features; give one --teacher")
     s_mod, t_mod = method.student_module, method.teacher
-    s_layers = list(layers) or default_layers(s_mod, model_family(s_mod, type(s_mod).__name__))
-    t_layers = (
-        list(teacher_layers)
-        or list(layers)
-        or default_layers(t_mod, model_family(t_mod, type(t_mod).__name__))
+    s_layers, t_layers = pair_layers(
+        s_mod,
+        t_mod,
+        layers,
+        teacher_layers,
+        model_family(s_mod, type(s_mod).__name__),
+        model_family(t_mod, type(t_mod).__name__),
     )
     return FeatureTerm(
         s_mod, t_mod, kind, s_layers, t_layers, device=method.ctx.device, max_side=max_side, grad=grad
