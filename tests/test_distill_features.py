@@ -505,6 +505,29 @@ def test_teacher_mix_best_picks_per_sample_and_mean_averages():
     assert group["kd"].item() == pytest.approx(want.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("update", ["two-step", "single"])
+def test_dukd_best_teacher_labels_each_samples_upcycled_inputs(update):
+    """Under 'best' the teacher chosen on a sample's LR patch also labels its zoom-in and zoom-out inputs."""
+    from dukd_cli.distill.upcycle import zoom_in, zoom_out
+
+    panel = TeacherPanel([_Const(0.2), _Const(0.8)], "best")
+    student = _net("edsr", S_ARGS, 2)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    hr = torch.stack([torch.full((3, 32, 32), 0.7), torch.full((3, 32, 32), 0.1)])  # -> teachers 1, 0
+    opts = DUKD.resolve_options({"aug_prob": 0.0, "w_pix": 1.0}, family="edsr", scale=4)
+    m = DUKD(student, panel, opts, _ctx(update, seed=7))
+    terms = {k: v.item() for g in m.losses(Batch(x, hr)) for k, v in g.items()}
+    assert m._choice.tolist() == [1, 0]
+    label = torch.tensor([0.8, 0.2]).view(2, 1, 1, 1)
+    (tile,), _, _ = DUKD(student, panel, opts, _ctx(update, seed=7)).draw(2)
+    with torch.no_grad():
+        zi = zoom_in(hr, 8, 4, [tile])
+        want_zi = (student(zi) - label).abs().mean().item()
+        want_zo = (student(zoom_out(x, 4)) - label).abs().mean().item()
+    assert terms["zi_kd"] == pytest.approx(want_zi, rel=1e-5)
+    assert terms["zo_kd"] == pytest.approx(want_zo, rel=1e-5)
+
+
 def _two_teachers(setup):
     args = ["--teacher", "rcan", "--teacher-weights", setup["rcan"]]
     for k, v in R_ARGS.items():
