@@ -460,6 +460,9 @@ def test_recipe_lists_the_feature_fix(setup, run_dukd):
     code, out, err = run_dukd(*_args(setup, setup["root"] / "p", "--method", "at", "--dry-run"))
     assert code == 0, err
     assert "feature_grad" in out.split("fixes in force:")[1].splitlines()[0]
+    code, out, err = run_dukd(*_args(setup, setup["root"] / "p", "--feature-loss", "fsp", "--dry-run"))
+    assert code == 0, err
+    assert "update two-step, feature term fsp (w_feat 10)" in out
 
 
 # --------------------------------------------------------------------------------------------

@@ -288,8 +288,8 @@ class DUKD(Method):
     otherwise. Zoom-out inputs are not augmented unless ``zoom_out_aug`` (an extension).
 
     With ``feature_loss`` (``--feature-loss NAME``: at, fitnet, fsp, spatial/fakd, channel, batch;
-    see :mod:`dukd_cli.distill.features`) a feature term ``feat = w_feat * sum_k
-    mean|T(S_k) - T(T_k)|`` (``w_feat``, ``--feature-weight``) on the original pair joins the first group (the LR forwards only; the
+    see :mod:`dukd_cli.distill.features`) a feature term ``feat = w_feat * sum_k mean|T(S_k) - T(T_k)|``
+    (``--feature-weight``) on the original pair joins the first group (the LR forwards only; the
     upcycled inputs add none). Several teachers (a panel) label every input, LR and upcycled.
     """
 

@@ -212,10 +212,15 @@ def method_summary(cfg) -> str | None:
     zo = "on" if o.get("zoom_out") else "off"
     if o.get("zoom_out") and o.get("zoom_out_aug"):
         zo += " (augmented: extension)"
+    feature = (
+        f", feature term {o['feature_loss']} (w_feat {_num(o.get('w_feat'))})"
+        if o.get("feature_loss")
+        else ""
+    )
     return (
         f"dukd: zoom-out {zo}, zoom-in tiles {o.get('zoom_in_tiles')}, augmentation p {_num(o.get('aug_prob'))} "
         f"(zoom-in only{'' if not o.get('zoom_out_aug') else ' and zoom-out'}), w_pix {_num(o.get('w_pix'))}, "
-        f"w_kd {_num(o.get('w_kd'))}, update {cfg.method.update}"
+        f"w_kd {_num(o.get('w_kd'))}, update {cfg.method.update}{feature}"
     )
 
 
