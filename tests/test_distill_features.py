@@ -289,6 +289,9 @@ def test_each_feature_method_trains_through_the_cli(setup, run_dukd, extra):
     assert cfg.method.name == extra[1] and cfg.method.options["feature_grad"] is True
     logged = _losses(run)
     assert len(logged) == 2 and all(r["feat"] > 0 for r in logged)
+    # The positions used are recorded: the release's for EDSR (student 3 blocks, teacher 2)
+    assert cfg.method.options["feature_layers"] == ["head", "body.1", "body.2", "body.3"]
+    assert cfg.method.options["teacher_feature_layers"] == ["head", "body.0", "body.1", "body.2"]
     if "--affinity" in extra:
         assert cfg.method.options["affinity"] == extra[-1]
     if "--feature-loss" in extra:
@@ -303,7 +306,7 @@ def test_each_feature_method_trains_through_the_cli(setup, run_dukd, extra):
 def test_feature_options_fail_with_one_line(setup, run_dukd):
     root = setup["root"]
     code, _, err = run_dukd(*_args(setup, root / "a", "--method", "fakd", "--affinity", "diagonal"))
-    assert code == 1 and "--affinity must be one of spatial, channel, batch" in err
+    assert code == 1 and "fakd: --affinity must be one of spatial, channel, batch, got 'diagonal'" in err
     assert len(err.strip().splitlines()) == 1 and not (root / "a" / "state.pt").exists()
     code, _, err = run_dukd(*_args(setup, root / "b", "--method", "dukd", "--feature-loss", "gram"))
     assert code == 1 and "--feature-loss must be one of" in err

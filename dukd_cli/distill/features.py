@@ -327,6 +327,10 @@ class FeatureTerm:
                     [nn.Conv2d(a, b, 1) if a != b else nn.Identity() for a, b in zip(ws, wt, strict=True)]
                 ).to(device)
 
+    def positions(self) -> dict[str, list[str]]:
+        """The layers read, as the method options that name them (recorded in config.toml)."""
+        return {"feature_layers": list(self._s.names), "teacher_feature_layers": list(self._t.names)}
+
     @property
     def student_layers(self) -> list[str]:
         return self._s.names

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from dukd_cli.distill.augment import DEFAULT_OPS, AugPlan, check_ops, sample_plan
 from dukd_cli.distill.features import (
     AFFINITIES,
+    ALIASES,
     FeatureTerm,
     check_kind,
     pair_layers,
@@ -174,6 +175,10 @@ class Method:
     def trainable(self) -> nn.Module | None:
         """Modules the trainer optimises and checkpoints with the student (e.g. feature adapters)."""
         return None
+
+    def decided_options(self) -> dict[str, Any]:
+        """Options the method decided when built (e.g. default feature positions), for config.toml."""
+        return {}
 
     def close(self) -> None:
         """Release hooks or buffers (called once when training ends)."""
@@ -373,6 +378,9 @@ class DUKD(Method):
     def trainable(self) -> nn.Module | None:
         return self.term.adapters if self.term is not None else None
 
+    def decided_options(self) -> dict[str, Any]:
+        return self.term.positions() if self.term is not None else {}
+
     def close(self) -> None:
         if getattr(self, "term", None) is not None:
             self.term.close()
@@ -546,6 +554,9 @@ class FeatureKD(Method):
         """Modules trained with the student (the 1x1 adapters), or None."""
         return self.term.adapters
 
+    def decided_options(self) -> dict[str, Any]:
+        return self.term.positions()
+
     def losses(self, batch: Batch) -> Iterator[LossGroup]:
         a = self.opts["alpha"]
         with self.term.teacher() as t_feats:
@@ -576,7 +587,8 @@ class FAKD(FeatureKD):
     }
 
     def feature_kind(self) -> str:
-        kind = check_kind(self.opts["affinity"], "fakd: --affinity")
+        given = str(self.opts["affinity"]).strip().lower()
+        kind = ALIASES.get(given, given)
         if kind not in AFFINITIES:
             raise DukdError(
                 f"fakd: --affinity must be one of {', '.join(AFFINITIES)}, got '{self.opts['affinity']}'"

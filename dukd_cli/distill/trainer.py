@@ -245,6 +245,9 @@ class Trainer:
         )
         self.method = res.method_cls(self.student, teacher, cfg.method.options, ctx, student_module=student)
         self._add_method_modules()
+        decided = getattr(self.method, "decided_options", None)  # e.g. the feature positions used
+        if callable(decided):
+            cfg.method.options.update(decided())
 
         self.iteration = 0
         self.best_psnr: float | None = None
