@@ -78,6 +78,10 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         "zoom_out": "method.zoom_out",
         "csd_width": "method.width",
         "csd_vgg_weights": "method.vgg_weights",
+        "teacher_mix": "teacher.mix",
+        "feature_loss": "method.feature_loss",
+        "feature_weight": "method.w_feat",
+        "affinity": "method.affinity",
     }
     out: dict[str, Any] = {}
 
@@ -85,19 +89,26 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         # Local paths are recorded absolute, so --resume works from any directory.
         return str(Path(v).expanduser().resolve()) if v != "builtin" and Path(v).expanduser().exists() else v
 
+    out.update(
+        _teacher_overrides(
+            opts.pop("teacher", None),
+            opts.pop("teacher_weights", None),
+            opts.pop("teacher_arg", None),
+            _absolute,
+        )
+    )
     for name, value in opts.items():
         if value is None:
             continue
         if name == "data":
             if value:
                 out["data.paths"] = [_absolute(str(v)) for v in value]
-        elif name in ("teacher", "student") and Path(str(value)).expanduser().is_file():
+        elif name == "student" and Path(str(value)).expanduser().is_file():
             out[keymap[name]] = _absolute(str(value))  # a checkpoint file as the model
-        elif name in ("teacher_weights", "student_weights", "data_dir", "cache_dir", "csd_vgg_weights"):
+        elif name in ("student_weights", "data_dir", "cache_dir", "csd_vgg_weights"):
             out[keymap[name]] = _absolute(str(value))
-        elif name == "teacher_arg":
-            if value:
-                out["teacher.args"] = model_args(value)
+        elif name == "feature_layers":
+            out["method.feature_layers"] = [v.strip() for v in str(value).split(",") if v.strip()]
         elif name == "student_arg":
             if value:
                 out["student.args"] = model_args(value)
@@ -114,6 +125,53 @@ def _overrides(**opts: Any) -> dict[str, Any]:
     return out
 
 
+def _teacher_overrides(names, weights, args, absolute) -> dict[str, Any]:
+    """``--teacher`` (repeatable), ``--teacher-weights`` (once per teacher, in order; ``-``: that
+    teacher's default) and ``--teacher-arg [N:]KEY=VALUE`` (teacher N, default the first) as
+    configuration keys: the first teacher in ``teacher.*``, the others in ``teacher.extra``."""
+
+    def as_list(v) -> list:
+        return [v] if isinstance(v, (str, Path)) else list(v or [])
+
+    names, weights, args = as_list(names), as_list(weights), as_list(args)
+    count = max(len(names), 1)
+    if weights and len(weights) != count:
+        raise DukdError(
+            f"--teacher-weights is given {len(weights)} times for {count} teacher(s); give it once per "
+            "--teacher, in order ('-' keeps that teacher's default weights)"
+        )
+    per: list[list[str]] = [[] for _ in range(count)]
+    for item in args:
+        head, sep, rest = str(item).partition(":")
+        if sep and head.isdigit() and "=" not in head:
+            k = int(head)
+            if not 1 <= k <= count:
+                raise DukdError(f"--teacher-arg {item}: there is no teacher {k} (teachers: 1 to {count})")
+            per[k - 1].append(rest)
+        else:
+            per[0].append(item)
+
+    def name_of(v: str) -> str:
+        return absolute(v) if Path(v).expanduser().exists() else v  # a file or run directory: absolute
+
+    def weights_of(k: int) -> str | None:
+        w = weights[k] if weights else None
+        return None if w in (None, "-") else absolute(str(w))
+
+    out: dict[str, Any] = {}
+    if names:
+        out["teacher.name"] = name_of(str(names[0]))
+        out["teacher.extra"] = [
+            {"name": name_of(str(n)), "weights": weights_of(k), "args": model_args(per[k])}
+            for k, n in enumerate(names[1:], start=1)
+        ]
+    if weights_of(0) is not None:
+        out["teacher.weights"] = weights_of(0)
+    if per[0]:
+        out["teacher.args"] = model_args(per[0])
+    return out
+
+
 def _default_out(cfg) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     s = Path(str(cfg.student.name)).name
@@ -121,20 +179,30 @@ def _default_out(cfg) -> Path:
 
 
 def distill_cmd(
-    teacher: str = typer.Option(
+    teacher: list[str] = typer.Option(
         None,
         "--teacher",
         "-t",
-        help="Teacher: preset, architecture, exported model directory, or a checkpoint file of any architecture "
-        "the zoo or spandrel detects (e.g. RRDB_x4.pth).",
+        help="Teacher: preset, architecture, exported model or run directory, or a checkpoint file of any "
+        "architecture the zoo or spandrel detects (e.g. RRDB_x4.pth). Repeatable (kd, dukd): several "
+        "teachers combined by --teacher-mix.",
     ),
-    teacher_weights: str = typer.Option(
+    teacher_weights: list[str] = typer.Option(
         None,
         "--teacher-weights",
-        help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source.",
+        help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source. "
+        "With several --teacher: once per teacher, in order ('-' keeps that teacher's default).",
     ),
     teacher_arg: list[str] = typer.Option(
-        None, "--teacher-arg", help="Teacher constructor argument key=value (repeatable)."
+        None,
+        "--teacher-arg",
+        help="Teacher constructor argument key=value (repeatable); N:key=value for the N-th --teacher.",
+    ),
+    teacher_mix: str = typer.Option(
+        None,
+        "--teacher-mix",
+        help="Several teachers: 'mean' (default: the mean of their outputs) or 'best' (per sample, the teacher "
+        "closest to HR on the LR patch; it also labels that sample's upcycled inputs).",
     ),
     student: str = typer.Option(
         None, "--student", "-s", help="Student: preset, architecture or exported model directory."
@@ -152,7 +220,32 @@ def distill_cmd(
     ),
     scale: int = typer.Option(None, "--scale", help="Upscaling factor (teacher and student must share it)."),
     method: str = typer.Option(
-        None, "--method", "-m", help="scratch | kd | dukd | fakd | csd, or a plugin's method. Default: dukd."
+        None,
+        "--method",
+        "-m",
+        help="scratch | kd | dukd | fakd | fitnet | at | fsp | csd, or a plugin's method. Default: dukd.",
+    ),
+    affinity: str = typer.Option(
+        None, "--affinity", help="fakd: spatial (default; FAKD's own), channel or batch affinity."
+    ),
+    feature_loss: str = typer.Option(
+        None,
+        "--feature-loss",
+        help="dukd: add a feature term on the original pair: at, fitnet, fsp, spatial (fakd), channel, batch.",
+    ),
+    feature_weight: float = typer.Option(
+        None, "--feature-weight", help="Weight of the feature term (fakd, fitnet, at, fsp, dukd; default 10)."
+    ),
+    feature_layers: str = typer.Option(
+        None,
+        "--feature-layers",
+        help="Modules to read features from, comma-separated (e.g. layers.0,layers.2,conv_after_body); default: "
+        "the release's positions for EDSR/RCAN, else the network's feature_taps().",
+    ),
+    feature_grad: bool = typer.Option(
+        None,
+        "--feature-grad/--no-feature-grad",
+        help="Fix: the feature term trains the student (authors: detached, as released).",
     ),
     update: str = typer.Option(None, "--update", help=UPDATE_HELP),
     recipe: str = typer.Option(None, "--recipe", help=RECIPE_HELP),
@@ -332,7 +425,7 @@ def distill_cmd(
         "--batch-size, --lr, --seed, --device, --precision, --out, --data-dir (Set5 for the table), --cache-dir.",
     ),
 ) -> None:
-    """Distil a student from a teacher: DUKD (default), KD, FAKD, or train from scratch.
+    """Distil a student from a teacher: DUKD (default), KD, FAKD, FitNet, AT, FSP, or train from scratch.
 
     Example: dukd distill --teacher edsr-l --student edsr-s --scale 4 --data DIV2K/
 
@@ -364,6 +457,11 @@ def distill_cmd(
         "--teacher": teacher,
         "--teacher-weights": teacher_weights,
         "--teacher-arg": teacher_arg,
+        "--teacher-mix": teacher_mix,
+        "--affinity": affinity,
+        "--feature-loss": feature_loss,
+        "--feature-weight": feature_weight,
+        "--feature-layers": feature_layers,
         "--student": student,
         "--student-weights": student_weights,
         "--student-arg": student_arg,
@@ -404,6 +502,7 @@ def distill_cmd(
             clamp_zoom_out=clamp_zoom_out,
             ema_warmup=ema_warmup,
             zoom_out_aug=zoom_out_aug,
+            feature_grad=feature_grad,
             init_from=init_from,
         )
     )
@@ -426,6 +525,11 @@ def distill_cmd(
         teacher=teacher,
         teacher_weights=teacher_weights,
         teacher_arg=teacher_arg,
+        teacher_mix=teacher_mix,
+        affinity=affinity,
+        feature_loss=feature_loss,
+        feature_weight=feature_weight,
+        feature_layers=feature_layers,
         student=student,
         student_weights=student_weights,
         student_arg=student_arg,
@@ -476,6 +580,7 @@ def distill_cmd(
             zoom_out_aug,
             init_from,
             student_weights,
+            feature_grad,
         )
     )
     if resume is not None:
@@ -518,7 +623,15 @@ def _fix_options(**opts: Any) -> dict[str, Any]:
 
 
 def _recipe_overrides(
-    recipe, true_inverse, eval_teacher, clamp_zoom_out, ema_warmup, zoom_out_aug, init_from, student_weights
+    recipe,
+    true_inverse,
+    eval_teacher,
+    clamp_zoom_out,
+    ema_warmup,
+    zoom_out_aug,
+    init_from,
+    student_weights,
+    feature_grad=None,
 ) -> dict[str, Any]:
     """Configuration keys of the recipe options (None: not given) and of --init-from."""
     out: dict[str, Any] = {}
@@ -529,6 +642,7 @@ def _recipe_overrides(
         ("method.clamp_zoom_out", clamp_zoom_out),
         ("train.ema_warmup", ema_warmup),
         ("method.zoom_out_aug", zoom_out_aug),
+        ("method.feature_grad", feature_grad),
     ):
         if value is not None:
             out[key] = value
@@ -593,7 +707,11 @@ def _print_plan(res, run_dir) -> None:
     table.add_column("architecture")
     table.add_column("weights")
     table.add_column("parameters", justify="right")
-    for role, spec in (("teacher", res.teacher), ("student", res.student)):
+    teachers = res.teachers or ([res.teacher] if res.teacher is not None else [])
+    roles = [("teacher" if k == 1 else f"teacher {k}", spec) for k, spec in enumerate(teachers, start=1)]
+    if len(teachers) > 1:
+        console.print(f"teachers: {len(teachers)}, combined by --teacher-mix {res.cfg.teacher.mix}")
+    for role, spec in (*roles, ("student", res.student)):
         if spec is None:
             continue
         n = counts[role]
@@ -619,6 +737,8 @@ def _print_plan(res, run_dir) -> None:
         lines = ["teacher file: none declared: pass --teacher-weights FILE", *data_lines(res.cfg)]
     else:
         lines = plan_lines(res)
+    at = len(lines) - len(data_lines(res.cfg))  # the other teachers' files after the first one's
+    lines[at:at] = _other_teacher_lines(res)
     for line in [*lines, *_recipe_lines(res)]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if counts.get("teacher"):
@@ -627,10 +747,25 @@ def _print_plan(res, run_dir) -> None:
         )
 
 
+def _other_teacher_lines(res) -> list[str]:
+    """The files of teachers 2, 3, ... (as the first one's line: where they come from, nothing downloaded)."""
+    from types import SimpleNamespace
+
+    from dukd_cli.distill.provenance import teacher_lines
+
+    out: list[str] = []
+    for k, spec in enumerate(res.teachers[1:], start=2):
+        more = (
+            teacher_lines(SimpleNamespace(teacher=spec)) if spec.weights else ["teacher file: none declared"]
+        )
+        out += [ln.replace("teacher file:", f"teacher {k} file:", 1) for ln in more]
+    return out
+
+
 def _weights_cell(role: str, spec) -> str:
     if spec.weights:
         return str(spec.weights)
-    return "none declared: pass --teacher-weights FILE" if role == "teacher" else "(random init)"
+    return "none declared: pass --teacher-weights FILE" if role.startswith("teacher") else "(random init)"
 
 
 def _recipe_lines(res) -> list[str]:

@@ -1,4 +1,5 @@
-"""Distillation: methods (scratch, kd, dukd, fakd), data upcycling, invertible augmentations, the trainer.
+"""Distillation: methods (scratch, kd, dukd, fakd, fitnet, at, fsp), data upcycling, invertible augmentations,
+feature terms, several teachers, the trainer.
 
 Python API::
 

@@ -42,6 +42,10 @@ class TeacherConfig:
     name: str | None = None
     weights: str | None = None  # None: the preset's declared source
     args: dict[str, Any] = field(default_factory=dict)
+    # More teachers (--teacher repeated): each {name, weights, args}; combined with the first by
+    # ``mix`` (mean | best; dukd_cli.distill.teachers). None: one teacher, or "mean".
+    extra: list[dict[str, Any]] = field(default_factory=list)
+    mix: str | None = None
 
 
 @dataclass
@@ -265,6 +269,26 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+# Configuration keys whose command-line option is not named after the key.
+FLAGS = {
+    "teacher.name": "--teacher",
+    "teacher.extra": "--teacher",
+    "teacher.mix": "--teacher-mix",
+    "method.w_feat": "--feature-weight",
+}
+
+
+def _teachers_agree(saved: Any, given: Any) -> bool:
+    """The teachers given again (name, and weights/args where given) match the saved ones, in order."""
+    if not isinstance(saved, list) or not isinstance(given, list) or len(saved) != len(given):
+        return False
+    for old, new in zip(saved, given, strict=True):
+        for k, v in new.items():
+            if v not in (None, {}) and not _same(old.get(k), v):
+                return False
+    return True
+
+
 def check_resume(saved: DistillConfig, overrides: Mapping[str, Any], done: int) -> DistillConfig:
     """Apply ``overrides`` to the saved config of a run being resumed.
 
@@ -281,8 +305,10 @@ def check_resume(saved: DistillConfig, overrides: Mapping[str, Any], done: int) 
             cfg.set(key, int(value))
         elif key in OPERATIONAL:
             cfg.set(key, value)
+        elif key == "teacher.extra" and _teachers_agree(old, value):
+            continue  # the saved entries hold the resolved weights; those given again must agree
         elif not _same(old, value):
-            flag = "--" + key.split(".", 1)[1].replace("_", "-")
+            flag = FLAGS.get(key) or "--" + key.split(".", 1)[1].replace("_", "-")
             raise DukdError(
                 f"{flag} {value!r} disagrees with the run being resumed ([{key.split('.')[0]}] "
                 f"{key.split('.', 1)[1]} = {old!r}); drop the option, or start a new run with another --out"

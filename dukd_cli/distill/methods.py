@@ -33,11 +33,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dukd_cli.distill.augment import DEFAULT_OPS, AugPlan, check_ops, sample_plan
+from dukd_cli.distill.features import (
+    AFFINITIES,
+    ALIASES,
+    FeatureTerm,
+    check_kind,
+    pair_layers,
+    spatial_affinity,  # noqa: F401 (re-exported)
+)
+from dukd_cli.distill.teachers import TeacherPanel
 from dukd_cli.distill.upcycle import pick_tiles, zoom_in, zoom_out
 from dukd_cli.errors import DukdError
 
 LossGroup = dict[str, Tensor]
 UPDATES = ("two-step", "single")
+FEATURE_GRAD_HELP = (
+    "fix: the feature term's gradient reaches the student (released: summed through torch.tensor([...]), "
+    "which drops it)"
+)
 
 # --------------------------------------------------------------------------------------------
 # Interface
@@ -92,6 +105,8 @@ class Method:
     name: ClassVar[str] = "method"
     description: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
+    # Takes several teachers (a TeacherPanel: --teacher repeated, --teacher-mix).
+    multi_teacher: ClassVar[bool] = False
     options: ClassVar[dict[str, Option]] = {}
 
     def __init__(
@@ -111,6 +126,7 @@ class Method:
         self.opts = dict(options)
         self.ctx = ctx
         self.scale = int(ctx.scale)
+        self._choice: Tensor | None = None  # the teacher panel's per-sample choice ('best')
 
     # -- options ---------------------------------------------------------------------------
 
@@ -156,11 +172,29 @@ class Method:
         network's EMA: the network itself by default."""
         return trained
 
-    def teacher_forward(self, x: Tensor) -> Tensor:
-        """The frozen teacher on ``x``: no autograd graph, the teacher's precision (bf16 on CUDA)."""
+    def teacher_forward(self, x: Tensor, target: Tensor | None = None) -> Tensor:
+        """The frozen teacher on ``x``: no autograd graph, the teacher's precision (bf16 on CUDA).
+
+        Several teachers (a :class:`~dukd_cli.distill.teachers.TeacherPanel`): their mix; under
+        ``best`` the per-sample choice is made against ``target`` (the ground truth of the original
+        pair) and reused by later calls without one (the upcycled inputs of the same samples).
+        """
         assert self.teacher is not None
         with torch.no_grad(), self.ctx.teacher_autocast():
+            if isinstance(self.teacher, TeacherPanel):
+                y, self._choice = self.teacher.label(
+                    x, target=target, choice=None if target is not None else self._choice
+                )
+                return y
             return self.teacher(x)
+
+    def trainable(self) -> nn.Module | None:
+        """Modules the trainer optimises and checkpoints with the student (e.g. feature adapters)."""
+        return None
+
+    def decided_options(self) -> dict[str, Any]:
+        """Options the method decided when built (e.g. default feature positions), for config.toml."""
+        return {}
 
     def close(self) -> None:
         """Release hooks or buffers (called once when training ends)."""
@@ -240,13 +274,14 @@ class KD(Method):
 
     name = "kd"
     description = "response KD: L1 to the ground truth + L1 to the teacher's output"
+    multi_teacher = True
     options = {
         "w_pix": Option(1.0, float, "weight of the ground-truth L1 term"),
         "w_kd": Option(1.0, float, "weight of the teacher L1 term"),
     }
 
     def losses(self, batch: Batch) -> Iterator[LossGroup]:
-        t = self.teacher_forward(batch.lr)
+        t = self.teacher_forward(batch.lr, target=batch.hr)
         s = self.student(batch.lr)
         yield {"rec": self.opts["w_pix"] * l1(s, batch.hr), "kd": self.opts["w_kd"] * l1(s, t)}
 
@@ -272,12 +307,18 @@ class DUKD(Method):
     input). Single: all five summed (the student's LR and zoom-in forwards fused into one batch).
     ``D^-1`` is the true inverse with ``true_inverse`` (dukd recipe), the released re-application
     otherwise. Zoom-out inputs are not augmented unless ``zoom_out_aug`` (an extension).
+
+    With ``feature_loss`` (``--feature-loss NAME``: at, fitnet, fsp, spatial/fakd, channel, batch;
+    see :mod:`dukd_cli.distill.features`) a feature term ``feat = w_feat * sum_k mean|T(S_k) - T(T_k)|``
+    (``--feature-weight``) on the original pair joins the first group (the LR forwards only; the
+    upcycled inputs add none). Several teachers (a panel) label every input, LR and upcycled.
     """
 
     name = "dukd"
     description = (
         "data upcycling KD: zoom-in/zoom-out inputs labelled by the teacher + invertible augmentations"
     )
+    multi_teacher = True
     options = {
         "w_pix": Option(
             None,
@@ -304,6 +345,16 @@ class DUKD(Method):
             True, bool, "fix: D^-1 = true inverses in reverse order (released: the same ops again)"
         ),
         "clamp_zoom_out": Option(True, bool, "fix: clamp the zoom-out input to [0, 1] (released: unclamped)"),
+        "feature_loss": Option(
+            "", str, "extension: a feature term on the original pair (at, fitnet, fsp, ...)"
+        ),
+        "w_feat": Option(10.0, float, "weight of the feature term"),
+        "feature_layers": Option([], list, "student modules to read features from (default: per family)"),
+        "teacher_feature_layers": Option(
+            [], list, "teacher modules (default: feature_layers, or per family)"
+        ),
+        "max_side": Option(32, int, "spatial affinity: pool maps to at most this side first (0: never)"),
+        "feature_grad": Option(True, bool, FEATURE_GRAD_HELP),
     }
 
     @classmethod
@@ -328,6 +379,38 @@ class DUKD(Method):
             raise DukdError(f"dukd: aug_prob must be in [0, 1], got {self.opts['aug_prob']}")
         if not 0 <= self.opts["zoom_in_tiles"] <= self.scale**2:
             raise DukdError(f"dukd: zoom_in_tiles must be in [0, {self.scale**2}] at x{self.scale}")
+        o = self.opts
+        self.term: FeatureTerm | None = None
+        if o["feature_loss"]:
+            self.term = feature_term_for(
+                self,
+                check_kind(o["feature_loss"]),
+                o["feature_layers"],
+                o["teacher_feature_layers"],
+                o["max_side"],
+                o["feature_grad"],
+            )
+
+    def trainable(self) -> nn.Module | None:
+        return self.term.adapters if self.term is not None else None
+
+    def decided_options(self) -> dict[str, Any]:
+        return self.term.positions() if self.term is not None else {}
+
+    def close(self) -> None:
+        if getattr(self, "term", None) is not None:
+            self.term.close()
+
+    def _recording(self):
+        """(student, teacher) feature recorders around the LR forwards (no-ops without a feature term)."""
+        if self.term is None:
+            return contextlib.nullcontext([]), contextlib.nullcontext([])
+        return self.term.student(), self.term.teacher()
+
+    def _feature(self, group: LossGroup, s_feats: list[Tensor], t_feats: list[Tensor], n: int) -> None:
+        if self.term is not None:  # the rows of the original pair (the single update fuses more)
+            loss = self.term.loss([f[:n] for f in s_feats], [f[:n] for f in t_feats])
+            group["feat"] = self.opts["w_feat"] * loss
 
     def draw(self, n: int) -> tuple[list[int], AugPlan | None, AugPlan | None]:
         """This batch's random choices, always drawn in the same order (tiles, zoom-in plan, zoom-out plan).
@@ -374,11 +457,15 @@ class DUKD(Method):
         if self.ctx.update == "single":
             tiles, plan_zi, plan_zo = self.draw(n)
             zi = zoom_in(hr, p, s, tiles) if tiles else None
+            rec_s, rec_t = self._recording()
             # Teacher labels: LR and zoom-in tiles share a size, so one forward serves both.
-            t_all = self.teacher_forward(torch.cat([lr, zi]) if zi is not None else lr)
-            y = self.student(torch.cat([lr, plan_zi.apply(zi)]) if zi is not None else lr)
+            with rec_t as t_feats:
+                t_all = self.teacher_forward(torch.cat([lr, zi]) if zi is not None else lr, target=hr)
+            with rec_s as s_feats:
+                y = self.student(torch.cat([lr, plan_zi.apply(zi)]) if zi is not None else lr)
             s_lr = y[:n]
             group = {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_all[:n])}
+            self._feature(group, s_feats, t_feats, n)
             if zi is not None:
                 group["zi_kd"] = o["w_kd"] * l1(t_all[n:], plan_zi.undo(y[n:], o["true_inverse"]))
             if o["zoom_out"]:
@@ -386,10 +473,15 @@ class DUKD(Method):
             yield group
             return
         # Two-step, in the released order. Step 1 (the trainer steps between the two yields).
-        s_lr = self.student(lr)
-        t_lr = self.teacher_forward(lr)
-        yield {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_lr)}
-        del s_lr, t_lr
+        rec_s, rec_t = self._recording()
+        with rec_s as s_feats:
+            s_lr = self.student(lr)
+        with rec_t as t_feats:
+            t_lr = self.teacher_forward(lr, target=hr)
+        first = {"rec": o["w_pix"] * l1(s_lr, hr), "kd": o["w_kd"] * l1(s_lr, t_lr)}
+        self._feature(first, s_feats, t_feats, n)
+        yield first
+        del s_lr, t_lr, first, s_feats, t_feats
         # Step 2: the upcycled inputs through the updated student.
         tiles, plan_zi, plan_zo = self.draw(n)
         group: LossGroup = {}
@@ -405,114 +497,119 @@ class DUKD(Method):
 
 
 # --------------------------------------------------------------------------------------------
-# FAKD
+# Feature distillation (FAKD; fitnet, at, fsp subclass it in dukd_cli.distill.feature_methods)
 # --------------------------------------------------------------------------------------------
 
 
-def spatial_affinity(feat: Tensor, max_side: int) -> Tensor:
-    """FAKD's spatial affinity: per position, the L2-normalised channel vector; A = F^T F (N, HW, HW).
+def feature_term_for(
+    method: Method, kind: str, layers: list, teacher_layers: list, max_side: int, grad: bool
+):
+    """The :class:`~dukd_cli.distill.features.FeatureTerm` of a method's student and (single) teacher.
 
-    Bounded memory: feature maps larger than ``max_side x max_side`` are average-pooled to at most
-    that size first, so one matrix never exceeds ``max_side^4`` entries per sample (32: 1024 x 1024,
-    4 MiB in float32) however large the patch. Computed in float32.
+    Positions: ``layers`` for the student (default: the release's per family, else ``feature_taps()``),
+    ``teacher_layers`` for the teacher (default: ``layers`` when given, else the teacher's own).
     """
-    if feat.dim() != 4:
-        raise DukdError(f"fakd: a feature tap gave a {feat.dim()}-D tensor; taps must give (N, C, H, W) maps")
-    f = feat.float()
-    h, w = f.shape[-2:]
-    if max_side > 0 and (h > max_side or w > max_side):
-        f = F.adaptive_avg_pool2d(f, (min(h, max_side), min(w, max_side)))
-    f = F.normalize(f.flatten(2), dim=1, eps=1e-12)  # (N, C, HW), unit channel vectors
-    return torch.bmm(f.transpose(1, 2), f)
+    if isinstance(method.teacher, TeacherPanel):
+        raise DukdError(f"{method.name}: a feature term reads one teacher's features; give one --teacher")
+    s_mod, t_mod = method.student_module, method.teacher
+    s_layers, t_layers = pair_layers(
+        s_mod,
+        t_mod,
+        layers,
+        teacher_layers,
+        model_family(s_mod, type(s_mod).__name__),
+        model_family(t_mod, type(t_mod).__name__),
+    )
+    return FeatureTerm(
+        s_mod, t_mod, kind, s_layers, t_layers, device=method.ctx.device, max_side=max_side, grad=grad
+    )
 
 
-class _Taps:
-    """Forward hooks that record the outputs of named submodules (graph kept: gradients flow)."""
+class FeatureKD(Method):
+    """Feature-based KD, with gradients that flow into the student::
 
-    def __init__(self, model: nn.Module, who: str) -> None:
-        taps_fn = getattr(model, "feature_taps", None)
-        if not callable(taps_fn):
-            raise DukdError(
-                f"fakd: the {who} ({type(model).__name__}) declares no feature_taps(); "
-                "FAKD needs the names of its body features at 1/3, 2/3 and the end"
-            )
-        names = list(taps_fn())
-        modules = dict(model.named_modules())
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise DukdError(
-                f"fakd: the {who}'s feature_taps() names unknown submodules: {', '.join(missing)}"
-            )
-        self.names = names
-        self.outputs: list[Tensor] = []
-        self.handles = [modules[n].register_forward_hook(self._hook) for n in names]
+        (1 - alpha) |S - HR| + alpha |S - T| + w_feat * sum_k mean|T(S_k) - T(T_k)|
 
-    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.outputs.append(output[0] if isinstance(output, (tuple, list)) else output)
-
-    def take(self) -> list[Tensor]:
-        out, self.outputs = self.outputs, []
-        return out
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-
-class FAKD(Method):
-    """Feature-affinity KD (He et al., ICIP 2020), with gradients that flow into the student::
-
-        (1 - alpha) |S - HR| + alpha |S - T| + w_feat * sum_k mean|A_S^k - A_T^k|
-
-    at the student's and teacher's ``feature_taps()`` (taken with forward hooks). Feature maps
-    above ``max_side`` per side are average-pooled first (bounded memory; 0 disables pooling).
+    ``T`` is the method's transform of the feature maps read at the release's positions per family
+    (EDSR, RCAN), ``feature_taps()`` otherwise, or the modules named by ``feature_layers``
+    (``--feature-layers``); see :mod:`dukd_cli.distill.features` for the transforms, positions and
+    the 1x1 adapters used when a transform needs equal widths. Subclasses set ``kind``.
     """
 
-    name = "fakd"
-    description = "feature-affinity KD at 1/3, 2/3 and the end of the body (pooled affinity, bounded memory)"
+    name = "feature"
+    kind: ClassVar[str] = "spatial"
     options = {
         "alpha": Option(0.5, float, "weight of the teacher L1 term (1 - alpha on the ground-truth term)"),
-        "w_feat": Option(10.0, float, "weight of the affinity terms"),
+        "w_feat": Option(10.0, float, "weight of the feature term (released: 10)"),
         "max_side": Option(
-            32, int, "feature maps are average-pooled to at most this side before the affinity (0: never)"
+            32, int, "spatial affinity: maps are average-pooled to at most this side first (0: never)"
         ),
+        "feature_layers": Option([], list, "student modules to read features from (default: per family)"),
+        "teacher_feature_layers": Option(
+            [], list, "teacher modules to read features from (default: layers, or per family)"
+        ),
+        "feature_grad": Option(True, bool, FEATURE_GRAD_HELP),
     }
+
+    def feature_kind(self) -> str:
+        return self.kind
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._s = _Taps(self.student_module, "student")
-        self._t = _Taps(self.teacher, "teacher")
-        if len(self._s.names) != len(self._t.names):
-            self.close()
-            raise DukdError(
-                f"fakd: the student has {len(self._s.names)} feature taps and the teacher {len(self._t.names)}"
-            )
+        o = self.opts
+        self.term = feature_term_for(
+            self,
+            self.feature_kind(),
+            o["feature_layers"],
+            o["teacher_feature_layers"],
+            o["max_side"],
+            o["feature_grad"],
+        )
+
+    def trainable(self) -> nn.Module | None:
+        """Modules trained with the student (the 1x1 adapters), or None."""
+        return self.term.adapters
+
+    def decided_options(self) -> dict[str, Any]:
+        return self.term.positions()
 
     def losses(self, batch: Batch) -> Iterator[LossGroup]:
-        a, m = self.opts["alpha"], self.opts["max_side"]
-        self._t.take()
-        t = self.teacher_forward(batch.lr)
-        t_feats = self._t.take()
-        self._s.take()
-        s = self.student(batch.lr)
-        s_feats = self._s.take()
-        feat = torch.zeros((), device=s.device)
-        for fs, ft in zip(s_feats, t_feats, strict=True):
-            if fs.shape[-2:] != ft.shape[-2:]:  # e.g. a window-padded teacher: compare at the common size
-                side = (min(fs.shape[-2], ft.shape[-2]), min(fs.shape[-1], ft.shape[-1]))
-                fs, ft = fs[..., : side[0], : side[1]], ft[..., : side[0], : side[1]]
-            feat = feat + (spatial_affinity(fs, m) - spatial_affinity(ft, m)).abs().mean()
+        a = self.opts["alpha"]
+        with self.term.teacher() as t_feats:
+            t = self.teacher_forward(batch.lr)
+        with self.term.student() as s_feats:
+            s = self.student(batch.lr)
         yield {
             "rec": (1 - a) * l1(s, batch.hr),
             "kd": a * l1(s, t),
-            "feat": self.opts["w_feat"] * feat,
+            "feat": self.opts["w_feat"] * self.term.loss(s_feats, t_feats),
         }
 
     def close(self) -> None:
-        for taps in (getattr(self, "_s", None), getattr(self, "_t", None)):
-            if taps is not None:
-                taps.remove()
+        term = getattr(self, "term", None)
+        if term is not None:
+            term.close()
+
+
+class FAKD(FeatureKD):
+    """Feature-affinity KD (He et al., ICIP 2020): ``affinity`` spatial (FAKD's own, width-free),
+    channel (C x C; an adapter when widths differ) or batch (N x N, width-free)."""
+
+    name = "fakd"
+    description = "feature-affinity KD (spatial, channel or batch affinity) at the release's positions"
+    options = {
+        **FeatureKD.options,
+        "affinity": Option("spatial", str, "spatial | channel | batch"),
+    }
+
+    def feature_kind(self) -> str:
+        given = str(self.opts["affinity"]).strip().lower()
+        kind = ALIASES.get(given, given)
+        if kind not in AFFINITIES:
+            raise DukdError(
+                f"fakd: --affinity must be one of {', '.join(AFFINITIES)}, got '{self.opts['affinity']}'"
+            )
+        return kind
 
 
 BUILTIN_METHODS: dict[str, type[Method]] = {"scratch": Scratch, "kd": KD, "dukd": DUKD, "fakd": FAKD}

@@ -13,7 +13,9 @@ iteration, an EMA of the parameters once per iteration. They differ **only** by 
 * ``eval_teacher`` ([train]): teacher in eval mode / released: train mode (under no_grad here);
 * ``clamp_zoom_out`` ([method]): zoom-out clamped to [0, 1] / released: the bicubic overshoot kept;
 * ``ema_warmup`` ([train]): decay ``min(d, (1 + t) / (10 + t))`` / released: constant ``d`` from iteration 1;
-* ``bf16`` ([train] precision): ``auto`` (bf16 autocast on CUDA) / released: ``fp32``.
+* ``bf16`` ([train] precision): ``auto`` (bf16 autocast on CUDA) / released: ``fp32``;
+* ``feature_grad`` ([method]; feature methods): the feature term trains the student / released:
+  detached (``models/fakd_model.py`` sums the tap losses through ``torch.tensor([...])``).
 
 A key the user set (command line or ``--config`` file) wins over the recipe; the resolved value is
 what ``config.toml`` records, so ``--resume`` runs the same iteration. Method keys apply to methods
@@ -99,6 +101,16 @@ FIXES: tuple[Fix, ...] = (
         "--precision",
         "bf16 autocast on CUDA (precision auto; fp32 on the CPU)",
         "trains in fp32",
+    ),
+    Fix(
+        "feature_grad",
+        "method.feature_grad",
+        True,
+        False,
+        "--feature-grad/--no-feature-grad",
+        "the feature term's gradient reaches the student (fakd, fitnet, at, fsp, dukd --feature-loss)",
+        "sums the feature losses through torch.tensor([...]), which drops their gradient: the term is "
+        "logged but trains nothing (its FAKD trains like KD)",
     ),
 )
 
@@ -200,10 +212,15 @@ def method_summary(cfg) -> str | None:
     zo = "on" if o.get("zoom_out") else "off"
     if o.get("zoom_out") and o.get("zoom_out_aug"):
         zo += " (augmented: extension)"
+    feature = (
+        f", feature term {o['feature_loss']} (w_feat {_num(o.get('w_feat'))})"
+        if o.get("feature_loss")
+        else ""
+    )
     return (
         f"dukd: zoom-out {zo}, zoom-in tiles {o.get('zoom_in_tiles')}, augmentation p {_num(o.get('aug_prob'))} "
         f"(zoom-in only{'' if not o.get('zoom_out_aug') else ' and zoom-out'}), w_pix {_num(o.get('w_pix'))}, "
-        f"w_kd {_num(o.get('w_kd'))}, update {cfg.method.update}"
+        f"w_kd {_num(o.get('w_kd'))}, update {cfg.method.update}{feature}"
     )
 
 

@@ -3,7 +3,7 @@ student and teacher specs (nothing is downloaded), and building the frozen teach
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -53,9 +53,10 @@ class Resolved:
 
     cfg: DistillConfig
     student: ModelSpec
-    teacher: ModelSpec | None
+    teacher: ModelSpec | None  # the first teacher
     method_cls: type[Method]
     family: str | None
+    teachers: list[ModelSpec] = field(default_factory=list)  # every teacher, the first included
 
 
 def _meta_model(spec: ModelSpec) -> nn.Module | None:
@@ -107,31 +108,31 @@ def resolve(
         raise DukdError("no scale given: pass --scale (2, 3, 4, ...)")
     s_spec = resolve_spec(cfg.student.name, scale, kwargs=cfg.student.args, weights=cfg.student.weights)
     t_spec = None
+    t_specs: list[ModelSpec] = []
+    if cfg.teacher.extra:
+        from dukd_cli.distill.teachers import check_mix
+
+        cfg.teacher.mix = check_mix(cfg.teacher.mix)
+        if not getattr(method_cls, "multi_teacher", False):
+            raise DukdError(
+                f"method '{cfg.method.name}' takes one teacher; several (--teacher repeated) work with kd and dukd"
+            )
+    elif cfg.teacher.mix is not None:
+        raise DukdError("--teacher-mix combines several teachers; give --teacher more than once")
     if method_cls.needs_teacher:
         if not cfg.teacher.name:
             raise DukdError(f"method '{cfg.method.name}' needs a teacher: pass --teacher NAME")
-        t_name = cfg.teacher.name
-        t_scale = None if is_model_dir(t_name) else scale
-        t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, weights=cfg.teacher.weights)
-        if t_spec.scale != s_spec.scale:
-            raise DukdError(
-                f"the teacher is x{t_spec.scale} but the student is x{s_spec.scale}; distillation needs both at one scale"
-            )
-        if t_spec.weights is None:
-            preset = registry.get_preset(t_name)
-            if preset is not None and preset.weights.get(scale):
-                # the preset's declared source, with the constructor arguments that file needs
-                t_spec = resolve_spec(t_name, t_scale, kwargs=cfg.teacher.args, pretrained=True)
-            elif not plan:  # a dry run instead says that none is declared
-                what = (
-                    f"preset '{t_name}' declares no weights at x{scale}"
-                    if preset
-                    else f"'{t_name}' has no default weights"
-                )
-                raise DukdError(
-                    f"the teacher needs trained weights: {what}; pass them with --teacher-weights SOURCE"
-                )
+        t_spec = _teacher_spec(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.args, scale, s_spec, plan)
         cfg.teacher.weights = t_spec.weights  # the resolved config records the source actually used
+        t_specs = [t_spec]
+        for k, more in enumerate(cfg.teacher.extra, start=2):
+            if not isinstance(more, dict) or not more.get("name"):
+                raise DukdError(f"[teacher] extra entry {k - 1} must be a table with a name")
+            spec = _teacher_spec(
+                str(more["name"]), more.get("weights"), dict(more.get("args") or {}), scale, s_spec, plan, k
+            )
+            more["weights"] = spec.weights
+            t_specs.append(spec)
     cfg.student.scale = s_spec.scale
     model = student_model if student_model is not None else _meta_model(s_spec)
     family = model_family(model, s_spec.arch)
@@ -147,7 +148,40 @@ def resolve(
     trained_spec = getattr(method_cls, "trained_spec", None)
     if trained_spec is not None:  # a method that trains a larger network checks the student now (csd)
         trained_spec(s_spec, cfg.method.options)
-    return Resolved(cfg, s_spec, t_spec, method_cls, family)
+    return Resolved(cfg, s_spec, t_spec, method_cls, family, t_specs)
+
+
+def _teacher_spec(name, weights, args, scale, s_spec: ModelSpec, plan: bool, number: int = 1) -> ModelSpec:
+    """One teacher's spec: its scale checked against the student's, its weights decided."""
+    which = "the teacher" if number == 1 else f"teacher {number}"
+    t_scale = None if is_model_dir(name) else scale
+    t_spec = resolve_spec(name, t_scale, kwargs=args, weights=weights)
+    if t_spec.scale != s_spec.scale:
+        raise DukdError(
+            f"{which} is x{t_spec.scale} but the student is x{s_spec.scale}; distillation needs both at one scale"
+        )
+    if t_spec.weights is None:
+        preset = registry.get_preset(name)
+        if preset is not None and preset.weights.get(scale):
+            # the preset's declared source, with the constructor arguments that file needs
+            t_spec = resolve_spec(name, t_scale, kwargs=args, pretrained=True)
+        elif not plan:  # a dry run instead says that none is declared
+            what = (
+                f"preset '{name}' declares no weights at x{scale}"
+                if preset
+                else f"'{name}' has no default weights"
+            )
+            raise DukdError(f"{which} needs trained weights: {what}; pass them with --teacher-weights SOURCE")
+    return t_spec
+
+
+def build_teachers(specs: list[ModelSpec], mix: str | None, device: torch.device) -> nn.Module:
+    """One frozen teacher, or several combined in a :class:`~dukd_cli.distill.teachers.TeacherPanel`."""
+    if len(specs) == 1:
+        return build_teacher(specs[0], device)
+    from dukd_cli.distill.teachers import TeacherPanel
+
+    return TeacherPanel([build_teacher(s, device) for s in specs], mix or "mean").eval().requires_grad_(False)
 
 
 def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
@@ -192,4 +226,6 @@ def parameter_counts(res: Resolved) -> dict[str, int | None]:
         if res.teacher is not None
         else None
     )
+    for k, spec in enumerate(res.teachers[1:], start=2):
+        out[f"teacher {k}"] = count_parameters_of(spec.arch, spec.scale, spec.kwargs)
     return out

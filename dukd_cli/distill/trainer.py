@@ -54,6 +54,7 @@ from dukd_cli.distill.resolve import (  # noqa: F401 (re-exported)
     Resolved,
     build_student,
     build_teacher,
+    build_teachers,
     get_method_class,
     parameter_counts,
     resolve,
@@ -182,7 +183,7 @@ class Trainer:
         res = resolve(cfg, self.method_cls_override, student_model=student)
         self.resolved = res
         self.cfg = cfg = res.cfg
-        teacher = build_teacher(res.teacher, dev) if res.teacher is not None else None
+        teacher = build_teachers(res.teachers, cfg.teacher.mix, dev) if res.teacher is not None else None
         if teacher is not None and not cfg.train.eval_teacher:
             teacher.train()  # as released (still frozen, still under no_grad: no graph, same numbers)
         prec = cfg.train.precision  # decided by the recipe when not given
@@ -245,6 +246,10 @@ class Trainer:
             rank=self.dist.rank,
         )
         self.method = res.method_cls(self.student, teacher, cfg.method.options, ctx, student_module=student)
+        self._add_method_modules()
+        decided = getattr(self.method, "decided_options", None)  # e.g. the feature positions used
+        if callable(decided):
+            cfg.method.options.update(decided())
 
         self.iteration = 0
         self.best_psnr: float | None = None
@@ -325,12 +330,29 @@ class Trainer:
         self._prefetch: bool | None = None  # None: one batch ahead on CUDA (tests force it on the CPU)
         self._ready = True
 
+    def _add_method_modules(self) -> None:
+        """A method's own trainable modules (feature adapters) join the optimiser, the gradient clip
+        and the checkpoint (state.pt ``method``); they are not part of the exported student."""
+        extra = self.method.trainable() if callable(getattr(self.method, "trainable", None)) else None
+        self.method_modules = extra
+        if extra is None or not list(extra.parameters()):
+            return
+        if self.dist.enabled:
+            raise DukdError(
+                f"method '{self.cfg.method.name}' trains feature adapters (teacher and student widths differ), "
+                "which do not run under several processes yet; run on one process or match the widths"
+            )
+        self.optimizer.add_param_group({"params": list(extra.parameters())})
+        self.clip_params = self.params + list(extra.parameters())
+
     def _restore(self, st: dict) -> None:
         if int(st.get("world", 1)) != self.dist.world:
             raise DukdError(
                 f"the run was trained with {st.get('world', 1)} process(es); resume it with the same number"
             )
         self.student_module.load_state_dict(st["student"])
+        if self.method_modules is not None and "method" in st:
+            self.method_modules.load_state_dict(st["method"])
         self.ema.load_state_dict(st["ema"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.iteration = int(st["iteration"])
@@ -377,6 +399,8 @@ class Trainer:
             "best": {"psnr": self.best_psnr, "iteration": self.best_iteration},
             "log": [r["log"] for r in per_rank],
         }
+        if self.method_modules is not None:
+            state["method"] = self.method_modules.state_dict()
         ckpt.write_checkpoint(
             self.paths,
             state,
@@ -492,7 +516,9 @@ class Trainer:
         second step applies ``g1 + g2`` (as released); :meth:`train_step` zeroes them once per iteration."""
         loss.backward()
         if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(
+                getattr(self, "clip_params", self.params), self.cfg.train.grad_clip
+            )
         self.optimizer.step()
 
     def train_step(self, batch: Batch) -> None:
@@ -591,7 +617,7 @@ class Trainer:
         s = self.resolved.student
         title = f"distill {self.cfg.method.name}: {s.name} x{s.scale}"
         if self.resolved.teacher is not None:
-            title += f" <- {self.resolved.teacher.name}"
+            title += " <- " + " + ".join(t.name for t in self.resolved.teachers)
         self.display.start(total, self.iteration, title)
         for n in self.notes:
             self.display.message(f"[yellow]note:[/] {escape(n)}")
