@@ -184,6 +184,21 @@ def test_saved_student_is_a_plain_fp32_network(setup, run_dukd, tmp_path):
     assert "self-distillation" in out
 
 
+def test_an_exported_student_brings_its_own_fp32_weights(setup, run_dukd, tmp_path):
+    from dukd_cli.export import export_model
+
+    exp = tmp_path / "exp"
+    export_model("edsr", exp, scale=2, kwargs={"n_feats": 8, "n_resblocks": 2}, weights=str(setup["weights"]),
+                 formats="safetensors")  # fmt: skip
+    code, out, err = run_dukd(
+        "distill", "--student", exp, "--quantize", "int8", "--data", setup["data"], "--dry-run"
+    )
+    assert code == 0, err
+    weights = str((exp / "model.safetensors").resolve())
+    assert out.count(f'weights = "{weights}"') == 2  # the student's start and its fp32 teacher
+    assert "teacher: the fp32 student itself (self-distillation)" in out
+
+
 def test_bad_quantize_input_is_one_line(setup, run_dukd):
     code, _, err = run_dukd("distill", "--student", "edsr", "--scale", "2", "--quantize", "int4", "--dry-run")
     assert code == 1 and err.strip() == "error: --quantize must be int8, got 'int4'"

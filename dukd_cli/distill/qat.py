@@ -271,15 +271,17 @@ def resolve_config(cfg: Any, scale: int, needs_teacher: bool) -> None:
         return
     s = cfg.student
     if s.weights is None and s.name:
-        if is_model_dir(s.name):
-            s.weights = resolve_spec(s.name, None).weights
-        elif registry.get_preset(s.name) is not None and registry.get_preset(s.name).weights.get(scale):
-            s.weights = resolve_spec(s.name, scale, kwargs=s.args, pretrained=True).weights
-        else:
+        spec = resolve_spec(s.name, None if is_model_dir(s.name) else scale, kwargs=s.args)
+        found = spec.weights  # an exported or run directory, a checkpoint file given as the student
+        preset = registry.get_preset(spec.preset) if spec.preset else None
+        if found is None and preset is not None and preset.weights.get(spec.scale):
+            found = resolve_spec(s.name, scale, kwargs=s.args, pretrained=True).weights
+        if found is None:
             raise DukdError(
                 "--quantize int8 trains a trained fp32 student further: pass --init-from RUN_DIR or "
                 f"--student-weights FILE ('{s.name}' has no weights of its own at x{scale})"
             )
+        s.weights = found
     if needs_teacher and not cfg.teacher.name:
         cfg.teacher.name = s.name
         cfg.teacher.args = dict(s.args)
