@@ -306,5 +306,6 @@ def plan_line(cfg: Any) -> str | None:
     return (
         f"quantization-aware training ({t.quantize}): per-channel symmetric int8 weights, per-tensor 8-bit "
         f"activations at every conv/linear input, ranges observed for {t.qat_observe} iterations then frozen; "
-        f"teacher: {teacher}; student.safetensors stays fp32 for the int8 export"
+        f"teacher: {teacher}; validation measures the int8-simulated student; student.safetensors stays "
+        "fp32 for the int8 export"
     )
