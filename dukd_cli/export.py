@@ -13,6 +13,8 @@ code in ONNX Runtime (``dukd upscale --runtime onnx``).
     dukd_version, format_version, created
     files                                   {"weights": "model.safetensors", "onnx": "model.onnx" | null}
     onnx                                    opset, exporter, dynamic axes / fixed input size, parity
+    spandrel                                the spandrel family model.safetensors loads as (and the
+                                            checked max abs difference), or why it cannot
     provenance                              weights source (+ SHA-256); for a distill run: teacher,
                                             method, data, iterations, validation metrics, run dir
 
@@ -39,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dukd_cli import __version__
+from dukd_cli import __version__, spandrel_layout
 from dukd_cli.errors import DukdError
 from dukd_cli.models import EXPORT_CONFIG, EXPORT_WEIGHTS, ModelSpec, build, count_parameters, resolve_spec
 from dukd_cli.models import is_run_dir as models_is_run_dir
@@ -238,12 +240,15 @@ def _jsonable(obj: Any) -> Any:
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     """The model's state dict as safetensors (contiguous CPU copies; shared storage unshared)."""
+    save_state_dict(model.state_dict(), path)
+
+
+def save_state_dict(state_dict: Mapping[str, Any], path: Path) -> None:
+    """A state dict as safetensors (contiguous CPU copies; shared storage unshared)."""
     from safetensors.torch import save_file
 
     sd = {
-        k: v.detach().to("cpu").contiguous().clone()
-        for k, v in model.state_dict().items()
-        if isinstance(v, Tensor)
+        k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items() if isinstance(v, Tensor)
     }
     save_file(sd, str(path), metadata={"format": "pt", "dukd_version": __version__})
 
@@ -264,7 +269,11 @@ def _weights_provenance(spec: ModelSpec) -> dict[str, Any]:
 
 
 def build_config(
-    spec: ModelSpec, model: torch.nn.Module, provenance: Mapping[str, Any], onnx_info: OnnxExport | None
+    spec: ModelSpec,
+    model: torch.nn.Module,
+    provenance: Mapping[str, Any],
+    onnx_info: OnnxExport | None,
+    spandrel: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     scale = int(spec.scale)
     cfg: dict[str, Any] = {
@@ -286,6 +295,7 @@ def build_config(
             "model_card": README_FILE,
         },
         "onnx": onnx_info.to_config() if onnx_info else None,
+        "spandrel": dict(spandrel) if spandrel is not None else None,
         "provenance": _jsonable(provenance),
     }
     return cfg
@@ -354,7 +364,8 @@ def model_card(cfg: Mapping[str, Any], name: str) -> str:
         "",
         "## Files",
         "",
-        f"- `{EXPORT_WEIGHTS}`: PyTorch weights (safetensors)",
+        f"- `{EXPORT_WEIGHTS}`: PyTorch weights (safetensors)"
+        + (f"; {line}" if (line := spandrel_layout.describe(cfg)) else ""),
         f"- `{EXPORT_CONFIG}`: architecture, arguments, scale, provenance",
     ]
     onnx_cfg = cfg.get("onnx")
@@ -500,16 +511,18 @@ def export_model(
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     except OSError as exc:
         raise DukdError(f"cannot create {dest}: {exc.strerror or exc}") from None
+    layout = spandrel_layout.layout_for(net, spec.arch)
     try:
-        save_weights(net, tmp / EXPORT_WEIGHTS)
-        cfg = build_config(spec, net, provenance, None)
+        save_state_dict(layout.state_dict, tmp / EXPORT_WEIGHTS)  # the layout spandrel reads, where it can
+        spandrel_info = _check_spandrel(net, layout, tmp / EXPORT_WEIGHTS, log)
+        cfg = build_config(spec, net, provenance, None, spandrel_info)
         (tmp / EXPORT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
         _check_reload(net, tmp)
         onnx_info = None
         if "onnx" in fmts:
             log(f"exporting ONNX (opset {opset}) and checking it against PyTorch")
             onnx_info = export_onnx(net, tmp / ONNX_FILE, opset=opset, fixed_size=onnx_fixed_size, log=log)
-            cfg = build_config(spec, net, provenance, onnx_info)
+            cfg = build_config(spec, net, provenance, onnx_info, spandrel_info)
             (tmp / EXPORT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
         display = spec.preset or spec.arch
         (tmp / README_FILE).write_text(model_card(cfg, display))
@@ -524,6 +537,27 @@ def export_model(
         raise DukdError(f"export failed: {_first_line(exc)}") from exc
     files = sorted(p.name for p in dest.iterdir())
     return ExportResult(dest, cfg, files, onnx_info)
+
+
+def _check_spandrel(
+    net: torch.nn.Module, layout: spandrel_layout.Layout, path: Path, log: Log
+) -> dict[str, Any]:
+    """``config["spandrel"]``: the family spandrel reads the written file as (checked with spandrel
+    where it is installed: a file it refuses or reads as another network is reported as not
+    loadable), or why it cannot."""
+    from dukd_cli import external
+
+    if layout.architecture is None:
+        return layout.to_config()
+    if not external.available():
+        log(f"spandrel is not installed here: the {layout.architecture} layout was written but not checked")
+        return layout.to_config()
+    log(f"checking model.safetensors with spandrel ({layout.architecture})")
+    try:
+        diff = spandrel_layout.verify(path, net)
+    except DukdError as exc:
+        return spandrel_layout.Layout(layout.state_dict, None, str(exc)).to_config()
+    return layout.to_config(diff)
 
 
 def _umask() -> int:

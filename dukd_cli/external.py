@@ -180,7 +180,8 @@ class SpandrelSR(nn.Module):
 
         h, w = x.shape[-2:]
         ph, pw = self.padded_size(h, w)
-        xp = pad_to_size(x, ph, pw) if (ph, pw) != (h, w) else x
+        # Always a tensor of our own: some spandrel networks work on their input in place (RCAN: x *= 255).
+        xp = pad_to_size(x, ph, pw) if (ph, pw) != (h, w) else x.clone()
         y = self._fn(self.net, xp)
         if not isinstance(y, Tensor):
             raise DukdError(f"spandrel {self.architecture} returned {type(y).__name__}, not a tensor")

@@ -424,6 +424,25 @@ class SwinIR(nn.Module):
         first, second = max(n // 3 - 1, 0), max(2 * n // 3 - 1, 0)
         return [f"layers.{first}", f"layers.{second}", "conv_after_body"]
 
+    def official_state_dict(self) -> dict[str, Tensor]:
+        """The state dict as the authors' release holds it: every ``attn.relative_position_index`` and,
+        for the shifted blocks, the ``attn_mask`` of an ``img_size`` x ``img_size`` input (rounded up to
+        whole windows, at least two), besides the
+        parameters (copies, on the CPU). Loaders that read a SwinIR's shape off these buffers
+        (spandrel: chaiNNer, ComfyUI) need them; :meth:`convert_state_dict` drops them again."""
+        sd = {k: v.detach().to("cpu").clone() for k, v in self.state_dict().items()}
+        ws = self.window_size
+        side = max(-(-self.img_size // ws), 2) * ws  # the release's training size (windows must shift)
+        index = relative_position_index(ws)
+        mask = shifted_window_mask(side, side, ws, ws // 2)
+        for i, layer in enumerate(self.layers):
+            for j, block in enumerate(layer.residual_group.blocks):
+                prefix = f"layers.{i}.residual_group.blocks.{j}."
+                sd[prefix + "attn.relative_position_index"] = index.clone()
+                if block.shift_size:
+                    sd[prefix + "attn_mask"] = mask.clone()
+        return sd
+
     @staticmethod
     def convert_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Drop the stale ``attn_mask`` / ``relative_position_index`` buffers that released files

@@ -82,6 +82,7 @@ def _overrides(**opts: Any) -> dict[str, Any]:
         "feature_loss": "method.feature_loss",
         "feature_weight": "method.w_feat",
         "affinity": "method.affinity",
+        "quantize": "train.quantize",
     }
     out: dict[str, Any] = {}
 
@@ -350,6 +351,13 @@ def distill_cmd(
         help="Channels-last (NHWC) memory format for the networks and batches: faster convolutions on most "
         "CPUs and GPUs; same numbers up to rounding (default off).",
     ),
+    quantize: str = typer.Option(
+        None,
+        "--quantize",
+        help="int8: quantization-aware training. The student (from --init-from, --student-weights or its "
+        "preset's weights) trains with int8-simulated weights and activations, labelled by the fp32 teacher "
+        "(default: the fp32 student itself); student.safetensors stays fp32 for the int8 ONNX export.",
+    ),
     out: Path = typer.Option(
         None, "--out", "-o", help="Run directory (default runs/<method>-<student>-x<scale>-<time>)."
     ),
@@ -483,6 +491,7 @@ def distill_cmd(
         "--gamma": gamma,
         "--ema-decay": ema_decay,
         "--grad-clip": grad_clip,
+        "--quantize": quantize,
         "--resume": resume,
         "--val-every": val_every,
         "--val-bench": val_bench,
@@ -555,6 +564,7 @@ def distill_cmd(
         gamma=gamma,
         ema_decay=ema_decay,
         grad_clip=grad_clip,
+        quantize=quantize,
         precision=precision,
         channels_last=channels_last,
         compile=compile,
@@ -739,9 +749,12 @@ def _print_plan(res, run_dir) -> None:
         lines = plan_lines(res)
     at = len(lines) - len(data_lines(res.cfg))  # the other teachers' files after the first one's
     lines[at:at] = _other_teacher_lines(res)
-    for line in [*lines, *_recipe_lines(res)]:
+    from dukd_cli.distill.qat import plan_line
+
+    qat_line = plan_line(res.cfg)
+    for line in [*lines, *_recipe_lines(res), *([qat_line] if qat_line else [])]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    if counts.get("teacher"):
+    if counts.get("teacher") and not qat_line:
         console.print(
             f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters"
         )

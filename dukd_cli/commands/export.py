@@ -107,6 +107,10 @@ def export_cmd(
             highlight=False,
             soft_wrap=True,
         )
+    if result.config.get("spandrel"):
+        from dukd_cli.spandrel_layout import advice
+
+        console.print(advice(result.config["spandrel"], onnx is not None), highlight=False, soft_wrap=True)
     if push_to_hub:
         url = push(result.directory, push_to_hub, private=private)
         console.print(f"pushed to {url}", highlight=False, soft_wrap=True)

@@ -95,6 +95,8 @@ class TrainConfig:
     save_every: int = 1000
     save_every_min: float = 0.0  # also checkpoint when this many minutes passed since the last one (0: off)
     tensorboard: bool = False  # also log scalars to RUN_DIR/tensorboard (needs the tensorboard extra)
+    quantize: str | None = None  # "int8": quantization-aware training (dukd_cli.distill.qat)
+    qat_observe: int | None = None  # iterations the activation ranges are tracked, then frozen (None: auto)
 
 
 @dataclass

@@ -106,6 +106,9 @@ def resolve(
         scale = resolve_spec(cfg.student.name, None).scale
     if scale is None:
         raise DukdError("no scale given: pass --scale (2, 3, 4, ...)")
+    from dukd_cli.distill import qat
+
+    qat.resolve_config(cfg, scale, method_cls.needs_teacher)  # --quantize: fp32 start, self-teacher
     s_spec = resolve_spec(cfg.student.name, scale, kwargs=cfg.student.args, weights=cfg.student.weights)
     t_spec = None
     t_specs: list[ModelSpec] = []

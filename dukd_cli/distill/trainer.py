@@ -45,7 +45,7 @@ from dukd_cli import threads
 from dukd_cli.distill import checkpoint as ckpt
 from dukd_cli.distill import config as cfgmod
 from dukd_cli.distill import data as datamod
-from dukd_cli.distill import ddp, runlog
+from dukd_cli.distill import ddp, qat, runlog
 from dukd_cli.distill.checkpoint import STATE_FORMAT, STATE_VERSION, RunPaths, save_safetensors
 from dukd_cli.distill.config import DistillConfig
 from dukd_cli.distill.display import Display  # noqa: F401 (re-exported)
@@ -183,6 +183,8 @@ class Trainer:
         res = resolve(cfg, self.method_cls_override, student_model=student)
         self.resolved = res
         self.cfg = cfg = res.cfg
+        if cfg.train.quantize:  # before the EMA copy and the optimiser: same parameters, fake-quant layers
+            qat.prepare(student)
         teacher = build_teachers(res.teachers, cfg.teacher.mix, dev) if res.teacher is not None else None
         if teacher is not None and not cfg.train.eval_teacher:
             teacher.train()  # as released (still frozen, still under no_grad: no graph, same numbers)
@@ -354,6 +356,9 @@ class Trainer:
         if self.method_modules is not None and "method" in st:
             self.method_modules.load_state_dict(st["method"])
         self.ema.load_state_dict(st["ema"])
+        if self.cfg.train.quantize:  # the activation ranges are no state-dict keys
+            qat.load_observer_state(self.student_module, st["qat"]["student"])
+            qat.load_observer_state(self.ema, st["qat"]["ema"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.iteration = int(st["iteration"])
         best = st.get("best") or {}
@@ -401,6 +406,11 @@ class Trainer:
         }
         if self.method_modules is not None:
             state["method"] = self.method_modules.state_dict()
+        if self.cfg.train.quantize:  # the activation ranges are no state-dict keys
+            state["qat"] = {
+                "student": qat.observer_state(self.student_module),
+                "ema": qat.observer_state(self.ema),
+            }
         ckpt.write_checkpoint(
             self.paths,
             state,
@@ -523,6 +533,8 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.train.quantize:
+            qat.set_observing(self.student_module, self.iteration < int(self.cfg.train.qat_observe))
         for g in self.optimizer.param_groups:
             g["lr"] = lr_at(self.cfg, self.iteration)
         if self.cfg.method.update == "single":
