@@ -7,6 +7,7 @@ calibration patches cut from HR training images (the run's ``[data]`` or ``--cal
 1. ``count`` patches (``DEFAULT_CALIB_COUNT`` of ``DEFAULT_CALIB_PATCH`` LR pixels, LR made by
    MATLAB-exact bicubic, or cut from the dataset's own LR files) are split into calibration patches
    and a hold-out (``HOLDOUT_FRACTION``). The hold-out never calibrates anything.
+   The input tensor's range is fixed to [0, 1] (an 8-bit image is then represented exactly).
 2. Calibration method: MinMax, Percentile and Entropy are each tried with every quantizable node in
    int8; the one whose int8 model loses least Y-PSNR (vs HR, as ``dukd evaluate`` scores) on the
    hold-out is kept.
@@ -308,6 +309,9 @@ class _Quantizer:
         self.fp32_out = run_session(sess, lr, data.scale, fixed)
         self.fp32_psnr = mean_psnr_y(self.fp32_out, hr, data.scale)
         self.n = 0
+        # The input is an 8-bit image in [0, 1]: uint8 with scale 1/255 represents it exactly,
+        # whatever range the calibration patches happen to span (or a percentile would clip).
+        self.input_override = {self.input_name: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]}
 
     def quantize(self, out: Path, method: str, exclude: Sequence[str]) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -330,6 +334,7 @@ class _Quantizer:
                 calibrate_method=calib,
                 nodes_to_exclude=list(exclude) or None,
                 calibration_cache_path=str(self.tmp / f"ranges-{method}.json"),
+                extra_options={"TensorQuantOverrides": self.input_override},
             )
         self.n += 1
 
