@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 SHARED = Path(os.environ.get("DUKD_SHARED", ROOT.parent / "shared"))
-# family -> (model, weights or None, scale)
+# family -> (model, weights: a file, "declared" (the preset's own) or None (random), scale)
 FAMILIES = {
-    "edsr": ("dukd-student-x4", None, 4),
+    "edsr": ("dukd-student-x4", "declared", 4),
     "imdn": ("imdn", str(SHARED / "models" / "imdn" / "IMDN_x4.pth"), 4),
     "rcan": ("rcan-s", None, 4),
     "swinir": ("swinir-s", None, 4),
@@ -50,10 +50,11 @@ def main(argv=None) -> int:
     from dukd_cli.models import build, resolve_spec
     from dukd_cli.onnx_export import _session, export_onnx
 
-    out = {}
+    out = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
     for fam in [f for f in args.families.split(",") if f]:
         model, weights, scale = FAMILIES[fam]
-        spec = resolve_spec(model, scale, weights=weights, pretrained=weights is None)
+        declared = weights == "declared"
+        spec = resolve_spec(model, scale, weights=None if declared else weights, pretrained=declared)
         net = build(spec, device="cpu").float().eval()
         with tempfile.TemporaryDirectory() as tmp:
             f32, f16 = Path(tmp) / "m.onnx", Path(tmp) / "m16.onnx"

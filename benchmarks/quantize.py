@@ -79,8 +79,16 @@ def export_dir(label: str, work: Path, calib: list[str], max_drop: float, log) -
         return out
     t0 = time.perf_counter()
     export_model(
-        model, out, scale=scale, weights=weights, formats="safetensors,onnx", quantize="int8",
-        calib=calib, max_drop=max_drop, overwrite=True, log=log,
+        model,
+        out,
+        scale=scale,
+        weights=weights,
+        formats="safetensors,onnx",
+        quantize="int8",
+        calib=calib,
+        max_drop=max_drop,
+        overwrite=True,
+        log=log,
     )
     log(f"{label}: exported in {time.perf_counter() - t0:.0f} s")
     return out
@@ -121,7 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", default="set5,set14,bsd100")
     ap.add_argument("--time-sets", default="set5,set14", help="sets whose LR images are timed")
     ap.add_argument("--data-dir", default=str(SHARED / "data" / "benchmarks"))
-    ap.add_argument("--calib", default=str(SHARED / "data" / "train" / "bsd200"), help="HR images to calibrate on")
+    ap.add_argument(
+        "--calib", default=str(SHARED / "data" / "train" / "bsd200"), help="HR images to calibrate on"
+    )
     ap.add_argument("--max-drop", type=float, default=0.1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -190,7 +200,8 @@ def print_table(results: dict, sets: list[str]) -> None:
             ratio = t / ref["time_s_per_image"] if t and ref.get("time_s_per_image") else None
             size = r["bytes"] / ref["bytes"] if ref.get("bytes") else None
             print(
-                f"| {label} | {n} | " + " | ".join(cells)
+                f"| {label} | {n} | "
+                + " | ".join(cells)
                 + f" | {t:.3f} | {ratio:.2f}x | {r['bytes'] / 1e6:.2f} MB ({size:.2f}x) |"
             )
 

@@ -530,7 +530,7 @@ def export_model(
             log(f"exporting ONNX (opset {opset}) and checking it against PyTorch")
             onnx_info = export_onnx(net, tmp / ONNX_FILE, opset=opset, fixed_size=onnx_fixed_size, log=log)
             cfg = build_config(spec, net, provenance, onnx_info)
-            extra = _extra_onnx(net, tmp, onnx_info, fmts, calib_data, max_drop, log)
+            extra = _extra_onnx(net, spec.arch, tmp, onnx_info, fmts, calib_data, max_drop, log)
             cfg["files"].update({k: v["file"] for k, v in extra.items()})
             cfg.update(extra)
             (tmp / EXPORT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
@@ -577,7 +577,7 @@ def _calib_sources(calib, run: RunInfo | None) -> list[str]:
 
 
 def _extra_onnx(
-    net, tmp: Path, onnx_info: OnnxExport, fmts, calib_data, max_drop, log: Log
+    net, arch: str, tmp: Path, onnx_info: OnnxExport, fmts, calib_data, max_drop, log: Log
 ) -> dict[str, Any]:
     """The fp16 and int8 ONNX files beside ``model.onnx`` in ``tmp``: their config.json entries."""
     out: dict[str, Any] = {}
@@ -585,9 +585,16 @@ def _extra_onnx(
         from dukd_cli.half import FP16_FILE, export_fp16
 
         log("converting ONNX to fp16 and checking it against PyTorch")
-        out["onnx_fp16"] = export_fp16(
-            net, tmp / ONNX_FILE, tmp / FP16_FILE, onnx_info.checked_shapes
-        ).to_config()
+        from zoo.precision import fp16_verdict
+
+        fp16 = export_fp16(net, tmp / ONNX_FILE, tmp / FP16_FILE, onnx_info.checked_shapes).to_config()
+        verdict = fp16_verdict(arch)
+        fp16["zoo_fp16_safe"] = (
+            {"safe": verdict.safe, "evidence": verdict.evidence}
+            if verdict
+            else "not measured for this architecture"
+        )
+        out["onnx_fp16"] = fp16
     if calib_data is not None:
         from dukd_cli.quantize import DEFAULT_MAX_DROP, INT8_FILE, quantize_int8
 

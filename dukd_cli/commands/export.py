@@ -146,7 +146,12 @@ def export_cmd(
     if fp16:
         console.print(
             f"fp16: {fp16['parity_psnr_db']:.1f} dB PSNR against PyTorch fp32, "
-            f"max |difference| = {fp16['parity_max_abs_diff']:.2e}",
+            f"max |difference| = {fp16['parity_max_abs_diff']:.2e}"
+            + (
+                f"; zoo: {'fp16-safe' if z['safe'] else 'NOT fp16-safe'} ({z['evidence']})"
+                if isinstance(z := fp16.get("zoo_fp16_safe"), dict)
+                else ""
+            ),
             highlight=False,
             soft_wrap=True,
         )
