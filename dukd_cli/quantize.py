@@ -14,8 +14,9 @@ calibration patches cut from HR training images (the run's ``[data]`` or ``--cal
 3. Sensitivity pass: each weighted node (Conv, ConvTranspose, MatMul, Gemm) and each other
    quantized op type (as one group) is left in float alone; the gain in hold-out PSNR is its
    sensitivity. Units are then left in float greedily, most sensitive first, each kept only when it
-   helps, until the loss is at most ``TARGET_FRACTION`` of the allowed drop (margin for images the
-   hold-out does not hold) or at most ``MAX_FLOAT_FRACTION`` of the weighted nodes are float.
+   gains at least ``MIN_GAIN_DB`` (float nodes cost speed and size), until the loss is at most
+   ``TARGET_FRACTION`` of the allowed drop (margin for images the hold-out does not hold) or at
+   most ``MAX_FLOAT_FRACTION`` of the weighted nodes are float.
 4. The chosen file is checked (QDQ nodes present, loads in ONNX Runtime, smaller than fp32) and its
    hold-out loss compared with ``max_drop``: above it, :class:`DukdError` and nothing is written.
 """
@@ -43,6 +44,7 @@ HOLDOUT_FRACTION = 0.25
 DEFAULT_MAX_DROP = 0.1
 TARGET_FRACTION = 0.5
 MAX_FLOAT_FRACTION = 0.25
+MIN_GAIN_DB = 0.01  # a float node costs speed and size: below this it buys no quality worth having
 METHODS = ("minmax", "percentile", "entropy")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 QUANTIZE_HINT = "pip install dukd[onnx]"
@@ -412,7 +414,7 @@ def quantize_int8(
             budget = max(1, int(n_weighted * MAX_FLOAT_FRACTION))
             current = base
             for label, names, gain in gains:
-                if current <= target or gain <= 0:
+                if current <= target or gain < MIN_GAIN_DB:
                     break
                 weighted = sum(
                     1 for n in q.model.graph.node if n.name in exclude and n.op_type in WEIGHTED_OPS
@@ -421,7 +423,7 @@ def quantize_int8(
                 if weighted + adds > budget:
                     continue
                 trial = q.drop(method, exclude + names)
-                if trial < current:
+                if trial <= current - MIN_GAIN_DB:
                     exclude += names
                     current = trial
                     log(f"int8:   keep {label} in float: loss {trial:.3f} dB")
