@@ -199,6 +199,7 @@ def test_fp16_export_verified_and_runs(wide_tiny, tmp_path, run_dukd):
     assert conv_w and all(i.data_type == onnx.TensorProto.FLOAT16 for i in conv_w)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["onnx_fp16"]["parity_psnr_db"] >= 40
+    assert cfg["onnx_fp16"]["zoo_fp16_safe"] == "not measured for this architecture"
     src = tmp_path / "in.png"
     smooth_images(tmp_path / "src", 1, 40, seed=3)
     (tmp_path / "src" / "im00.png").rename(src)
@@ -256,3 +257,13 @@ def test_bad_input_one_line(tiny_x2, tmp_path, run_dukd):
     code, _, err = run_dukd(*base, "-o", out, "--quantize", "int4", "--calib", tmp_path)
     assert code == 1 and "--quantize takes int8" in err and one_line(err)
     assert not out.exists()
+
+
+def test_every_zoo_family_has_a_measured_fp16_verdict():
+    import zoo
+    from zoo.precision import fp16_verdict
+
+    for arch in zoo.__all__:
+        v = fp16_verdict(arch)
+        assert v is not None and "PSNR fp16 vs fp32" in v.evidence, arch
+    assert fp16_verdict("tiny") is None  # a plugin's network: not measured, the export's own check decides
