@@ -63,7 +63,8 @@ from dukd_cli.onnx_export import (  # noqa: F401 (re-exported: the export API)
 )
 
 README_FILE = "README.md"
-FORMATS = ("safetensors", "onnx")
+FORMATS = ("safetensors", "onnx", "onnx-fp16")
+DEFAULT_FORMATS = ("safetensors", "onnx")
 FORMAT_VERSION = 1
 INPUT_RANGE = "[0,1] RGB"
 RUN_CONFIG = "config.toml"
@@ -203,9 +204,9 @@ class ExportResult:
 
 def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
     """``"safetensors,onnx"`` -> ("safetensors", "onnx"); safetensors is always included (it is what
-    makes the directory a model source)."""
+    makes the directory a model source), and ``onnx-fp16`` brings ``onnx`` (its source and reference)."""
     if formats is None:
-        items = list(FORMATS)
+        items = list(DEFAULT_FORMATS)
     elif isinstance(formats, str):
         items = [f for f in formats.replace(" ", ",").split(",") if f]
     else:
@@ -219,6 +220,8 @@ def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
             out.append(f)
     if "safetensors" not in out:
         out.insert(0, "safetensors")
+    if "onnx-fp16" in out and "onnx" not in out:
+        out.append("onnx")  # the fp16 file is converted from, and checked beside, model.onnx
     return tuple(o for o in FORMATS if o in out)
 
 
@@ -379,6 +382,7 @@ def model_card(cfg: Mapping[str, Any], name: str) -> str:
             f"- `{ONNX_FILE}`: ONNX opset {onnx_cfg['opset']}, {shape}; checked against PyTorch "
             f"(max abs difference {onnx_cfg['parity_max_abs_diff']:.2e} <= {onnx_cfg['parity_tolerance']:g})"
         )
+    lines += _extra_files_card(cfg)
     lines += [
         "",
         "## Use",
@@ -439,18 +443,26 @@ def export_model(
     scale: int | None = None,
     weights: str | None = None,
     kwargs: Mapping[str, Any] | None = None,
-    formats: str | Iterable[str] | None = FORMATS,
+    formats: str | Iterable[str] | None = DEFAULT_FORMATS,
     run_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     opset: int = DEFAULT_OPSET,
     onnx_fixed_size: int = 256,
     log: Log = _nolog,
+    quantize: str | None = None,
+    calib: Iterable[str | os.PathLike] | None = None,
+    calib_count: int | None = None,
+    max_drop: float | None = None,
 ) -> ExportResult:
     """Export ``model`` (a preset, architecture, exported directory or distill run directory) to ``out_dir``.
 
     ``run_dir``: a distill run directory whose provenance (teacher, method, data, iterations,
     validation) goes into ``config.json``; implied when ``model`` is itself a run directory, whose
     ``student.safetensors`` is then the weights (unless ``weights`` is given).
+
+    ``quantize="int8"`` (ONNX only) also writes ``model.int8.onnx`` (:mod:`dukd_cli.quantize`),
+    calibrated on patches of ``calib`` (folders of HR images) or else of the run's training data,
+    and refuses the whole export when its hold-out loss exceeds ``max_drop`` dB.
     """
     fmts = parse_formats(formats)
     if "onnx" in fmts:
@@ -479,6 +491,9 @@ def export_model(
     elif run_dir is not None:
         run = read_run_dir(run_dir)
 
+    if quantize is not None:
+        _check_quantize(quantize, fmts)
+    calib_sources = _calib_sources(calib, run) if quantize else None
     spec = resolve_spec(name, scale, kwargs=kwargs, weights=weights)
     if dest.exists() and not overwrite:
         raise DukdError(f"{dest} already exists; pass --overwrite to replace it")
@@ -506,6 +521,11 @@ def export_model(
     if run is not None:
         provenance.update(run.provenance)
 
+    calib_data = None
+    if calib_sources:
+        from dukd_cli.quantize import DEFAULT_CALIB_COUNT, calibration_patches
+
+        calib_data = calibration_patches(calib_sources, spec.scale, count=calib_count or DEFAULT_CALIB_COUNT)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
@@ -523,6 +543,9 @@ def export_model(
             log(f"exporting ONNX (opset {opset}) and checking it against PyTorch")
             onnx_info = export_onnx(net, tmp / ONNX_FILE, opset=opset, fixed_size=onnx_fixed_size, log=log)
             cfg = build_config(spec, net, provenance, onnx_info, spandrel_info)
+            extra = _extra_onnx(net, spec.arch, tmp, onnx_info, fmts, calib_data, max_drop, log)
+            cfg["files"].update({k: v["file"] for k, v in extra.items()})
+            cfg.update(extra)
             (tmp / EXPORT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
         display = spec.preset or spec.arch
         (tmp / README_FILE).write_text(model_card(cfg, display))
@@ -558,6 +581,85 @@ def _check_spandrel(
     except DukdError as exc:
         return spandrel_layout.Layout(layout.state_dict, None, str(exc)).to_config()
     return layout.to_config(diff)
+
+
+def _check_quantize(quantize: str, fmts: tuple[str, ...]) -> None:
+    if str(quantize).lower() != "int8":
+        raise DukdError(f"--quantize takes int8, not '{quantize}'")
+    if "onnx" not in fmts:
+        raise DukdError("--quantize int8 quantizes the ONNX model; add onnx to --format")
+
+
+def _calib_sources(calib, run: RunInfo | None) -> list[str]:
+    """Folders whose HR images calibrate int8: ``calib``, else the run's ``[data] paths``."""
+    if calib:
+        out = [str(c) for c in calib]
+        for c in out:
+            if c != "builtin" and not Path(c).expanduser().exists():
+                raise DukdError(f"--calib {c}: no such folder")
+        return out
+    paths = ((run.provenance.get("data") or {}).get("paths") if run is not None else None) or []
+    if not paths:
+        raise DukdError(
+            "--quantize int8 needs calibration images: pass --calib DIR (a folder of HR images) "
+            "or export a distill run directory"
+        )
+    for c in paths:
+        if c != "builtin" and not Path(c).expanduser().exists():
+            raise DukdError(f"the run's training data {c} is not here; pass --calib DIR")
+    return [str(c) for c in paths]
+
+
+def _extra_onnx(
+    net, arch: str, tmp: Path, onnx_info: OnnxExport, fmts, calib_data, max_drop, log: Log
+) -> dict[str, Any]:
+    """The fp16 and int8 ONNX files beside ``model.onnx`` in ``tmp``: their config.json entries."""
+    out: dict[str, Any] = {}
+    if "onnx-fp16" in fmts:
+        from dukd_cli.half import FP16_FILE, export_fp16
+
+        log("converting ONNX to fp16 and checking it against PyTorch")
+        from zoo.precision import fp16_verdict
+
+        fp16 = export_fp16(net, tmp / ONNX_FILE, tmp / FP16_FILE, onnx_info.checked_shapes).to_config()
+        verdict = fp16_verdict(arch)
+        fp16["zoo_fp16_safe"] = (
+            {"safe": verdict.safe, "evidence": verdict.evidence}
+            if verdict
+            else "not measured for this architecture"
+        )
+        out["onnx_fp16"] = fp16
+    if calib_data is not None:
+        from dukd_cli.quantize import DEFAULT_MAX_DROP, INT8_FILE, quantize_int8
+
+        report = quantize_int8(
+            tmp / ONNX_FILE,
+            tmp / INT8_FILE,
+            calib_data,
+            max_drop=DEFAULT_MAX_DROP if max_drop is None else float(max_drop),
+            fixed_input_size=onnx_info.fixed_input_size,
+            log=log,
+        )
+        out["onnx_int8"] = report.to_config()
+    return out
+
+
+def _extra_files_card(cfg: Mapping[str, Any]) -> list[str]:
+    lines = []
+    fp16 = cfg.get("onnx_fp16")
+    if fp16:
+        lines.append(
+            f"- `{fp16['file']}`: the same network in float16 (float32 input/output); "
+            f"{fp16['parity_psnr_db']:.1f} dB PSNR against fp32 on the check inputs"
+        )
+    int8 = cfg.get("onnx_int8")
+    if int8:
+        lines.append(
+            f"- `{int8['file']}`: int8 (QDQ, per-channel weights, {int8['calibration_method']} calibration"
+            + (f", {len(int8['nodes_to_exclude'])} nodes kept in float" if int8["nodes_to_exclude"] else "")
+            + f"); Y-PSNR {int8['holdout_drop_db']:.3f} dB below fp32 on the calibration hold-out"
+        )
+    return lines
 
 
 def _umask() -> int:

@@ -40,7 +40,7 @@ def test_bicubic_reproduces_the_reference_table(scale, benchmarks_dir, run_dukd,
     )
     assert code == 0, err
     data = json.loads(out.read_text())
-    assert set(data) == {"model", "weights", "scale", "window_pad", "results"}
+    assert set(data) == {"model", "weights", "scale", "runtime", "window_pad", "results"}
     assert (data["model"], data["weights"], data["scale"]) == ("bicubic", None, scale)
     got = {r["bench"]: r for r in data["results"]}
     assert list(got) == ["Set5", "Set14", "BSD100"]

@@ -113,6 +113,12 @@ def evaluate_cmd(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
+    runtime: str = typer.Option(
+        "torch",
+        "--runtime",
+        help="torch, or onnx / onnx-int8 / onnx-fp16: score an exported directory's model.onnx / "
+        "model.int8.onnx / model.fp16.onnx in ONNX Runtime (the deployed file's number).",
+    ),
     self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average over 8 flips/rotations (x8)."),
     tile: int = typer.Option(
         None, "--tile", help="Run large images in tiles of N LR pixels (for small GPUs)."
@@ -163,6 +169,18 @@ def evaluate_cmd(
         raise DukdError(f"--scale must be a positive integer, got {scale}")
     if precision not in ("fp32", "bf16", "fp16"):
         raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
+    from dukd_cli.runtimes import check_runtime
+
+    runtime = check_runtime(runtime)
+    if runtime != "torch":
+        if weights or arg:
+            raise DukdError(
+                f"--runtime {runtime} scores an exported directory as it is; it takes no --weights or --arg"
+            )
+        if precision != "fp32":
+            raise DukdError(
+                f"--precision applies to --runtime torch; {runtime} runs the file's own precision"
+            )
     if save_images is not None:
         from dukd_cli.pngstream import check_png_level
 
@@ -187,7 +205,13 @@ def evaluate_cmd(
             data_dir=data_dir,
             on_status=lambda m: err_console.print(f"[dim]{m}[/]"),
         )
-    net, used_weights = _load(model, scale, weights, arg, device, mismatch.EVALUATE)
+    if runtime == "torch":
+        net, used_weights = _load(model, scale, weights, arg, device, mismatch.EVALUATE)
+    else:
+        from dukd_cli.runtimes import load_onnx_runtime
+
+        net = load_onnx_runtime(model, runtime, scale=scale)
+        used_weights = str(net.path)
     ref = None
     if reference_model:
         ref, _ = _load(reference_model, scale, reference_weights, reference_arg, device, mismatch.REFERENCE)
@@ -226,7 +250,7 @@ def evaluate_cmd(
             window_pad=window_pad,
         )
 
-    label = model + (" (x8)" if self_ensemble else "")
+    label = model + (f" ({runtime})" if runtime != "torch" else "") + (" (x8)" if self_ensemble else "")
     console.print(results_table(label, scale, results, ref is not None))
     if per_image:
         for r in results:
@@ -248,6 +272,7 @@ def evaluate_cmd(
             "model": model,
             "weights": used_weights,
             "scale": scale,
+            "runtime": runtime,
             "window_pad": window_pad,
             "results": [
                 {k: (_num(v) if isinstance(v, float) else v) for k, v in r.to_dict().items()} for r in results

@@ -31,7 +31,28 @@ def export_cmd(
         None, "--scale", "-s", help="Upscaling factor (a run or exported directory knows its own)."
     ),
     formats: str = typer.Option(
-        "safetensors,onnx", "--format", "-f", help="Comma-separated: safetensors, onnx."
+        "safetensors,onnx",
+        "--format",
+        "-f",
+        help="Comma-separated: safetensors, onnx, onnx-fp16 (model.fp16.onnx beside model.onnx).",
+    ),
+    quantize: str = typer.Option(
+        None,
+        "--quantize",
+        help="int8: also write model.int8.onnx (ONNX Runtime static quantization, QDQ), checked on a hold-out.",
+    ),
+    calib: list[Path] = typer.Option(
+        None,
+        "--calib",
+        help="Folder of HR images to calibrate int8 on (repeatable). Default: the run's training data.",
+    ),
+    calib_count: int = typer.Option(
+        64, "--calib-count", help="Calibration patches (48x48 LR); a quarter are the hold-out."
+    ),
+    max_drop: float = typer.Option(
+        0.1,
+        "--max-drop",
+        help="Refuse the export when int8 loses more Y-PSNR (dB) than this on the hold-out.",
     ),
     run: Path = typer.Option(
         None, "--run", help="A distill run directory whose provenance goes into config.json."
@@ -92,6 +113,10 @@ def export_cmd(
         opset=opset,
         onnx_fixed_size=onnx_size,
         log=log,
+        quantize=quantize,
+        calib=calib,
+        calib_count=calib_count,
+        max_drop=max_drop,
     )
     onnx = result.onnx
     line = f"exported {result.config['architecture']} x{result.config['scale']} to {result.directory}: {', '.join(result.files)}"
@@ -111,6 +136,29 @@ def export_cmd(
         from dukd_cli.spandrel_layout import advice
 
         console.print(advice(result.config["spandrel"], onnx is not None), highlight=False, soft_wrap=True)
+    int8 = result.config.get("onnx_int8")
+    if int8:
+        console.print(
+            f"int8 ({int8['calibration_method']} calibration, nodes_to_exclude={int8['nodes_to_exclude']}): "
+            f"hold-out Y-PSNR {int8['holdout_psnr_int8']:.3f} dB vs fp32 {int8['holdout_psnr_fp32']:.3f} dB "
+            f"(-{int8['holdout_drop_db']:.3f} dB, max {int8['max_drop_db']:g}); "
+            f"{int8['size_vs_fp32']:.2f}x the fp32 file",
+            highlight=False,
+            soft_wrap=True,
+        )
+    fp16 = result.config.get("onnx_fp16")
+    if fp16:
+        console.print(
+            f"fp16: {fp16['parity_psnr_db']:.1f} dB PSNR against PyTorch fp32, "
+            f"max |difference| = {fp16['parity_max_abs_diff']:.2e}"
+            + (
+                f"; zoo: {'fp16-safe' if z['safe'] else 'NOT fp16-safe'} ({z['evidence']})"
+                if isinstance(z := fp16.get("zoo_fp16_safe"), dict)
+                else ""
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
     if push_to_hub:
         url = push(result.directory, push_to_hub, private=private)
         console.print(f"pushed to {url}", highlight=False, soft_wrap=True)

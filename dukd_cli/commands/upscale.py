@@ -31,29 +31,23 @@ def load_upscaler(
     runtime: str,
     threads: int | None = None,
 ):
-    """The model ``dukd upscale`` runs: a PyTorch module, or an :class:`OnnxModel` for ``--runtime onnx``.
+    """The model ``dukd upscale`` runs: a PyTorch module, or an :class:`OnnxModel` for an ONNX ``--runtime``.
 
     ``--scale`` must agree with the model (never a silent resize); presets use their declared
     weights unless ``--weights`` is given, and a model without weights is refused.
     """
     from dukd_cli.inference import select_device
+    from dukd_cli.runtimes import check_runtime, load_onnx_runtime
 
-    runtime = runtime.strip().lower()
-    if runtime == "onnx":
-        from dukd_cli.export import OnnxModel, require_onnx
-
-        require_onnx("--runtime onnx", exporting=False)
+    runtime = check_runtime(runtime)
+    if runtime != "torch":
         if weights or args:
             raise DukdError(
-                "--runtime onnx runs an exported directory as it is; it takes no --weights or --arg"
+                f"--runtime {runtime} runs an exported directory as it is; it takes no --weights or --arg"
             )
-        dev = select_device(device)
-        m = OnnxModel.from_dir(model, device=str(dev), threads=threads)
-        if scale is not None and int(scale) != m.scale:
-            raise DukdError(f"model directory {model} is x{m.scale}, but --scale {scale} was given")
-        return m
-    if runtime != "torch":
-        raise DukdError(f"--runtime must be torch or onnx, not '{runtime}'")
+        return load_onnx_runtime(
+            model, runtime, scale=scale, device=str(select_device(device)), threads=threads
+        )
     from dukd_cli import mismatch
     from dukd_cli.models import build, resolve_spec
 
@@ -136,7 +130,10 @@ def upscale_cmd(
         False, "--self-ensemble", help="Average over 8 flips/rotations (x8 slower)."
     ),
     runtime: str = typer.Option(
-        "torch", "--runtime", help="torch, or onnx (an exported directory's model.onnx in ONNX Runtime)."
+        "torch",
+        "--runtime",
+        help="torch, or onnx / onnx-int8 / onnx-fp16: an exported directory's model.onnx / model.int8.onnx / "
+        "model.fp16.onnx in ONNX Runtime.",
     ),
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality."),
     png_level: int = typer.Option(

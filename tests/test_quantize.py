@@ -1,0 +1,269 @@
+"""Int8 / fp16 ONNX exports (`dukd export --quantize int8`, `--format onnx-fp16`) and the runtimes that
+score what ships (`dukd evaluate|upscale --runtime onnx|onnx-int8|onnx-fp16`). Tiny networks, seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from dukd_cli.errors import DukdError
+from dukd_cli.models import create_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime.quantization")
+
+
+def smooth_images(folder: Path, n: int, size: int, seed: int) -> Path:
+    """``n`` smooth photo-like RGB images (blurred noise + gradients) of ``size`` x ``size``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        low = rng.random((3, 6, 6))
+        up = np.stack([np.kron(c, np.ones((size // 6 + 1, size // 6 + 1)))[:size, :size] for c in low])
+        img = 0.5 * up + 0.25 * np.stack([xx, yy, 1 - xx]) + 0.1 * rng.random((3, size, size))
+        Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)).save(
+            folder / f"im{i:02d}.png"
+        )
+    return folder
+
+
+@pytest.fixture
+def wide_tiny(tiny_plugin, tmp_path):
+    """A seeded tiny x2 network with 48 features (weights dominate the ONNX file, as in real networks)."""
+    torch.manual_seed(1)
+    m = create_model("tiny", 2, n_feats=48).eval()
+    w = tmp_path / "wide.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
+    return w, m
+
+
+def export_opts(w: Path, out: Path) -> list[str]:
+    return [
+        "export",
+        "--model",
+        "tiny",
+        "--weights",
+        str(w),
+        "--scale",
+        "2",
+        "--arg",
+        "n_feats=48",
+        "-o",
+        str(out),
+    ]
+
+
+def one_line(err: str) -> bool:
+    return len(err.strip().splitlines()) == 1
+
+
+def test_int8_export_is_qdq_smaller_loads_and_keeps_its_score(wide_tiny, tmp_path, run_dukd):
+    w, _m = wide_tiny
+    calib = smooth_images(tmp_path / "calib", 4, 112, seed=0)
+    out = tmp_path / "exp"
+    code, stdout, err = run_dukd(
+        *export_opts(w, out),
+        "--format",
+        "onnx",
+        "--quantize",
+        "int8",
+        "--calib",
+        calib,
+        "--calib-count",
+        "12",
+    )
+    assert code == 0, err
+    assert "nodes_to_exclude" in err  # the sensitivity decision is printed
+    assert "int8 (" in stdout and "hold-out Y-PSNR" in stdout
+    int8, fp32 = out / "model.int8.onnx", out / "model.onnx"
+    assert (
+        int8.is_file() and int8.stat().st_size < 0.6 * fp32.stat().st_size
+    )  # 0.53 here; ~0.33 for real networks
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    cfg = json.loads((out / "config.json").read_text())
+    q = cfg["onnx_int8"]
+    assert cfg["files"]["onnx_int8"] == "model.int8.onnx"
+    assert q["calibration_method"] in ("minmax", "percentile", "entropy")
+    assert set(q["methods_tried_drop_db"]) == {"minmax", "percentile", "entropy"}
+    assert q["holdout_drop_db"] <= 0.1 and q["calibration_patches"] + q["holdout_patches"] == 12
+    assert "model.int8.onnx" in (out / "README.md").read_text()
+
+    # Scored on other images through both deployed files: within the bound.
+    bench = smooth_images(tmp_path / "bench", 3, 96, seed=5)
+    res = {}
+    for rt in ("onnx", "onnx-int8"):
+        j = tmp_path / f"{rt}.json"
+        code, _, err = run_dukd("evaluate", "--model", out, "--runtime", rt, "--bench", bench, "--json", j)
+        assert code == 0, err
+        res[rt] = json.loads(j.read_text())["results"][0]["psnr"]
+    assert abs(res["onnx"] - res["onnx-int8"]) <= 0.1
+
+
+def test_evaluate_onnx_int8_is_plain_onnxruntime_scored_by_the_evaluator(wide_tiny, tmp_path, run_dukd):
+    from dukd_cli.data.benchmarks import make_lr
+    from dukd_cli.data.imresize import modcrop
+    from dukd_cli.imageio import read_rgb_uint8
+    from dukd_cli.metrics import psnr_y, ssim_y
+
+    w, _m = wide_tiny
+    calib = smooth_images(tmp_path / "calib", 3, 112, seed=1)
+    out = tmp_path / "exp"
+    assert (
+        run_dukd(*export_opts(w, out), "--quantize", "int8", "--calib", calib, "--calib-count", "8")[0] == 0
+    )
+    bench = smooth_images(tmp_path / "bench", 2, 50, seed=7)
+    j = tmp_path / "r.json"
+    code, stdout, err = run_dukd(
+        "evaluate", "-m", out, "--runtime", "onnx-int8", "-b", bench, "--json", j, "--per-image"
+    )
+    assert code == 0, err
+    assert "onnx-int8" in stdout
+    got = json.loads(j.read_text())
+    assert got["runtime"] == "onnx-int8"
+
+    sess = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    ps, ss = [], []
+    for p in sorted(bench.glob("*.png")):
+        hr = modcrop(read_rgb_uint8(p), 2)
+        lr = make_lr(hr, 2)
+        y = sess.run(None, {"input": lr.transpose(2, 0, 1)[None].astype(np.float32) / 255})[0][0]
+        sr = np.round(np.clip(y, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+        ps.append(psnr_y(sr, hr, 2))
+        ss.append(ssim_y(sr, hr, 2))
+    r = got["results"][0]
+    assert r["psnr"] == pytest.approx(np.mean(ps), abs=1e-6)
+    assert r["ssim"] == pytest.approx(np.mean(ss), abs=1e-6)
+    # The runtime is really what was scored: PyTorch's fp32 number differs.
+    j2 = tmp_path / "t.json"
+    assert run_dukd("evaluate", "-m", out, "-b", bench, "--json", j2)[0] == 0
+    assert json.loads(j2.read_text())["results"][0]["psnr"] != r["psnr"]
+
+
+def test_max_drop_refusal_writes_nothing(wide_tiny, tmp_path, run_dukd):
+    w, _m = wide_tiny
+    calib = smooth_images(tmp_path / "calib", 3, 112, seed=2)
+    out = tmp_path / "exp"
+    code, _, err = run_dukd(
+        *export_opts(w, out),
+        "--quantize",
+        "int8",
+        "--calib",
+        calib,
+        "--calib-count",
+        "8",
+        "--max-drop",
+        "0.00001",
+    )
+    assert code == 1 and "--max-drop" in err and "nothing written" in err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_api_refuses_an_int8_model_that_loses_more_than_max_drop(wide_tiny, tmp_path):
+    """Hold-out "HR" = the fp32 model's own outputs: any int8 error is a loss, so a bound of 0.01 dB refuses."""
+    from dukd_cli.export import export_model
+    from dukd_cli.quantize import CalibData, quantize_int8, run_session
+
+    w, _m = wide_tiny
+    out = tmp_path / "exp"
+    export_model("tiny", out, scale=2, weights=str(w), kwargs={"n_feats": 48})
+    rng = np.random.default_rng(0)
+    lrs = [rng.random((1, 3, 24, 24), dtype=np.float32) for _ in range(6)]
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    data = CalibData(lrs, run_session(sess, lrs, 2), 2, "self-labelled")
+    dst = tmp_path / "q.onnx"
+    with pytest.raises(DukdError, match="more than --max-drop 0.01; nothing written"):
+        quantize_int8(out / "model.onnx", dst, data, max_drop=0.01, methods=("minmax",), sensitivity=False)
+    assert not dst.exists()
+
+
+def test_fp16_export_verified_and_runs(wide_tiny, tmp_path, run_dukd):
+    w, _m = wide_tiny
+    out = tmp_path / "exp"
+    code, stdout, err = run_dukd(*export_opts(w, out), "--format", "onnx-fp16")
+    assert code == 0, err
+    assert "fp16:" in stdout
+    f16 = out / "model.fp16.onnx"
+    assert f16.is_file() and (out / "model.onnx").is_file()
+    m = onnx.load(str(f16))
+    conv_w = [i for i in m.graph.initializer if len(i.dims) == 4]
+    assert conv_w and all(i.data_type == onnx.TensorProto.FLOAT16 for i in conv_w)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["onnx_fp16"]["parity_psnr_db"] >= 40
+    assert cfg["onnx_fp16"]["zoo_fp16_safe"] == "not measured for this architecture"
+    src = tmp_path / "in.png"
+    smooth_images(tmp_path / "src", 1, 40, seed=3)
+    (tmp_path / "src" / "im00.png").rename(src)
+    outs = {}
+    for rt in ("onnx", "onnx-fp16"):
+        code, _, err = run_dukd("upscale", src, "-o", tmp_path / f"{rt}.png", "-m", out, "--runtime", rt)
+        assert code == 0, err
+        outs[rt] = np.asarray(Image.open(tmp_path / f"{rt}.png")).astype(int)
+    assert outs["onnx"].shape == (80, 80, 3) and np.abs(outs["onnx"] - outs["onnx-fp16"]).max() <= 2
+
+
+def test_fp16_export_refuses_a_network_that_overflows_half(tiny_plugin, tmp_path, run_dukd):
+    """A feature of 1e5 (fp16's largest finite is 65504) scaled back down by 1e-5: fine in fp32, inf in fp16."""
+    torch.manual_seed(0)
+    m = create_model("tiny", 2, n_feats=8)
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    sd["conv_first.bias"][0] = 1e5
+    sd["conv_last.weight"][:, 0] = 1e-6
+    w = tmp_path / "big.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(w))
+    out = tmp_path / "exp"
+    code, _, err = run_dukd(
+        "export", "-m", "tiny", "-w", w, "-s", "2", "-a", "n_feats=8", "-o", out, "--format", "onnx-fp16"
+    )
+    assert (
+        code == 1 and "not fp16-safe" in err.strip().splitlines()[-1]
+    )  # progress lines, then one error line
+    assert not out.exists()
+
+
+def test_bad_input_one_line(tiny_x2, tmp_path, run_dukd):
+    w, _m = tiny_x2
+    st = tmp_path / "st"
+    base = ["export", "-m", "tiny", "-w", w, "-s", "2", "-a", "n_feats=8"]
+    assert run_dukd(*base, "-o", st, "--format", "safetensors")[0] == 0
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(img)
+    code, _, err = run_dukd("upscale", img, "-o", tmp_path / "b.png", "-m", st, "--runtime", "onnx")
+    assert code == 1 and "has no model.onnx" in err and one_line(err)
+    code, _, err = run_dukd("evaluate", "-m", st, "--runtime", "onnx-int8", "-b", tmp_path)
+    assert code == 1 and "has no model.int8.onnx" in err and "--quantize int8" in err and one_line(err)
+    code, _, err = run_dukd("evaluate", "-m", "tiny", "-s", "2", "--runtime", "onnx", "-b", tmp_path)
+    assert code == 1 and "exported model directory" in err and one_line(err)
+    code, _, err = run_dukd("evaluate", "-m", st, "--runtime", "tensorrt", "-b", tmp_path)
+    assert code == 1 and "--runtime must be one of" in err and one_line(err)
+    out = tmp_path / "q"
+    code, _, err = run_dukd(*base, "-o", out, "--quantize", "int8", "--calib", tmp_path / "missing")
+    assert code == 1 and "--calib" in err and "no such folder" in err and one_line(err)
+    code, _, err = run_dukd(*base, "-o", out, "--quantize", "int8")
+    assert code == 1 and "--calib DIR" in err and one_line(err)
+    code, _, err = run_dukd(
+        *base, "-o", out, "--quantize", "int8", "--format", "safetensors", "--calib", tmp_path
+    )
+    assert code == 1 and "add onnx to --format" in err and one_line(err)
+    code, _, err = run_dukd(*base, "-o", out, "--quantize", "int4", "--calib", tmp_path)
+    assert code == 1 and "--quantize takes int8" in err and one_line(err)
+    assert not out.exists()
+
+
+def test_every_zoo_family_has_a_measured_fp16_verdict():
+    import zoo
+    from zoo.precision import fp16_verdict
+
+    for arch in zoo.__all__:
+        v = fp16_verdict(arch)
+        assert v is not None and "PSNR fp16 vs fp32" in v.evidence, arch
+    assert fp16_verdict("tiny") is None  # a plugin's network: not measured, the export's own check decides
