@@ -251,7 +251,10 @@ def resolve_spec(
                     f"preset '{name}' declares no pretrained weights at x{scale}; pass them with --weights SOURCE"
                 )
             w = declared_ref
-        if ws is not None and declared_ref and w in (ws.source, ws.filename, name):
+        # Only a request for the declared file attaches it (its source, its file name or the preset's
+        # own name); no weights asked (w None) is a random initialisation, even where the declared
+        # file has no published name (ws.filename None).
+        if ws is not None and declared_ref and w is not None and w in (ws.source, ws.filename, name):
             # The declared file's own semantics (e.g. input range) go with it, whoever names it.
             merged = {**dict(preset.kwargs), **dict(ws.kwargs), **kwargs}
             w = declared_ref
