@@ -1,0 +1,73 @@
+"""A new user's first minutes, through the real console script.
+
+Every test here runs the installed ``dukd`` (the script beside this Python, as a user's shell finds
+it) in a subprocess, not the app through a test runner: what argument parsing, start-up and exit
+codes do in a real process is what is asserted (``-h`` once worked under the test runner only).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dukd_script() -> str:
+    """The ``dukd`` console script of this environment (beside ``sys.executable``)."""
+    here = Path(sys.executable).parent / ("dukd.exe" if os.name == "nt" else "dukd")
+    found = str(here) if here.is_file() else shutil.which("dukd")
+    if not found:
+        pytest.skip("the dukd console script is not installed (pip install -e .)")
+    return found
+
+
+def run(*args, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
+    """``(exit code, stdout, stderr)`` of ``dukd ARGS`` in a fresh process (offline by default)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
+    proc = subprocess.run(
+        [dukd_script(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [(), ("upscale",), ("evaluate",), ("distill",), ("export",), ("report",), ("zoo",), ("zoo", "list"),
+     ("zoo", "info"), ("data",), ("data", "list"), ("data", "fetch")],
+    ids=lambda c: " ".join(c) or "dukd",
+)
+def test_dash_h_is_help_everywhere(command):
+    code, out, err = run(*command, "-h")
+    assert code == 0, err
+    assert "Usage: dukd" in out and "--help" in out and "-h" in out
+    assert "No such option" not in out + err
+
+
+def test_an_unknown_option_suggests_only_help_that_works():
+    code, out, err = run("--no-such-option")
+    assert code == 2
+    assert "No such option: --no-such-option" in err
+    for suggested in ("dukd -h", "dukd --help"):
+        if suggested in err:
+            assert run(*suggested.split()[1:])[0] == 0
