@@ -53,8 +53,20 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize(
     "command",
-    [(), ("upscale",), ("evaluate",), ("distill",), ("export",), ("report",), ("zoo",), ("zoo", "list"),
-     ("zoo", "info"), ("data",), ("data", "list"), ("data", "fetch")],
+    [
+        (),
+        ("upscale",),
+        ("evaluate",),
+        ("distill",),
+        ("export",),
+        ("report",),
+        ("zoo",),
+        ("zoo", "list"),
+        ("zoo", "info"),
+        ("data",),
+        ("data", "list"),
+        ("data", "fetch"),
+    ],
     ids=lambda c: " ".join(c) or "dukd",
 )
 def test_dash_h_is_help_everywhere(command):
@@ -71,3 +83,44 @@ def test_an_unknown_option_suggests_only_help_that_works():
     for suggested in ("dukd -h", "dukd --help"):
         if suggested in err:
             assert run(*suggested.split()[1:])[0] == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("--help",),
+        ("--version",),
+        ("-h",),
+        ("upscale", "--help"),
+        ("distill", "--help"),
+        ("evaluate", "--help"),
+        ("export", "--help"),
+        ("zoo", "info", "--help"),
+        ("data", "list"),
+        ("zoo", "list"),
+    ],
+    ids=lambda c: " ".join(c),
+)
+def test_start_up_without_torch(command, tmp_path):
+    """Help, the version and the listings answer without importing torch (it costs seconds)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DUKD_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-X", "importtime", dukd_script(), *command]
+    if command == ("zoo", "list"):  # the first listing counts parameters (builds networks); then cached
+        subprocess.run([dukd_script(), *command], env=env, capture_output=True, check=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "typer" in imported  # the measurement saw the imports
+    assert "torch" not in imported
+    assert "numpy" not in imported or command == ("data", "list")
+
+
+def test_upscale_png_level_default_is_the_writers():
+    from dukd_cli.commands.upscale import DEFAULT_PNG_LEVEL
+    from dukd_cli.pngstream import DEFAULT_PNG_LEVEL as WRITER_DEFAULT
+
+    assert DEFAULT_PNG_LEVEL == WRITER_DEFAULT

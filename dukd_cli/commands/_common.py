@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from dukd_cli.errors import DukdError
-from dukd_cli.models import parse_model_args
 
 console = Console()
 err_console = Console(stderr=True)
@@ -36,6 +35,8 @@ def install_warning_handler() -> None:
 
 
 def model_args(items: list[str] | None) -> dict:
+    from dukd_cli.models import parse_model_args  # torch: only when a command runs
+
     return parse_model_args(items)
 
 

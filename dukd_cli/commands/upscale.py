@@ -17,8 +17,11 @@ from rich.progress import (
 
 from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
-from dukd_cli.pngstream import DEFAULT_PNG_LEVEL
 from dukd_cli.registry import DEFAULT_STUDENT as DEFAULT_MODEL
+
+# dukd_cli.pngstream.DEFAULT_PNG_LEVEL (that module imports numpy, which --help does not need;
+# tests/test_journey.py checks the two agree)
+DEFAULT_PNG_LEVEL = 1
 
 
 def load_upscaler(

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from dukd_cli import registry
 from dukd_cli.commands._common import console, model_args
-from dukd_cli.models import describe
 
 app = typer.Typer(help="List and inspect the installed architectures and presets.", no_args_is_help=True)
 
@@ -54,15 +53,21 @@ def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
                 "weights": sorted(preset.weights),
             }
         )
-    for name, (entry, _factory) in sorted(registry.architectures().items()):
+    for name in registry.names(registry.ARCH_GROUP):  # loaded only when the cache cannot answer
         if not _matches(name, pattern):
             continue
-        scales = cache.scales(name)
-        s = scale if scale in scales else (scales[-1] if scales else scale)
+        entry = registry.entry(registry.ARCH_GROUP, name)
         try:
-            params = cache.params(name, s, {})
-        except Exception:
-            params = None
+            scales = cache.scales(name)
+        except registry.UnknownModelError:  # failed to load: named in a warning, left out
+            continue
+        s = scale if scale in scales else (scales[-1] if scales else scale)
+        params = None
+        if scales:  # one that builds at no scale by itself (spandrel: from a file) has no count
+            try:
+                params = cache.params(name, s, {})
+            except Exception:
+                params = None
         rows.append(
             {
                 "name": name,
@@ -195,6 +200,7 @@ def info(
 ) -> None:
     """Show an architecture or preset: constructor arguments, parameter count, weight sources."""
     from dukd_cli.checkpoint_models import is_checkpoint_source
+    from dukd_cli.models import describe
 
     if scale is None and not is_checkpoint_source(name):
         scale = 4

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dukd_cli.cachedir import cache_root  # noqa: F401 (its home; imported from here too)
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path, atomic_write_text
 from dukd_cli.sources.hashing import sha256_file  # the project's one SHA-256 helper
@@ -57,16 +58,6 @@ BUILTIN_FILES = (
     "hubble_deep_field.jpg",
     "ihc.png",
 )
-
-
-def cache_root(explicit: str | os.PathLike | None = None) -> Path:
-    """Where decoded images and LR images are cached: explicit > $DUKD_CACHE > $XDG_CACHE_HOME/dukd > ~/.cache/dukd."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("DUKD_CACHE"):
-        return Path(os.environ["DUKD_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dukd"
 
 
 # --------------------------------------------------------------------------------------------
