@@ -124,3 +124,86 @@ def test_upscale_png_level_default_is_the_writers():
     from dukd_cli.pngstream import DEFAULT_PNG_LEVEL as WRITER_DEFAULT
 
     assert DEFAULT_PNG_LEVEL == WRITER_DEFAULT
+
+
+def _options_of(*command) -> str:
+    code, out, err = run(*command, "--help")
+    assert code == 0, err
+    return out
+
+
+def test_a_mistyped_checkpoint_path_says_the_file_does_not_exist(tmp_path):
+    (tmp_path / "IMDN_x4.pth").write_bytes(b"not read")
+    typo = tmp_path / "IMDN_X4.pth"
+    code, out, err = run("evaluate", "--model", typo)
+    assert code == 1 and err.count("\n") == 1, err
+    assert f"{typo}: no such file; did you mean {tmp_path / 'IMDN_x4.pth'}?" in err
+    assert "unknown architecture" not in err
+    out_dir = tmp_path / "run"
+    code, out, err = run(
+        "distill", "--teacher", tmp_path / "nowhere" / "t.pth", "--student", "edsr-s", "--scale", "4",
+        "--data", "builtin", "--out", out_dir,
+    )  # fmt: skip
+    assert code == 1 and "t.pth: no such file" in err and "unknown architecture" not in err
+    assert not out_dir.exists()
+    code, out, err = run("upscale", tmp_path / "photo.png", "--model", "teacher.safetensors")
+    assert code == 1 and "teacher.safetensors: no such file" in err
+
+
+def _unreachable_hub(tmp_path) -> dict:
+    """The Hub at a closed local port, not HF_HUB_OFFLINE: what a machine without network sees."""
+    return {
+        "HF_HUB_OFFLINE": None,
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": None,
+        "DUKD_CACHE": str(tmp_path / "cache"),
+        "DUKD_DATA": str(tmp_path / "no-data"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "HOME": str(tmp_path / "home"),
+        **{
+            v: None
+            for v in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+        },
+    }
+
+
+def test_offline_advice_names_options_the_command_has(tmp_path):
+    env = _unreachable_hub(tmp_path)
+    code, out, err = run("evaluate", "--bench", "urban100", env=env)
+    assert code == 1 and "cannot be reached" in err
+    assert "--data-dir DIR holding Urban100/HR/" in err and "'dukd data fetch urban100 --source" in err
+    assert "pass a local file" not in err
+    assert "--data-dir" in _options_of("evaluate") and "--source" in _options_of("data", "fetch")
+
+    out_dir = tmp_path / "run"
+    code, out, err = run("distill", "--teacher", "dukd-teacher-x4", "--student", "edsr-s", "--scale", "4",
+                         "--out", out_dir, env=env)  # fmt: skip
+    assert code == 1 and "cannot be reached" in err and "--data FOLDER" in err
+    assert "--data" in _options_of("distill") and not out_dir.exists()
+
+    code, out, err = run("data", "fetch", "set14", env=env)
+    assert code == 1 and "'dukd data fetch set14 --source ARCHIVE_OR_FOLDER'" in err
+
+    code, out, err = run("upscale", tmp_path / "x.png", "--weights", "hf://someone/repo/x.safetensors",
+                         "--model", "edsr-s", "--scale", "4", env=env)  # fmt: skip
+    assert code == 1 and "pass --weights PATH with a local copy" in err
+
+
+def test_python_api_errors_name_arguments_not_options(tmp_path, monkeypatch):
+    from dukd_cli.errors import DukdError
+    from dukd_cli.models import create_model
+
+    for key, value in _unreachable_hub(tmp_path).items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+    for name, kwargs, says in (
+        ("edsr-s", {"weights": "hf://someone/repo/x.safetensors"}, 'pass weights="PATH"'),
+        ("edsr-l", {"pretrained": True}, 'pass weights="PATH/EDSR_Lx4'),
+        ("edsr", {"pretrained": True}, 'pass weights="SOURCE"'),
+    ):
+        with pytest.raises(DukdError) as err:
+            create_model(name, 4, **kwargs)
+        assert says in str(err.value) and "--" not in str(err.value)

@@ -30,10 +30,10 @@ def _load(name: str, scale: int, weights: str | None, args: list[str] | None, de
     from dukd_cli.inference import select_device
     from dukd_cli.models import build, resolve_spec
 
-    spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
-    if spec.scale != scale:
-        raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
-    with mismatch.hints(options or mismatch.EVALUATE):
+    with mismatch.hints(options or mismatch.EVALUATE):  # help in this command's options, resolving included
+        spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
+        if spec.scale != scale:
+            raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
         return build(spec, device=select_device(device)), spec.weights
 
 

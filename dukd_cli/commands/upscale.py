@@ -60,12 +60,12 @@ def load_upscaler(
     from dukd_cli import mismatch
     from dukd_cli.models import build, resolve_spec
 
-    spec = resolve_spec(model, scale, kwargs=model_args(args), weights=weights, pretrained=True)
-    if scale is not None and int(spec.scale) != int(scale):
-        raise DukdError(f"model '{model}' is x{spec.scale}, but --scale {scale} was given")
-    if not spec.weights:
-        raise DukdError(f"'{model}' has no weights to upscale with; pass --weights SOURCE")
-    with mismatch.hints(mismatch.UPSCALE):
+    with mismatch.hints(mismatch.UPSCALE):  # help in this command's options, resolving included
+        spec = resolve_spec(model, scale, kwargs=model_args(args), weights=weights, pretrained=True)
+        if scale is not None and int(spec.scale) != int(scale):
+            raise DukdError(f"model '{model}' is x{spec.scale}, but --scale {scale} was given")
+        if not spec.weights:
+            raise DukdError(f"'{model}' has no weights to upscale with; pass --weights SOURCE")
         return build(spec, device=select_device(device))
 
 

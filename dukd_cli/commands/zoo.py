@@ -161,8 +161,11 @@ def verify_cmd(
     no_download: bool = typer.Option(False, "--no-download", help="Never fetch a missing benchmark set."),
 ) -> None:
     """Fetch a preset's weights and evaluate them against the numbers their authors published."""
+    from dukd_cli import mismatch
     from dukd_cli.commands._common import err_console
     from dukd_cli.verify import published_for, verify
+
+    mismatch.use(mismatch.VERIFY)  # help names this command's options
 
     published, by = published_for(name, scale)
     rows = verify(

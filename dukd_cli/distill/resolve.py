@@ -158,9 +158,11 @@ def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
         raise
     except WeightsError as exc:
         first = str(exc).strip().splitlines()[0]
+        advice = (
+            "" if "--teacher-weights" in first else ". Pass a local checkpoint with --teacher-weights PATH"
+        )
         raise DukdError(
-            f"cannot load the teacher's weights ({spec.weights}): {first.rstrip('.')}. "
-            "Pass a local checkpoint with --teacher-weights PATH"
+            f"cannot load the teacher's weights ({spec.weights}): {first.rstrip('.')}{advice}"
         ) from None
     model.eval().requires_grad_(False)
     return model.to(device)

@@ -85,7 +85,8 @@ def url_download(src: UrlSource, *, sha256: str | None = None, progress: bool = 
     if is_offline():
         raise SourceError(
             f"{src.url} is not in the download cache ({final.parent}) and HF_HUB_OFFLINE is set; "
-            "download it once online, or pass a local file instead"
+            "download it once online",
+            unreachable=True,
         )
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
@@ -138,7 +139,8 @@ def url_download(src: UrlSource, *, sha256: str | None = None, progress: bool = 
         else:
             raise SourceError(
                 f"could not download {src.url} after {ATTEMPTS} attempts ({last_error}); "
-                f"run the command again to resume from {part}"
+                f"run the command again to resume from {part}",
+                unreachable=True,
             )
     finally:
         if bar is not None:
