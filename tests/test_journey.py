@@ -207,3 +207,9 @@ def test_python_api_errors_name_arguments_not_options(tmp_path, monkeypatch):
         with pytest.raises(DukdError) as err:
             create_model(name, 4, **kwargs)
         assert says in str(err.value) and "--" not in str(err.value)
+
+
+def test_bare_distill_is_one_line_not_the_demo(tmp_path):
+    code, out, err = run("distill", cwd=tmp_path, timeout=60)
+    assert code == 1 and err.count("\n") == 1 and "'dukd distill --demo'" in err
+    assert not any(tmp_path.iterdir())  # no runs/ folder: nothing started

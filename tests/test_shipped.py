@@ -135,20 +135,11 @@ def test_demo_runs_and_prints_its_table(tmp_path, run_dukd):
     assert (run / "student.safetensors").is_file() and (run / "config.toml").is_file()
 
 
-def test_bare_distill_is_the_demo(tmp_path, run_dukd):
-    code, out, err = run_dukd(
-        "distill",
-        "--iters",
-        "1",
-        "--batch-size",
-        "1",
-        "--out",
-        tmp_path / "d",
-        "--cache-dir",
-        tmp_path / "cache",
-    )
-    assert code == 0, err
-    assert "built-in demo" in out and "student, after" in out
+def test_bare_distill_says_what_to_give_and_never_starts_the_demo(tmp_path, run_dukd):
+    """Issue 19: a bare 'dukd distill' silently started the minutes-long demo."""
+    code, out, err = run_dukd("distill", "--iters", "1", "--out", tmp_path / "d")
+    assert code == 1 and "nothing to distil" in err and "'dukd distill --demo'" in err
+    assert "student, after" not in out and not (tmp_path / "d").exists()
 
 
 def test_demo_refuses_options_of_a_real_run(tmp_path, run_dukd):
