@@ -213,3 +213,21 @@ def test_bare_distill_is_one_line_not_the_demo(tmp_path):
     code, out, err = run("distill", cwd=tmp_path, timeout=60)
     assert code == 1 and err.count("\n") == 1 and "'dukd distill --demo'" in err
     assert not any(tmp_path.iterdir())  # no runs/ folder: nothing started
+
+
+def test_zoo_list_claims_pretrained_only_where_a_file_can_be_had():
+    code, out, err = run("zoo", "list")
+    assert code == 0, err
+    pretrained = {line.split("\t")[0]: line.split("\t")[-1] for line in out.splitlines()[1:]}
+    assert pretrained["dukd-student-x4"] == "x4" and pretrained["swinir-l"] == "x2,x3,x4"
+    assert pretrained["edsr-l"] == "-" and pretrained["rcan-l"] == "-"  # no source known for their files
+
+
+def test_zoo_info_with_a_scale_shows_that_scale():
+    code, out, err = run("zoo", "info", "edsr-l", "--scale", "4", "--json")
+    assert code == 0, err
+    import json
+
+    assert list(json.loads(out)["weights"]) == ["x4"]
+    code, out, err = run("zoo", "info", "edsr-l", "--scale", "4")
+    assert "EDSR_Lx4_" in out and "EDSR_Lx2_" not in out and "EDSR_Lx3_" not in out

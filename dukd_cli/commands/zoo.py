@@ -50,7 +50,8 @@ def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
                 "scales": list(preset.scales),
                 "params": params,
                 "params_scale": s,
-                "weights": sorted(preset.weights),
+                # scales whose weights can be fetched (a declared file with no source known is not)
+                "weights": sorted(s for s, w in preset.weights.items() if registry.source_of(w).sources),
             }
         )
     for name in registry.names(registry.ARCH_GROUP):  # loaded only when the cache cannot answer
@@ -205,9 +206,12 @@ def info(
     from dukd_cli.checkpoint_models import is_checkpoint_source
     from dukd_cli.models import describe
 
+    scale_given = scale is not None
     if scale is None and not is_checkpoint_source(name):
         scale = 4
     data = describe(name, scale, model_args(arg))
+    if scale_given and data["kind"] == "preset":  # --scale S: the weights of that scale only
+        data["weights"] = {k: v for k, v in data["weights"].items() if k == f"x{data['scale']}"}
     if as_json:
         print(json.dumps(data, indent=2))
         return
