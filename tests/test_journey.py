@@ -231,3 +231,36 @@ def test_zoo_info_with_a_scale_shows_that_scale():
     assert list(json.loads(out)["weights"]) == ["x4"]
     code, out, err = run("zoo", "info", "edsr-l", "--scale", "4")
     assert "EDSR_Lx4_" in out and "EDSR_Lx2_" not in out and "EDSR_Lx3_" not in out
+
+
+SHIPPED = ROOT / "zoo" / "weights"
+
+
+def test_dry_run_checks_the_teacher_file_and_the_sizes(tmp_path):
+    small = ("--student", "edsr", "--student-arg", "n_feats=16", "--student-arg", "n_resblocks=2")
+    code, out, err = run(
+        "distill", "--teacher", "edsr-baseline", "--teacher-weights", SHIPPED / "dukd-student-x4.safetensors",
+        *small, "--scale", "4", "--data", "builtin", "--dry-run", "--out", tmp_path / "r",
+    )  # fmt: skip
+    assert (
+        code == 1 and "does not match" in err and "--teacher dukd-student-x4" in err
+    )  # what the run would say
+    code, out, err = run(
+        "distill", "--teacher", "edsr-baseline", "--teacher-weights", SHIPPED / "dukd-teacher-x4.safetensors",
+        *small, "--scale", "4", "--data", "builtin", "--dry-run", "--out", tmp_path / "r",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "teacher file checked" in out and "larger than the teacher" not in err
+    code, out, err = run(
+        "distill", "--teacher", "dukd-teacher-x4", "--student", "edsr-s", "--data", "builtin", "--dry-run"
+    )
+    assert code == 0, err
+    assert "warning: the student (2,699,267 parameters) is larger than the teacher (1,517,571)" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_distill_takes_the_scale_of_a_one_scale_preset(tmp_path):
+    code, out, err = run("distill", "--student", "dukd-student-x4", "--method", "scratch", "--data", "builtin",
+                         "--dry-run")  # fmt: skip
+    assert code == 0, err
+    assert "\nscale = 4\n" in out and "(random init)" in out  # the preset's architecture, not its weights

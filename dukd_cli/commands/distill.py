@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from dukd_cli.commands._common import console, model_args
+from dukd_cli.commands._common import console, model_args, warn
 from dukd_cli.errors import DukdError
 
 UPDATE_HELP = (
@@ -559,8 +560,10 @@ def _run_demo(out, data_dir, opts: dict[str, Any]) -> None:
 def _print_plan(res, run_dir) -> None:
     from dukd_cli.commands.zoo import format_params
     from dukd_cli.distill import config as cfgmod
+    from dukd_cli.distill.plancheck import check_teacher_file, size_warning
     from dukd_cli.distill.trainer import parameter_counts
 
+    checked = check_teacher_file(res.teacher)  # a file that does not fit fails here, as the run would
     counts = parameter_counts(res)
     header = f"dukd distill --dry-run: resolved configuration\nrun directory: {run_dir}"
     console.print(cfgmod.to_toml(res.cfg, header), markup=False, highlight=False, soft_wrap=True)
@@ -585,10 +588,19 @@ def _print_plan(res, run_dir) -> None:
         lines = plan_lines(res)
     for line in [*lines, *_recipe_lines(res)]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if checked:
+        console.print(
+            f"teacher file checked: {res.teacher.weights} loads into {res.teacher.name}",
+            markup=False,
+            soft_wrap=True,
+        )
     if counts.get("teacher"):
         console.print(
             f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters"
         )
+    larger = size_warning(counts)
+    if larger:
+        warn(escape(larger))
 
 
 def _weights_cell(role: str, spec) -> str:

@@ -103,6 +103,8 @@ def resolve(
         scale = resolve_spec(cfg.teacher.name, None).scale  # a teacher that knows its scale sets it
     if scale is None and is_model_dir(cfg.student.name):
         scale = resolve_spec(cfg.student.name, None).scale
+    if scale is None:  # a one-scale preset (dukd-student-x4, dukd-teacher-x4) knows its scale
+        scale = _only_scale(cfg.student.name) or _only_scale(cfg.teacher.name)
     if scale is None:
         raise DukdError("no scale given: pass --scale (2, 3, 4, ...)")
     s_spec = resolve_spec(cfg.student.name, scale, kwargs=cfg.student.args, weights=cfg.student.weights)
@@ -145,6 +147,12 @@ def resolve(
         raise DukdError(f"--precision must be auto, bf16 or fp32, got '{t.precision}'")
     t.milestones = sorted(int(m) for m in t.milestones)
     return Resolved(cfg, s_spec, t_spec, method_cls, family)
+
+
+def _only_scale(name: str | None) -> int | None:
+    """The scale of a preset that exists at one scale only; else None."""
+    preset = registry.get_preset(str(name)) if name else None
+    return preset.scales[0] if preset is not None and len(preset.scales) == 1 else None
 
 
 def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
