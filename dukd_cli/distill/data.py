@@ -260,11 +260,17 @@ class TrainingSet:
     items: list[Item]
     skipped: list[str] = field(default_factory=list)  # images smaller than a patch
     layouts: list[str] = field(default_factory=list)
+    patch_size: int = 0  # the LR patch side the images were checked against
+    smallest_side: int = 0  # the smallest LR side of all images found (a patch that keeps them all)
 
     def summary(self) -> str:
         s = f"{len(self.items)} training images"
         if self.skipped:
-            s += f" ({len(self.skipped)} smaller than a patch skipped)"
+            s += f" ({len(self.skipped)} smaller than a {self.patch_size} px LR patch skipped"
+            if self.smallest_side:
+                total = len(self.items) + len(self.skipped)
+                s += f"; --patch-size {self.smallest_side} keeps all {total}"
+            s += ")"
         return s
 
 
@@ -334,7 +340,7 @@ def prepare(
     root = cache_root(cache_dir) / "train"
     root.mkdir(parents=True, exist_ok=True)
     index = _HashIndex(root)
-    out = TrainingSet([])
+    out = TrainingSet([], patch_size=p)
     n_threads = threads or min(8, available_cores())
     try:
         sources: list[Source] = []
@@ -348,6 +354,8 @@ def prepare(
         else:
             results = [_prepare_one(s, root, index, scale) for s in sources]
         for src, (hr_npy, lr_npy, lh, lw) in zip(sources, results, strict=True):
+            side = min(lh, lw)
+            out.smallest_side = side if not out.smallest_side else min(out.smallest_side, side)
             if lh < p or lw < p:
                 out.skipped.append(str(src.hr))
                 continue
