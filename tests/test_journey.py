@@ -264,3 +264,14 @@ def test_distill_takes_the_scale_of_a_one_scale_preset(tmp_path):
                          "--dry-run")  # fmt: skip
     assert code == 0, err
     assert "\nscale = 4\n" in out and "(random init)" in out  # the preset's architecture, not its weights
+
+
+def test_upscale_onnx_without_an_export_names_the_export_command(tmp_path):
+    code, out, err = run("upscale", tmp_path / "photo.png", "--runtime", "onnx")
+    assert code == 1 and "'dukd export --model dukd-student-x4 --output DIR'" in err
+    assert "--output" in _options_of("export") and "--runtime" in _options_of("upscale")
+
+
+def test_a_checkpoint_for_another_scale_reads_as_english(imdn_dir):
+    code, out, err = run("evaluate", "--model", imdn_dir / "IMDN_x4.pth", "--scale", "2")
+    assert code == 1 and "is an IMDN 64 ch, 6 blocks x4 checkpoint" in err and "is a IMDN" not in err

@@ -50,6 +50,14 @@ def load_upscaler(
             raise DukdError(
                 "--runtime onnx runs an exported directory as it is; it takes no --weights or --arg"
             )
+        from dukd_cli.models import is_export_dir
+
+        if not is_export_dir(model):  # a preset, a checkpoint, a run: it needs exporting first
+            raise DukdError(
+                f"--runtime onnx runs an exported model directory, and '{model}' is not one: "
+                f"make one with 'dukd export --model {model} --output DIR' "
+                "(add --weights for a model without declared weights), then pass --model DIR"
+            )
         dev = select_device(device)
         m = OnnxModel.from_dir(model, device=str(dev), threads=threads)
         if scale is not None and int(scale) != m.scale:
