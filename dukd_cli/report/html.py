@@ -269,6 +269,7 @@ def _config_table(rep: dict[str, Any]) -> str:
             for r in runs
         ],
     )
+
     def used(r, key):  # what the run used (run.json), else what was configured (e.g. "auto")
         return (r.get("used") or {}).get(key) or sec(r, "train").get(key)
 
