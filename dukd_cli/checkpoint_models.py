@@ -29,6 +29,11 @@ _FOUND: dict[tuple, tuple[str, Any]] = {}
 _FOUND_MAX = 8
 
 
+def a_or_an(label: str) -> str:
+    """``label`` with its article, as it is read aloud: "an IMDN ...", "an EDSR ...", "a SwinIR ..."."""
+    return f"{'an' if label[:1].upper() in 'AEIOU' else 'a'} {label}"
+
+
 def is_checkpoint_source(name: str | os.PathLike) -> bool:
     """Whether ``name`` is a checkpoint file (by its suffix) on disk, an ``hf://`` file or an
     ``https://`` file (a bare Hub repository id is not: that is a super-image repository)."""
@@ -116,7 +121,7 @@ def resolve_checkpoint_spec(
     if kind == "zoo":
         if scale is not None and int(scale) != found.scale:
             raise DukdError(
-                f"{name} is a {found.label} checkpoint (its upsampler's shapes say x{found.scale}), "
+                f"{name} is {a_or_an(found.label)} checkpoint (its upsampler's shapes say x{found.scale}), "
                 f"but x{scale} was asked for"
             )
         entry = registry.entry(registry.ARCH_GROUP, found.arch)
@@ -132,10 +137,12 @@ def resolve_checkpoint_spec(
         )
     label, found_scale = found["label"], int(found["scale"])
     if scale is not None and int(scale) != found_scale:
-        raise DukdError(f"{name} is a {label} checkpoint (detected by spandrel), but x{scale} was asked for")
+        raise DukdError(
+            f"{name} is {a_or_an(label)} checkpoint (detected by spandrel), but x{scale} was asked for"
+        )
     if kwargs:
         raise DukdError(
-            f"{name} is a {label} checkpoint built by spandrel from the file itself; it takes no constructor "
+            f"{name} is {a_or_an(label)} checkpoint built by spandrel from the file itself; it takes no constructor "
             f"arguments (got {', '.join(sorted(kwargs))})"
         )
     entry = registry.entry(registry.ARCH_GROUP, external.ARCH)

@@ -231,15 +231,19 @@ def load_descriptor(state_dict: Mapping[str, Tensor], source: str = "checkpoint"
             f"{source}: spandrel recognised the file but could not build its network: {first}"
         ) from None
     name = getattr(desc.architecture, "name", "?")
+    from dukd_cli.checkpoint_models import a_or_an
+
     if not isinstance(desc, module.ImageModelDescriptor):
-        raise DukdError(f"{source} is a {name} {desc.purpose} model (image and mask), not super-resolution")
+        raise DukdError(
+            f"{source} is {a_or_an(name)} {desc.purpose} model (image and mask), not super-resolution"
+        )
     if desc.purpose not in SR_PURPOSES or int(desc.scale) < 2:
         raise DukdError(
             f"{source} is a x{desc.scale} {name} {desc.purpose} model, not super-resolution (x2 or more)"
         )
     if desc.input_channels != 3 or desc.output_channels != 3:
         raise DukdError(
-            f"{source} is a {name} model with {desc.input_channels} input and {desc.output_channels} output "
+            f"{source} is {a_or_an(name)} model with {desc.input_channels} input and {desc.output_channels} output "
             "channels; dukd models map RGB to RGB (3 channels)"
         )
     return desc

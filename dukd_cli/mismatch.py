@@ -39,6 +39,7 @@ EVALUATE = UPSCALE = EXPORT = Options()
 REFERENCE = Options("--reference-model", "--reference-arg", "--reference-weights", "--scale")
 TEACHER = Options("--teacher", "--teacher-arg", "--teacher-weights", "--scale")
 STUDENT = Options("--student", "--student-arg", "--student-weights", "--scale", "--non-strict")
+VERIFY = Options(None, None, "--weights", "--scale")  # dukd zoo verify NAME: the name is an argument
 
 
 _current: contextvars.ContextVar[Options] = contextvars.ContextVar("dukd_mismatch_options", default=API)
@@ -67,11 +68,23 @@ class ExplainedMismatch(StateDictMismatchError):
 
 @contextlib.contextmanager
 def hints(options: Options) -> Iterator[None]:
-    """Re-raise a mismatch inside the block with help in terms of ``options``."""
+    """Re-raise a mismatch inside the block with help in terms of ``options``; other help given
+    inside the block (:func:`weights_advice`) names ``options`` too."""
+    token = _current.set(options)
     try:
         yield
     except ExplainedMismatch as exc:
         raise exc.for_options(options) from None
+    finally:
+        _current.reset(token)
+
+
+def weights_advice(value: str) -> str:
+    """How to give the weights ``value`` for the model at hand: ``pass --teacher-weights VALUE`` in
+    a command (the option of the model the command is building), ``pass weights="VALUE"`` from
+    Python (no command's options are in force)."""
+    flag = _current.get().weights
+    return f"pass {flag} {value}" if flag else f'pass weights="{value}"'
 
 
 def for_options(exc: StateDictMismatchError, options: Options) -> StateDictMismatchError:

@@ -247,11 +247,16 @@ def resolve_spec(
         declared_ref = (ws.source or ws.filename) if ws is not None else None  # no source: its file name
         if w is None and pretrained:
             if not declared_ref:
+                from dukd_cli.mismatch import weights_advice
+
                 raise DukdError(
-                    f"preset '{name}' declares no pretrained weights at x{scale}; pass them with --weights SOURCE"
+                    f"preset '{name}' declares no pretrained weights at x{scale}; {weights_advice('SOURCE')}"
                 )
             w = declared_ref
-        if ws is not None and declared_ref and w in (ws.source, ws.filename, name):
+        # Only a request for the declared file attaches it (its source, its file name or the preset's
+        # own name); no weights asked (w None) is a random initialisation, even where the declared
+        # file has no published name (ws.filename None).
+        if ws is not None and declared_ref and w is not None and w in (ws.source, ws.filename, name):
             # The declared file's own semantics (e.g. input range) go with it, whoever names it.
             merged = {**dict(preset.kwargs), **dict(ws.kwargs), **kwargs}
             w = declared_ref
@@ -265,9 +270,9 @@ def resolve_spec(
     if registry.entry(registry.ARCH_GROUP, name) is None:
         _unknown(name)
     if weights is None and pretrained:
-        raise DukdError(
-            f"'{name}' is an architecture with no default weights; pass them with --weights SOURCE"
-        )
+        from dukd_cli.mismatch import weights_advice
+
+        raise DukdError(f"'{name}' is an architecture with no default weights; {weights_advice('SOURCE')}")
     if repo_arch is not None and name != repo_arch:
         raise DukdError(f"{weights_given} holds a {repo_arch} model, not '{name}'")
     entry = registry.entry(registry.ARCH_GROUP, name)
@@ -292,7 +297,30 @@ def _unknown(name: str) -> None:
         raise DukdError(
             f"{name} is a folder but neither an exported model ({EXPORT_CONFIG}) nor a distill run ({RUN_CONFIG})"
         )
+    missing = _missing_file_message(name)
+    if missing:
+        raise DukdError(missing)
     registry.get_architecture(name)
+
+
+def _missing_file_message(name: str) -> str | None:
+    """For a name that is a path (a separator, or a checkpoint's suffix) to nothing: the line that
+    says so (with the file of that name in another letter case, when its folder has one); else None."""
+    from dukd_cli.checkpoint_models import CHECKPOINT_SUFFIXES
+
+    p = Path(name).expanduser()
+    looks_like_path = any(sep in name for sep in ("/", os.sep)) or p.suffix.lower() in CHECKPOINT_SUFFIXES
+    if not looks_like_path or p.exists() or "://" in name:
+        return None
+    folder = p.parent
+    if not folder.is_dir():
+        return f"{name}: no such file (its folder {folder} does not exist either)"
+    try:
+        near = [c.name for c in folder.iterdir() if c.name.lower() == p.name.lower()]
+    except OSError:
+        near = []
+    hint = f"; did you mean {folder / near[0]}?" if near else ""
+    return f"{name}: no such file{hint}"
 
 
 def build(

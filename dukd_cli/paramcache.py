@@ -22,7 +22,7 @@ VERSION = 1
 
 
 def cache_file() -> Path:
-    from dukd_cli.distill.data import cache_root
+    from dukd_cli.cachedir import cache_root
 
     return cache_root() / FILE
 
@@ -47,7 +47,6 @@ class ParamCache:
 
     def _slot(self, arch: str) -> dict[str, Any] | None:
         """The cached values of ``arch``'s entry point; emptied when its fingerprint changed."""
-        registry.get_architecture(arch)  # loaded, so it has a fingerprint
         fp = registry.fingerprint(registry.ARCH_GROUP, arch)
         if fp is None:
             return None
@@ -62,12 +61,12 @@ class ParamCache:
 
     def params(self, arch: str, scale: int, kwargs: Mapping[str, Any] | None = None) -> int:
         """:func:`dukd_cli.models.count_parameters_of`, cached."""
-        from dukd_cli.models import count_parameters_of
-
         values = self._slot(arch)
         key = f"params x{int(scale)} " + json.dumps(dict(kwargs or {}), sort_keys=True, default=repr)
         if values is not None and isinstance(values.get(key), int):
             return values[key]
+        from dukd_cli.models import count_parameters_of  # builds the network: imports torch
+
         n = int(count_parameters_of(arch, scale, kwargs or {}))
         if values is not None:
             values[key], self.dirty = n, True
@@ -75,11 +74,11 @@ class ParamCache:
 
     def scales(self, arch: str) -> tuple[int, ...]:
         """:func:`dukd_cli.models.supported_scales`, cached."""
-        from dukd_cli.models import supported_scales
-
         values = self._slot(arch)
         if values is not None and isinstance(values.get("scales"), list):
             return tuple(int(s) for s in values["scales"])
+        from dukd_cli.models import supported_scales  # builds the network: imports torch
+
         found = tuple(supported_scales(arch))
         if values is not None:
             values["scales"], self.dirty = list(found), True

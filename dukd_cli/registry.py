@@ -257,17 +257,27 @@ def get_method(name: str) -> Any:
 def fingerprint(group: str, name: str) -> str | None:
     """What identifies the code behind a loaded entry point: its distribution and version, its
     ``module:attr``, and the size and mtime of every Python file beside the module (an edited
-    plugin gets a new fingerprint). ``None`` for an unknown or unloaded entry."""
+    plugin gets a new fingerprint). ``None`` for an unknown entry. An entry not loaded yet is
+    found without importing it (its module's file, from the import system's spec), so a cache keyed
+    by the fingerprint can answer without importing the plugin (and torch)."""
+    import importlib.util
     import sys
 
     e = _entries(group).get(name)
-    if e is None or (group, name) not in _loaded:
+    if e is None or (group, name) in _failed:
         return None
     dist = getattr(e._ep, "dist", None)
     version = getattr(dist, "version", None) or "?"
-    module = sys.modules.get(e.value.split(":", 1)[0])
+    module_name = e.value.split(":", 1)[0]
+    module = sys.modules.get(module_name)
     files = []
     path = getattr(module, "__file__", None)
+    if path is None and module is None:
+        try:
+            spec = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):
+            return None
+        path = spec.origin if spec is not None and spec.has_location else None
     if path:
         from pathlib import Path
 

@@ -35,6 +35,7 @@ import torch
 from dukd_cli.errors import StateDictMismatchError, UnsafeCheckpointError, WeightsError
 from dukd_cli.registry import WeightSource
 from dukd_cli.sources import HubSource, check_sha256, fetch, is_remote, parse_hub_source, sha256_file  # noqa: F401
+from dukd_cli.sources.errors import SourceError
 from dukd_cli.sources.superimage import expand_repo, is_repo_source
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")
@@ -48,7 +49,21 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 
 
 def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
-    """Turn a weight source into a local file path (downloading through the cache if needed)."""
+    """Turn a weight source into a local file path (downloading through the cache if needed).
+    Without a network, a file not in the cache is one error that says how to give a local copy."""
+    try:
+        return _resolve(source, scale=scale)
+    except SourceError as exc:
+        if not exc.unreachable:
+            raise
+        from dukd_cli.mismatch import weights_advice
+
+        raise SourceError(
+            f"{exc}, or {weights_advice('PATH')} with a local copy of the file", unreachable=True
+        ) from None
+
+
+def _resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
     s = os.fspath(source)
     if is_remote(s):
         if is_repo_source(
@@ -81,7 +96,9 @@ def resolve(source: str | os.PathLike, *, scale: int | None = None) -> Path:
         return resolve_declared(source_of(declared), what=f"preset '{s}' at x{scale}")
     known = known_file(p.name)
     if known is not None:
-        raise WeightsError(f"{s} not found: {known.notes}")
+        from dukd_cli.mismatch import weights_advice
+
+        raise WeightsError(f"{s} not found: {known.notes}; {weights_advice(f'PATH/{p.name}')}")
     raise WeightsError(f"weights file not found: {s}")
 
 
@@ -90,6 +107,7 @@ def resolve_declared(ws: WeightSource, *, what: str = "the declared weights") ->
     if not ws.sources:
         raise WeightsError(f"{what}: no download source is known; {ws.notes or 'pass a weights file'}")
     errors = []
+    unreachable = True  # every source failed for want of a network (then a local copy is the way)
     for src in ws.sources:
         try:
             return fetch(src, sha256=ws.sha256, name=ws.filename)  # cached under its declared name
@@ -97,9 +115,12 @@ def resolve_declared(ws: WeightSource, *, what: str = "the declared weights") ->
             if "SHA-256 mismatch" in str(exc):
                 raise
             errors.append(str(exc).splitlines()[0])
+            unreachable = unreachable and getattr(exc, "unreachable", False)
+    error = SourceError if unreachable else WeightsError
+    kw = {"unreachable": True} if unreachable else {}
     if len(errors) == 1:
-        raise WeightsError(errors[0])
-    raise WeightsError(f"{what}: none of its {len(errors)} sources worked: " + " | ".join(errors))
+        raise error(errors[0], **kw)
+    raise error(f"{what}: none of its {len(errors)} sources worked: " + " | ".join(errors), **kw)
 
 
 def known_file(name: str) -> WeightSource | None:

@@ -34,7 +34,11 @@ def test_hr_folder_recursive_skips_lr_dirs_and_small_images(tmp_path):
     names = sorted(it.name.split("/data/")[1] for it in ts.items)
     assert names == ["a.png", "sub/b.png"]
     assert len(ts.skipped) == 1 and ts.skipped[0].endswith("small.png")
-    assert "1 smaller than a patch skipped" in ts.summary()
+    # what to type to keep them all: the smallest LR side found (10 px)
+    assert (
+        ts.summary()
+        == "2 training images (1 smaller than a 16 px LR patch skipped; --patch-size 10 keeps all 3)"
+    )
     # LR made by the exact bicubic of the mod-cropped HR.
     item = next(it for it in ts.items if it.name.endswith("a.png"))
     want = imresize(torch.from_numpy(np.array(modcrop(_img(40, 44, 0), 2))).permute(2, 0, 1), 0.5)

@@ -147,7 +147,7 @@ def test_scale_mismatch_is_an_error_not_a_resize(tiny_plugin, benchmarks_dir, ru
     code, out, err = run_dukd("evaluate", "--model", "tiny4", "--scale", "3", "--data-dir", benchmarks_dir)
     assert code == 1 and "x2, x4, not x3" in err
     code, out, err = run_dukd("evaluate", "--model", "tiny", "--scale", "2", "--data-dir", benchmarks_dir)
-    assert code == 1 and "pass them with --weights" in err
+    assert code == 1 and "no default weights; pass --weights SOURCE" in err
 
 
 def test_lr_provided(benchmarks_dir, tmp_path):

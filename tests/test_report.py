@@ -310,3 +310,12 @@ def test_without_a_benchmark_the_logged_validation_is_shown(runs, tmp_path):
     paths = [p for p, _, _ in _check_numbers(page, res.report)]
     assert "runs.0.last_val.val_psnr" in paths
     assert res.report["runs"][0]["last_val"]["val_psnr"] == _records(run)[-1]["val_psnr"]
+
+
+def test_report_shows_the_precision_and_device_used_not_auto(report, runs):
+    """Issue 19: the page said 'precision auto, device auto' (the configuration), not what ran."""
+    info = json.loads((runs["root"] / "kd" / "run.json").read_text())
+    assert info["sessions"][-1]["precision"] == "fp32" and info["sessions"][-1]["device"] == "cpu"
+    page = report.html.read_text()
+    assert "fp32, channels-last False, cpu; seed 3" in page
+    assert "auto, channels-last" not in page

@@ -135,20 +135,11 @@ def test_demo_runs_and_prints_its_table(tmp_path, run_dukd):
     assert (run / "student.safetensors").is_file() and (run / "config.toml").is_file()
 
 
-def test_bare_distill_is_the_demo(tmp_path, run_dukd):
-    code, out, err = run_dukd(
-        "distill",
-        "--iters",
-        "1",
-        "--batch-size",
-        "1",
-        "--out",
-        tmp_path / "d",
-        "--cache-dir",
-        tmp_path / "cache",
-    )
-    assert code == 0, err
-    assert "built-in demo" in out and "student, after" in out
+def test_bare_distill_says_what_to_give_and_never_starts_the_demo(tmp_path, run_dukd):
+    """Issue 19: a bare 'dukd distill' silently started the minutes-long demo."""
+    code, out, err = run_dukd("distill", "--iters", "1", "--out", tmp_path / "d")
+    assert code == 1 and "nothing to distil" in err and "'dukd distill --demo'" in err
+    assert "student, after" not in out and not (tmp_path / "d").exists()
 
 
 def test_demo_refuses_options_of_a_real_run(tmp_path, run_dukd):
@@ -192,3 +183,34 @@ def test_demo_before_row_is_the_trainers_initial_student(tmp_path):
     trainer.setup()
     init = trainer.student_module.state_dict()
     assert all(torch.equal(v, init[k]) for k, v in before.state_dict().items())
+
+
+def test_a_shipped_preset_is_random_unless_its_weights_are_asked_for():
+    """Issue 19: a shipped preset's file (which has no published name) attached itself to every
+    build of the preset, so the demo's "random" student was the trained one."""
+    import torch
+
+    from dukd_cli.models import create_model
+
+    file = str(shipped.weight_file(shipped.STUDENT_NAME))
+    assert resolve_spec(DEFAULT_STUDENT, 4).weights is None
+    assert resolve_spec(DEFAULT_STUDENT, 4, pretrained=True).weights == file
+    assert resolve_spec(DEFAULT_STUDENT, 4, weights=DEFAULT_STUDENT).weights == file
+    trained = dict(create_model(DEFAULT_STUDENT, 4, pretrained=True).named_parameters())
+    torch.manual_seed(0)
+    fresh = {k: p for k, p in create_model(DEFAULT_STUDENT, 4).named_parameters() if p.requires_grad}
+    assert fresh and not any(torch.equal(p, trained[k]) for k, p in fresh.items())
+
+
+def test_distill_student_preset_starts_random_and_its_teacher_trained():
+    from dukd_cli.distill.config import DistillConfig
+    from dukd_cli.distill.trainer import resolve
+
+    cfg = DistillConfig()
+    cfg.student.name, cfg.teacher.name, cfg.student.scale = DEFAULT_STUDENT, DEFAULT_TEACHER, 4
+    cfg.data.paths = ["builtin"]
+    res = resolve(cfg, plan=True)
+    assert res.student.weights is None
+    assert res.teacher.weights == str(shipped.weight_file(shipped.TEACHER_NAME))
+    cfg.student.weights = DEFAULT_STUDENT  # asked for by name: the shipped file
+    assert resolve(cfg, plan=True).student.weights == str(shipped.weight_file(shipped.STUDENT_NAME))

@@ -69,7 +69,7 @@ def test_rrdb_file_is_a_model_by_file_alone(files):
     assert net.scale == 4 and net(x).shape == (1, 3, 44, 52)
     # the Python API takes it the same way, and a wrong scale says the file's
     assert create_model(str(path)).scale == 4
-    with pytest.raises(DukdError, match=r"is a ESRGAN .* x4 checkpoint .* but x2 was asked for"):
+    with pytest.raises(DukdError, match=r"is an ESRGAN .* x4 checkpoint .* but x2 was asked for"):
         resolve_spec(str(path), 2)
     with pytest.raises(DukdError, match="takes no constructor arguments"):
         resolve_spec(str(path), 4, kwargs={"n_feats": 3})

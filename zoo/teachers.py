@@ -67,7 +67,7 @@ def edsr_l(s: int) -> WeightSource:
         {},
         False,
         f"the paper's teacher is BasicSR's {name}; no public Hub copy or direct link was found: download it from "
-        f"BasicSR's model zoo and pass --teacher-weights PATH/{name}",
+        f"BasicSR's model zoo",
         filename=name,
         sha256=_EDSR_PREFIX[s],
         published=_EDSR_PUBLISHED.get(s, {}),
@@ -105,7 +105,7 @@ def rcan_l(s: int) -> WeightSource:
         {},
         False,
         f"the paper's teacher is the official {name} (github.com/yulunzhang/RCAN, Google Drive/Dropbox links); no Hub "
-        f"copy or stable direct link was found and no SHA-256 is published: pass --teacher-weights PATH/{name}",
+        f"copy or stable direct link was found and no SHA-256 is published",
         filename=name,
         published=_RCAN_PUBLISHED[s],
         published_by="RCAN paper (Zhang et al. 2018), via SwinIR paper Table 2",

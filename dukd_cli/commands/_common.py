@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from dukd_cli.errors import DukdError
-from dukd_cli.models import parse_model_args
 
 console = Console()
 err_console = Console(stderr=True)
@@ -36,18 +35,26 @@ def install_warning_handler() -> None:
 
 
 def model_args(items: list[str] | None) -> dict:
+    from dukd_cli.models import parse_model_args  # torch: only when a command runs
+
     return parse_model_args(items)
 
 
-def hide_flag_metavars(command):
+def hide_flag_metavars(command, inherited: dict | None = None):
     """Flags take no value: show none in --help (Typer labels every bool option ``<bool>``).
-    ``command`` is the click command Typer built (Typer may bring its own copy of click)."""
-    ctx = command.context_class(command, info_name=command.name)
+    ``command`` is the click command Typer built (Typer may bring its own copy of click).
+
+    Click builds (and caches) a command's help option from the first context it sees, so the
+    context made here carries the settings a real run gives it: the app's own
+    ``context_settings`` (``-h``) and, for a subcommand, those its parent context passes down."""
+    settings = {**(inherited or {}), **(getattr(command, "context_settings", None) or {})}
+    ctx = command.context_class(command, info_name=command.name, **settings)
     for param in command.get_params(ctx):  # includes the (cached) --help option
         if getattr(param, "is_flag", False) and getattr(param, "param_type_name", "") == "option":
             param.metavar = ""
+    passed_down = {k: v for k, v in settings.items() if k == "help_option_names"}
     for sub in getattr(command, "commands", {}).values():
-        hide_flag_metavars(sub)
+        hide_flag_metavars(sub, passed_down)
     return command
 
 

@@ -111,19 +111,27 @@ def fetch_cmd(
     """Fetch data sets into the cache (~/.cache/dukd/...), checked and extracted atomically."""
     from dukd_cli.data.extract import parse_size
     from dukd_cli.data.fetch import fetch
+    from dukd_cli.sources.errors import SourceError
 
     if source and len(names) != 1:
         raise DukdError("--source names where one set comes from; give exactly one NAME with it")
     limit = parse_size(max_extract_bytes) if max_extract_bytes is not None else None
     for n in names:
-        got = fetch(
-            n,
-            source,
-            force=force,
-            on_status=lambda m: console.print(f"[dim]{escape(m)}[/]"),
-            max_extract_bytes=limit,
-            wait=not no_wait,
-        )
+        try:
+            got = fetch(
+                n,
+                source,
+                force=force,
+                on_status=lambda m: console.print(f"[dim]{escape(m)}[/]"),
+                max_extract_bytes=limit,
+                wait=not no_wait,
+            )
+        except SourceError as exc:
+            if not exc.unreachable or source:
+                raise
+            raise DukdError(
+                f"{exc}; or take it from a copy you have: 'dukd data fetch {n} --source ARCHIVE_OR_FOLDER'"
+            ) from None
         if got.already:
             console.print(f"{got.name}: already at {got.path} (--force fetches it again)")
         else:

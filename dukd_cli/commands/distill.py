@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from dukd_cli.commands._common import console, model_args
+from dukd_cli.commands._common import console, model_args, warn
 from dukd_cli.errors import DukdError
 
 UPDATE_HELP = (
@@ -429,7 +430,7 @@ def distill_cmd(
         False,
         "--demo",
         help="A short CPU distillation from the shipped teacher (dukd-teacher-x4) on the built-in photos, "
-        "ending with a before/after table; also what a bare 'dukd distill' runs. Takes --iters (default 200), "
+        "ending with a before/after table (minutes on a laptop CPU). Takes --iters (default 200), "
         "--batch-size, --lr, --seed, --device, --precision, --out, --data-dir (Set5 for the table), --cache-dir.",
     ),
 ) -> None:
@@ -526,9 +527,14 @@ def distill_cmd(
             f"--demo trains the shipped pair with fixed settings; it does not take {', '.join(given)} "
             "(drop --demo for a real run)"
         )
-    if demo or not given:
-        _run_demo(out, data_dir, demo_opts, implicit=not demo)
+    if demo:
+        _run_demo(out, data_dir, demo_opts)
         return
+    if not given:  # nothing to distil: say what to give (the demo takes minutes; never start it unasked)
+        raise DukdError(
+            "nothing to distil: give --teacher, --student and --data (see 'dukd distill --help'), "
+            "or run 'dukd distill --demo' for a short demo on the shipped models"
+        )
 
     overrides = _overrides(
         teacher=teacher,
@@ -666,17 +672,12 @@ def _recipe_overrides(
     return out
 
 
-def _run_demo(out, data_dir, opts: dict[str, Any], implicit: bool) -> None:
+def _run_demo(out, data_dir, opts: dict[str, Any]) -> None:
     from dukd_cli.commands.zoo import format_params
     from dukd_cli.distill.demo import DEMO_ITERS, run_demo
 
     kwargs = {k: v for k, v in opts.items() if v is not None}
     kwargs.setdefault("device", "cpu")
-    if implicit:
-        console.print(
-            "[bold]dukd distill demo[/]: no --student, --teacher or --data given, so this is the built-in demo "
-            "(see 'dukd distill --help' for real runs)."
-        )
     console.print(
         f"Distilling the shipped teacher into a fresh 0.16 M-parameter student with DUKD: "
         f"{kwargs.get('iters', DEMO_ITERS)} iterations on scikit-image's sample photos, on {kwargs['device']}."
@@ -706,8 +707,10 @@ def _run_demo(out, data_dir, opts: dict[str, Any], implicit: bool) -> None:
 def _print_plan(res, run_dir) -> None:
     from dukd_cli.commands.zoo import format_params
     from dukd_cli.distill import config as cfgmod
+    from dukd_cli.distill.plancheck import check_teacher_file, size_warning
     from dukd_cli.distill.trainer import parameter_counts
 
+    checked = check_teacher_file(res.teacher)  # a file that does not fit fails here, as the run would
     counts = parameter_counts(res)
     header = f"dukd distill --dry-run: resolved configuration\nrun directory: {run_dir}"
     console.print(cfgmod.to_toml(res.cfg, header), markup=False, highlight=False, soft_wrap=True)
@@ -754,10 +757,19 @@ def _print_plan(res, run_dir) -> None:
     qat_line = plan_line(res.cfg)
     for line in [*lines, *_recipe_lines(res), *([qat_line] if qat_line else [])]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if checked:
+        console.print(
+            f"teacher file checked: {res.teacher.weights} loads into {res.teacher.name}",
+            markup=False,
+            soft_wrap=True,
+        )
     if counts.get("teacher") and not qat_line:
         console.print(
             f"compression: the student has {counts['student'] / counts['teacher']:.1%} of the teacher's parameters"
         )
+    larger = size_warning(counts)
+    if larger:
+        warn(escape(larger))
 
 
 def _other_teacher_lines(res) -> list[str]:

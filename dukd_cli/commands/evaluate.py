@@ -14,13 +14,14 @@ from rich.table import Table
 
 from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
-from dukd_cli.evaluate import BICUBIC, BenchResult, evaluate
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir, check_writable_file
 
 
 def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str, options=None):
     """A model by name ('bicubic', preset, architecture, export directory, checkpoint file) and the
     weights it used; a checkpoint that does not fit says what to type in terms of ``options``."""
+    from dukd_cli.evaluate import BICUBIC
+
     if name.lower() == BICUBIC:
         if weights or args:
             raise DukdError("the bicubic baseline takes no --weights or constructor arguments")
@@ -29,15 +30,16 @@ def _load(name: str, scale: int, weights: str | None, args: list[str] | None, de
     from dukd_cli.inference import select_device
     from dukd_cli.models import build, resolve_spec
 
-    spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
-    if spec.scale != scale:
-        raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
-    with mismatch.hints(options or mismatch.EVALUATE):
+    with mismatch.hints(options or mismatch.EVALUATE):  # help in this command's options, resolving included
+        spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
+        if spec.scale != scale:
+            raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
         return build(spec, device=select_device(device)), spec.weights
 
 
 def _defaults(model: str | None, scale: int | None) -> tuple[str, int]:
     """No --model: the shipped student (as upscale); no --scale: the model's only scale."""
+    from dukd_cli.evaluate import BICUBIC
     from dukd_cli.models import DEFAULT_STUDENT, resolve_spec
 
     model = model or DEFAULT_STUDENT
@@ -60,7 +62,7 @@ def _num(x: float | None):
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
-def results_table(label: str, scale: int, results: list[BenchResult], with_ref: bool) -> Table:
+def results_table(label: str, scale: int, results: list, with_ref: bool) -> Table:
     """A results table shaped like the paper's Table 2: one row per model, PSNR/SSIM per set."""
     table = Table(title=f"x{scale}, PSNR (dB) / SSIM on Y, border {scale}")
     table.add_column("model", style="bold")
@@ -193,6 +195,7 @@ def evaluate_cmd(
     if save_images is not None:
         check_writable_dir(save_images)
     from dukd_cli import mismatch
+    from dukd_cli.evaluate import evaluate
     from dukd_cli.inference import check_window_pad
 
     window_pad = check_window_pad(window_pad)

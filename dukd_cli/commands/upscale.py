@@ -17,8 +17,11 @@ from rich.progress import (
 
 from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
-from dukd_cli.pngstream import DEFAULT_PNG_LEVEL
 from dukd_cli.registry import DEFAULT_STUDENT as DEFAULT_MODEL
+
+# dukd_cli.pngstream.DEFAULT_PNG_LEVEL (that module imports numpy, which --help does not need;
+# tests/test_journey.py checks the two agree)
+DEFAULT_PNG_LEVEL = 1
 
 
 def load_upscaler(
@@ -45,18 +48,26 @@ def load_upscaler(
             raise DukdError(
                 f"--runtime {runtime} runs an exported directory as it is; it takes no --weights or --arg"
             )
+        from dukd_cli.models import is_export_dir
+
+        if not is_export_dir(model):  # a preset, a checkpoint, a run: it needs exporting first
+            raise DukdError(
+                f"--runtime {runtime} runs an exported model directory, and '{model}' is not one: "
+                f"make one with 'dukd export --model {model} --output DIR' "
+                "(add --weights for a model without declared weights), then pass --model DIR"
+            )
         return load_onnx_runtime(
             model, runtime, scale=scale, device=str(select_device(device)), threads=threads
         )
     from dukd_cli import mismatch
     from dukd_cli.models import build, resolve_spec
 
-    spec = resolve_spec(model, scale, kwargs=model_args(args), weights=weights, pretrained=True)
-    if scale is not None and int(spec.scale) != int(scale):
-        raise DukdError(f"model '{model}' is x{spec.scale}, but --scale {scale} was given")
-    if not spec.weights:
-        raise DukdError(f"'{model}' has no weights to upscale with; pass --weights SOURCE")
-    with mismatch.hints(mismatch.UPSCALE):
+    with mismatch.hints(mismatch.UPSCALE):  # help in this command's options, resolving included
+        spec = resolve_spec(model, scale, kwargs=model_args(args), weights=weights, pretrained=True)
+        if scale is not None and int(spec.scale) != int(scale):
+            raise DukdError(f"model '{model}' is x{spec.scale}, but --scale {scale} was given")
+        if not spec.weights:
+            raise DukdError(f"'{model}' has no weights to upscale with; pass --weights SOURCE")
         return build(spec, device=select_device(device))
 
 

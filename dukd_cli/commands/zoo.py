@@ -11,7 +11,6 @@ from rich.table import Table
 
 from dukd_cli import registry
 from dukd_cli.commands._common import console, model_args
-from dukd_cli.models import describe
 
 app = typer.Typer(help="List and inspect the installed architectures and presets.", no_args_is_help=True)
 
@@ -51,18 +50,25 @@ def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
                 "scales": list(preset.scales),
                 "params": params,
                 "params_scale": s,
-                "weights": sorted(preset.weights),
+                # scales whose weights can be fetched (a declared file with no source known is not)
+                "weights": sorted(s for s, w in preset.weights.items() if registry.source_of(w).sources),
             }
         )
-    for name, (entry, _factory) in sorted(registry.architectures().items()):
+    for name in registry.names(registry.ARCH_GROUP):  # loaded only when the cache cannot answer
         if not _matches(name, pattern):
             continue
-        scales = cache.scales(name)
-        s = scale if scale in scales else (scales[-1] if scales else scale)
+        entry = registry.entry(registry.ARCH_GROUP, name)
         try:
-            params = cache.params(name, s, {})
-        except Exception:
-            params = None
+            scales = cache.scales(name)
+        except registry.UnknownModelError:  # failed to load: named in a warning, left out
+            continue
+        s = scale if scale in scales else (scales[-1] if scales else scale)
+        params = None
+        if scales:  # one that builds at no scale by itself (spandrel: from a file) has no count
+            try:
+                params = cache.params(name, s, {})
+            except Exception:
+                params = None
         rows.append(
             {
                 "name": name,
@@ -156,8 +162,11 @@ def verify_cmd(
     no_download: bool = typer.Option(False, "--no-download", help="Never fetch a missing benchmark set."),
 ) -> None:
     """Fetch a preset's weights and evaluate them against the numbers their authors published."""
+    from dukd_cli import mismatch
     from dukd_cli.commands._common import err_console
     from dukd_cli.verify import published_for, verify
+
+    mismatch.use(mismatch.VERIFY)  # help names this command's options
 
     published, by = published_for(name, scale)
     rows = verify(
@@ -195,10 +204,14 @@ def info(
 ) -> None:
     """Show an architecture or preset: constructor arguments, parameter count, weight sources."""
     from dukd_cli.checkpoint_models import is_checkpoint_source
+    from dukd_cli.models import describe
 
+    scale_given = scale is not None
     if scale is None and not is_checkpoint_source(name):
         scale = 4
     data = describe(name, scale, model_args(arg))
+    if scale_given and data["kind"] == "preset":  # --scale S: the weights of that scale only
+        data["weights"] = {k: v for k, v in data["weights"].items() if k == f"x{data['scale']}"}
     if as_json:
         print(json.dumps(data, indent=2))
         return

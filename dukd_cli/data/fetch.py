@@ -38,6 +38,7 @@ from pathlib import Path
 
 from dukd_cli.data.catalog import DataEntry, check_names, get, target_dir
 from dukd_cli.errors import DukdError
+from dukd_cli.sources.errors import SourceError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SOURCE_FILE = "SOURCE.json"
@@ -330,6 +331,21 @@ def ensure_benchmarks(
         if not download or is_offline():
             why = "HF_HUB_OFFLINE is set" if is_offline() else "--no-download"
             raise DukdError(
-                f"{missing}; not downloaded ({why}): run '{fetch_hint(canonical)}' where the Hub is reachable"
+                f"{missing}; not downloaded ({why}): run '{fetch_hint(canonical)}' where the Hub is reachable, "
+                f"{local_copy_hint(canonical)}"
             )
-        fetch(canonical, on_status=on_status)
+        try:
+            fetch(canonical, on_status=on_status)
+        except SourceError as exc:
+            if not exc.unreachable:
+                raise
+            raise DukdError(f"{exc}; {local_copy_hint(canonical)}") from None
+
+
+def local_copy_hint(name: str) -> str:
+    """How to use a copy of benchmark set ``name`` that is here already (no network needed)."""
+    entry = get(name)
+    return (
+        f"or use a copy you have: --data-dir DIR holding {entry.name}/HR/, or "
+        f"'{fetch_hint(name)} --source ARCHIVE_OR_FOLDER'"
+    )

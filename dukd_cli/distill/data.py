@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dukd_cli.cachedir import cache_root  # noqa: F401 (its home; imported from here too)
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path, atomic_write_text
 from dukd_cli.sources.hashing import sha256_file  # the project's one SHA-256 helper
@@ -57,16 +58,6 @@ BUILTIN_FILES = (
     "hubble_deep_field.jpg",
     "ihc.png",
 )
-
-
-def cache_root(explicit: str | os.PathLike | None = None) -> Path:
-    """Where decoded images and LR images are cached: explicit > $DUKD_CACHE > $XDG_CACHE_HOME/dukd > ~/.cache/dukd."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("DUKD_CACHE"):
-        return Path(os.environ["DUKD_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dukd"
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,11 +260,17 @@ class TrainingSet:
     items: list[Item]
     skipped: list[str] = field(default_factory=list)  # images smaller than a patch
     layouts: list[str] = field(default_factory=list)
+    patch_size: int = 0  # the LR patch side the images were checked against
+    smallest_side: int = 0  # the smallest LR side of all images found (a patch that keeps them all)
 
     def summary(self) -> str:
         s = f"{len(self.items)} training images"
         if self.skipped:
-            s += f" ({len(self.skipped)} smaller than a patch skipped)"
+            s += f" ({len(self.skipped)} smaller than a {self.patch_size} px LR patch skipped"
+            if self.smallest_side:
+                total = len(self.items) + len(self.skipped)
+                s += f"; --patch-size {self.smallest_side} keeps all {total}"
+            s += ")"
         return s
 
 
@@ -343,7 +340,7 @@ def prepare(
     root = cache_root(cache_dir) / "train"
     root.mkdir(parents=True, exist_ok=True)
     index = _HashIndex(root)
-    out = TrainingSet([])
+    out = TrainingSet([], patch_size=p)
     n_threads = threads or min(8, available_cores())
     try:
         sources: list[Source] = []
@@ -357,6 +354,8 @@ def prepare(
         else:
             results = [_prepare_one(s, root, index, scale) for s in sources]
         for src, (hr_npy, lr_npy, lh, lw) in zip(sources, results, strict=True):
+            side = min(lh, lw)
+            out.smallest_side = side if not out.smallest_side else min(out.smallest_side, side)
             if lh < p or lw < p:
                 out.skipped.append(str(src.hr))
                 continue

@@ -215,7 +215,7 @@ def run_demo(
     rows.append(
         DemoRow(
             "student, after",
-            f"{fit.iteration} DUKD iterations ({seconds:.0f} s)",
+            f"{fit.iteration} DUKD iteration{'' if fit.iteration == 1 else 's'} ({seconds:.0f} s)",
             n_student,
             *_measure(after, bench, device),
         )

@@ -36,6 +36,7 @@ def div2k_folder(scale: int, on_status=None) -> Path:
     from dukd_cli.data.catalog import get, target_dir
     from dukd_cli.data.fetch import fetch, fetch_hint, is_present
     from dukd_cli.sources import is_offline
+    from dukd_cli.sources.errors import SourceError
 
     entry = get("DIV2K")
     if not is_present(entry):
@@ -49,7 +50,15 @@ def div2k_folder(scale: int, on_status=None) -> Path:
             f"--data div2k: downloading DIV2K's 800 training images once ({entry.size_label()}) "
             f"into {target_dir(entry)} (LR made by MATLAB-exact bicubic)"
         )
-        fetch("DIV2K", on_status=say)
+        try:
+            fetch("DIV2K", on_status=say)
+        except SourceError as exc:
+            if not exc.unreachable:
+                raise
+            raise DukdError(
+                f"{exc}; or train on images you have: --data FOLDER (HR images), or "
+                f"'{fetch_hint('DIV2K')} --source ARCHIVE_OR_FOLDER' with a copy of DIV2K"
+            ) from None
     return target_dir(entry).parent
 
 

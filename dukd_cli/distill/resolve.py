@@ -104,6 +104,8 @@ def resolve(
         scale = resolve_spec(cfg.teacher.name, None).scale  # a teacher that knows its scale sets it
     if scale is None and is_model_dir(cfg.student.name):
         scale = resolve_spec(cfg.student.name, None).scale
+    if scale is None:  # a one-scale preset (dukd-student-x4, dukd-teacher-x4) knows its scale
+        scale = _only_scale(cfg.student.name) or _only_scale(cfg.teacher.name)
     if scale is None:
         raise DukdError("no scale given: pass --scale (2, 3, 4, ...)")
     from dukd_cli.distill import qat
@@ -187,6 +189,12 @@ def build_teachers(specs: list[ModelSpec], mix: str | None, device: torch.device
     return TeacherPanel([build_teacher(s, device) for s in specs], mix or "mean").eval().requires_grad_(False)
 
 
+def _only_scale(name: str | None) -> int | None:
+    """The scale of a preset that exists at one scale only; else None."""
+    preset = registry.get_preset(str(name)) if name else None
+    return preset.scales[0] if preset is not None and len(preset.scales) == 1 else None
+
+
 def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
     """Build and freeze the teacher: eval mode, no gradients (it also runs under no_grad)."""
     from dukd_cli import mismatch
@@ -198,9 +206,11 @@ def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
         raise
     except WeightsError as exc:
         first = str(exc).strip().splitlines()[0]
+        advice = (
+            "" if "--teacher-weights" in first else ". Pass a local checkpoint with --teacher-weights PATH"
+        )
         raise DukdError(
-            f"cannot load the teacher's weights ({spec.weights}): {first.rstrip('.')}. "
-            "Pass a local checkpoint with --teacher-weights PATH"
+            f"cannot load the teacher's weights ({spec.weights}): {first.rstrip('.')}{advice}"
         ) from None
     model.eval().requires_grad_(False)
     return model.to(device)

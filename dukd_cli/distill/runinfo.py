@@ -54,8 +54,11 @@ def read(root: str | os.PathLike) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def record_session(root: str | os.PathLike, device: torch.device, iteration: int) -> None:
-    """Append this session (start time, starting iteration, hardware) to ``RUN_DIR/run.json``."""
+def record_session(
+    root: str | os.PathLike, device: torch.device, iteration: int, precision: str | None = None
+) -> None:
+    """Append this session (start time, starting iteration, hardware, and the precision the
+    training steps run in: ``bf16`` or ``fp32``, what ``--precision auto`` became) to ``RUN_DIR/run.json``."""
     from dukd_cli.fsutil import atomic_write_text
 
     data = read(root) or {}
@@ -65,6 +68,7 @@ def record_session(root: str | os.PathLike, device: torch.device, iteration: int
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "start_iteration": int(iteration),
             **hardware(device),
+            **({"precision": precision} if precision else {}),
         }
     )
     atomic_write_text(Path(root) / RUN_INFO, json.dumps({"sessions": sessions}, indent=1) + "\n")

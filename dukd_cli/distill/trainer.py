@@ -312,9 +312,12 @@ class Trainer:
                 atomic_write_text(self.paths.config, cfgmod.to_toml(cfg, header))
                 from dukd_cli.distill.runinfo import record_session
 
-                record_session(
-                    self.paths.root, self.device, self.iteration
-                )  # hardware and start time, for dukd report
+                record_session(  # hardware, start time and the precision used, for dukd report
+                    self.paths.root,
+                    self.device,
+                    self.iteration,
+                    precision="bf16" if self.amp_dtype == torch.bfloat16 else "fp32",
+                )
                 if self.resume:
                     runlog.truncate(self.paths.metrics, self.iteration)
             except OSError as exc:

@@ -269,12 +269,16 @@ def _config_table(rep: dict[str, Any]) -> str:
             for r in runs
         ],
     )
+
+    def used(r, key):  # what the run used (run.json), else what was configured (e.g. "auto")
+        return (r.get("used") or {}).get(key) or sec(r, "train").get(key)
+
     row(
         "precision, device",
         [
             esc(
-                f"{sec(r, 'train').get('precision')}, channels-last {sec(r, 'train').get('channels_last', False)}, "
-                f"{sec(r, 'train').get('device')}; seed {sec(r, 'train').get('seed')}"
+                f"{used(r, 'precision')}, channels-last {sec(r, 'train').get('channels_last', False)}, "
+                f"{used(r, 'device')}; seed {sec(r, 'train').get('seed')}"
             )
             for r in runs
         ],

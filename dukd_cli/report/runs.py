@@ -139,6 +139,13 @@ class RunData:
         )
         return "; ".join(parts)
 
+    def used(self) -> dict[str, str]:
+        """What the last session ran with: its device and precision (``--precision auto`` and
+        ``--device auto`` resolved), where run.json recorded them."""
+        sessions = (self.info or {}).get("sessions") or []
+        s = sessions[-1] if sessions and isinstance(sessions[-1], dict) else {}
+        return {k: str(s[k]) for k in ("device", "precision") if s.get(k)}
+
     def to_json(self) -> dict[str, Any]:
         wall, how = self.wall_seconds()
         return {
@@ -153,6 +160,7 @@ class RunData:
             "wall_s": wall,
             "wall_how": how,
             "hardware": self.hardware(),
+            "used": self.used(),
             "losses": {k: [list(p) for p in v] for k, v in self.loss_series().items()},
             "val_psnr": [list(p) for p in self.series("val_psnr")],
             "val_ssim": [list(p) for p in self.series("val_ssim")],

@@ -118,13 +118,14 @@ def hub_download(src: HubSource, filename: str | None = None) -> Path:
         if down is not None:
             raise SourceError(
                 f"{shown} is not in the Hugging Face cache{rev} ({hub_cache_dir()}) and the Hub ({endpoint()}) "
-                f"cannot be reached ({down}); connect to the network, or pass a local file instead"
+                f"cannot be reached ({down}); connect to the network",
+                unreachable=True,
             ) from None
         if offline or "LocalEntryNotFound" in kind or "OfflineMode" in kind:
             raise SourceError(
                 f"{shown} is not in the Hugging Face cache{rev} ({hub_cache_dir()}) and the Hub cannot be reached"
-                f"{' (HF_HUB_OFFLINE is set)' if offline else ''}; download it once online, "
-                "or pass a local file instead"
+                f"{' (HF_HUB_OFFLINE is set)' if offline else ''}; download it once online",
+                unreachable=True,
             ) from None
         if "RepositoryNotFound" in kind or "GatedRepo" in kind:
             raise SourceError(

@@ -106,7 +106,8 @@ def url_download(
     if is_offline():
         raise SourceError(
             f"{src.url} is not in the download cache ({final.parent}) and HF_HUB_OFFLINE is set; "
-            "download it once online, or pass a local file instead"
+            "download it once online",
+            unreachable=True,
         )
     final.parent.mkdir(parents=True, exist_ok=True)
     with hold(
@@ -190,7 +191,9 @@ def _download_part(src: UrlSource, part: Path, progress: bool) -> None:
         else:
             part.unlink(missing_ok=True)
             hint = "nothing was received; check the address and the network, then run the command again"
-        raise SourceError(f"could not download {src.url} after {ATTEMPTS} attempts ({last_error}); {hint}")
+        raise SourceError(
+            f"could not download {src.url} after {ATTEMPTS} attempts ({last_error}); {hint}", unreachable=True
+        )
     finally:
         if bar is not None:
             bar.close()
