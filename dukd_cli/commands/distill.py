@@ -464,6 +464,7 @@ def distill_cmd(
             raise DukdError("--resume reads the run's own config.toml; drop --config")
         trainer = Trainer(cfgmod.DistillConfig(), resume, resume=True, overrides=overrides)
         if dry_run:
+            trainer.release()
             _print_plan(resolve(trainer.cfg, plan=True), resume)
             return
         _fit(trainer)

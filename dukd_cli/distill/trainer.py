@@ -63,6 +63,7 @@ from dukd_cli.distill.schedule import derive_seed, ema_decay_at, lr_at  # noqa: 
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir
 from dukd_cli.models import ModelSpec
+from dukd_cli.runlock import RunLock
 
 __all__ = [
     "STATE_FORMAT",
@@ -130,22 +131,42 @@ class Trainer:
         self.method_cls_override = method_cls
         self.notes: list[str] = []
         self.clock = time.monotonic  # --save-every-min's clock (tests replace it)
+        self._lock: RunLock | None = None
         if resume:
+            self._check_run_dir(run_dir)  # before the lock: --resume of nothing creates no folder
+        main = ddp.env_info().is_main
+        if main:  # rank 0 alone writes the run directory (other nodes may not see it)
+            check_writable_dir(self.paths.root)  # now, not after the data is prepared
+            # One writer per run directory, taken before anything is written into it.
+            self._lock = RunLock(self.paths.root).acquire()
+        try:
+            self._check_run_dir(run_dir)  # under the lock: a run may have ended in there meanwhile
+            if resume:
+                saved = cfgmod.load(self.paths.config)
+                done = int(self._load_state()["iteration"])
+                cfg = cfgmod.check_resume(saved, overrides or {}, done)
+            if main and cfg.train.tensorboard:
+                runlog.summary_writer_class()  # a missing extra is said before anything is written
+        except BaseException:
+            self.release()
+            raise
+        self.cfg = cfg
+        self.display = display if display is not None else Display()
+
+    def _check_run_dir(self, run_dir) -> None:
+        if self.resume:
             if not self.paths.state.is_file() or not self.paths.config.is_file():
                 raise DukdError(f"{run_dir} holds no run to resume (no state.pt / config.toml)")
-            saved = cfgmod.load(self.paths.config)
-            done = int(self._load_state()["iteration"])
-            cfg = cfgmod.check_resume(saved, overrides or {}, done)
         elif self.paths.state.is_file():
             raise DukdError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
             )
-        if ddp.env_info().is_main:  # rank 0 alone writes the run directory (other nodes may not see it)
-            check_writable_dir(self.paths.root)  # now, not after the data is prepared
-            if cfg.train.tensorboard:
-                runlog.summary_writer_class()  # a missing extra is said before anything is written
-        self.cfg = cfg
-        self.display = display if display is not None else Display()
+
+    def release(self) -> None:
+        """Let another process write the run directory (done by :meth:`fit` when it returns)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _load_state(self) -> dict:
         return ckpt.read_state(self.paths.state)
@@ -558,8 +579,14 @@ class Trainer:
 
     def fit(self) -> FitResult:
         """Train to ``train.iters`` (calls :meth:`setup` first unless already done)."""
-        if not getattr(self, "_ready", False):
-            self.setup()
+        try:
+            if not getattr(self, "_ready", False):
+                self.setup()
+            return self._fit()
+        finally:
+            self.release()
+
+    def _fit(self) -> FitResult:
         cfg, t = self.cfg, self.cfg.train
         total = int(t.iters)
         self._stop_requested = False
