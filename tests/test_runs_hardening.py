@@ -88,3 +88,61 @@ def test_refused_run_leaves_no_directory(env, run_dukd):
         code, _, err = run_dukd(*_distill_args(env["data"], env["cache"], run, iters=1))
         assert code == 1 and f"PID {os.getpid()}" in _one_line(err)
     assert not run.exists()  # the lock's own directory went away with it
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Nothing stale: temporary names carry the PID; a later run removes those of dead processes
+# --------------------------------------------------------------------------------------------
+
+
+def _kill_inside(env, args, point: str, root: Path) -> None:
+    marker = root / f"paused-{point}"
+    proc = _start(env, args, {"DUKD_TEST_PAUSE": point, "DUKD_TEST_PAUSE_FILE": str(marker)})
+    _wait_for(marker.is_file, proc, f"the write to pause at '{point}'")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    marker.unlink()
+
+
+def _dotted(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_upscale_killed_inside_the_write_leaves_nothing_after_the_next_run(env, tiny_x2, run_dukd):
+    w, _ = tiny_x2
+    img = _images(env["root"] / "in", n=1, size=16) / "0.png"
+    out = env["root"] / "out"
+    args = ["upscale", img, "--model", "tiny", "--arg", "n_feats=8", "--scale", "2", "--weights", w, "-o", out / "img07.png"]
+    _kill_inside(env, args, "atomic", env["root"])
+    left = _dotted(out)
+    assert len(left) == 1 and left[0].startswith(".img07.tmp-"), left  # what kill -9 leaves
+    code, _, err = run_dukd(*args[:-1], out / "other.png")
+    assert code == 0, err
+    assert _dotted(out) == [] and sorted(p.name for p in out.iterdir()) == ["other.png"]
+
+
+def test_export_killed_inside_the_write_leaves_nothing_after_the_next_run(env, tiny_x2, run_dukd):
+    w, _ = tiny_x2
+    dest = env["root"] / "exp" / "m"
+    args = ["export", "--model", "tiny", "--arg", "n_feats=8", "--scale", "2", "--weights", w, "-o", dest, "--format", "safetensors"]
+    _kill_inside(env, args, "export", env["root"])
+    left = _dotted(dest.parent)
+    assert len(left) == 1 and left[0].startswith(".m.tmp-"), left
+    code, _, err = run_dukd(*args[:-3], env["root"] / "exp" / "n", "--format", "safetensors")
+    assert code == 0, err
+    assert _dotted(dest.parent) == [] and sorted(p.name for p in dest.parent.iterdir()) == ["n"]
+
+
+def test_a_living_writers_temporary_file_is_kept(tmp_path):
+    from dukd_cli import stale
+
+    ours = tmp_path / f"{stale.temp_prefix('a')}x.png"
+    ours.write_bytes(b"in progress")
+    foreign = tmp_path / ".b.tmp-abc.png"  # no PID: not provably dead, kept
+    foreign.write_bytes(b"?")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f".c.tmp-{dead.pid}-q.png"
+    gone.write_bytes(b"partial")
+    assert stale.sweep(tmp_path, once=False) == [gone.name]
+    assert ours.exists() and foreign.exists()
