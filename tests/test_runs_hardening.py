@@ -146,3 +146,97 @@ def test_a_living_writers_temporary_file_is_kept(tmp_path):
     gone.write_bytes(b"partial")
     assert stale.sweep(tmp_path, once=False) == [gone.name]
     assert ours.exists() and foreign.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# 4, 5. Every value validated once, where it enters (an option or a --config key)
+# --------------------------------------------------------------------------------------------
+
+BAD_CONFIG = [
+    ("[train]\niters = true", "[train] iters must be an integer, got true"),
+    ("[train]\niters = 2.7", "[train] iters must be an integer, got 2.7"),
+    ('[train]\niters = "ten"', "[train] iters must be an integer"),
+    ('[train]\nlr = "fast"', "[train] lr must be a positive finite number"),
+    ("[train]\nlr = nan", "[train] lr must be a positive finite number"),
+    ('[train]\nmilestones = "100,200"', "[train] milestones must be a list of integers"),
+    ("[train]\nmilestones = [1.5]", "[train] milestones must be a list of integers"),
+    ("[train]\nbetas = [0.9]", "[train] betas must be a pair of numbers in [0, 1)"),
+    ("[train]\nbetas = [0.9, 1.0]", "[train] betas must be a pair of numbers in [0, 1)"),
+    ("[train]\neps = -1", "[train] eps must be a positive finite number"),
+    ('[train]\nseed = "abc"', "[train] seed must be an integer"),
+    ("[train]\ngamma = -0.5", "[train] gamma must be a number in (0, 1]"),
+    ("[train]\ngrad_clip = -1", "[train] grad_clip must be a finite number >= 0"),
+    ('[train]\ncompile = "yes"', "[train] compile must be true or false"),
+    ("[data]\nworkers = -2", "[data] workers must be an integer >= 0"),
+    ("[method]\nname = 5", "[method] name must be a non-empty string"),
+    ('[student]\nargs = "n_feats=4"', "[student] args must be a table"),
+]
+
+
+@pytest.mark.parametrize(("toml", "message"), BAD_CONFIG, ids=[b[0].split("\n")[1] for b in BAD_CONFIG])
+def test_config_values_of_the_wrong_type_or_range(run_dukd, tmp_path, toml, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml + "\n")
+    code, _, err = run_dukd("distill", "--config", cfg, "--student", "edsr-s", "--scale", "2", "--dry-run")
+    line = _one_line(err)
+    assert code == 1 and message in line, line
+
+
+BAD_OPTIONS = [
+    (["--lr", "-1"], "--lr must be a positive finite number, got -1.0"),
+    (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+    (["--workers", "-2"], "--workers must be an integer >= 0, got -2"),
+    (["--gamma", "-0.1"], "--gamma must be a number in (0, 1], got -0.1"),
+    (["--gamma", "1.5"], "--gamma must be a number in (0, 1]"),
+    (["--grad-clip", "-1"], "--grad-clip must be a finite number >= 0, got -1.0"),
+    (["--milestones", "10,-5"], "--milestones must be a list of integers >= 0"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
+    (["--aug-prob", "2"], "--aug-prob must be a number in [0, 1]"),
+]
+
+
+@pytest.mark.parametrize(("opts", "message"), BAD_OPTIONS, ids=[" ".join(o) for o, _ in BAD_OPTIONS])
+def test_option_values_out_of_range(run_dukd, tmp_path, opts, message):
+    out = tmp_path / "run"
+    code, _, err = run_dukd("distill", "--student", "edsr-s", "--scale", "2", "--out", out, *opts)
+    line = _one_line(err)
+    assert code == 1 and message in line, line
+    assert not out.exists()
+
+
+def test_resume_conflicts_name_real_options(env, run_dukd):
+    from test_faults import _distill_args as args_of
+
+    run = env["root"] / "run"
+    code, _, err = run_dukd(*args_of(env["data"], env["cache"], run, iters=2))
+    assert code == 0, err
+    for opts, flag in (
+        (["--student", "edsr-s"], "--student 'edsr-s' disagrees"),
+        (["--student-arg", "n_feats=6"], "--student-arg {'n_feats': 6} disagrees"),
+        (["--data", "builtin"], "--data ['builtin'] disagrees"),
+    ):
+        code, _, err = run_dukd("distill", "--resume", run, *opts)
+        line = _one_line(err)
+        assert code == 1 and flag in line, line
+
+
+def test_resume_with_a_state_of_another_architecture(env, run_dukd):
+    from test_faults import _distill_args as args_of
+
+    a, b = env["root"] / "a", env["root"] / "b"
+    assert run_dukd(*args_of(env["data"], env["cache"], a, iters=2))[0] == 0
+    code, _, err = run_dukd(*args_of(env["data"], env["cache"], b, iters=2)[:4], "n_feats=6",
+                            *args_of(env["data"], env["cache"], b, iters=2)[5:])  # fmt: skip
+    assert code == 0, err
+    (a / "state.pt").write_bytes((b / "state.pt").read_bytes())  # b's 6-feature state in a's 4-feature run
+    before = (a / "student.safetensors").read_bytes()
+    code, _, err = run_dukd("distill", "--resume", a, "--iters", "4")
+    line = _error_line_of(err)
+    assert code == 1 and "does not fit the student" in line and "another architecture" in line, line
+    assert (a / "student.safetensors").read_bytes() == before
+
+
+def _error_line_of(err: str) -> str:
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]

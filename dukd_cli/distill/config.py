@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dukd_cli.distill.validate import check_config, option_for
 from dukd_cli.errors import DukdError
 
 if sys.version_info >= (3, 11):
@@ -178,6 +179,7 @@ def from_dict(data: Mapping[str, Any], base: DistillConfig | None = None) -> Dis
                 continue
             if section != "method" and not hasattr(getattr(cfg, section), key):
                 raise DukdError(f"unknown configuration key [{section}] {key}")
+            check_config(f"{section}.{key}", value)  # type and range, naming the key
             cfg.set(f"{section}.{key}", _from_toml(value))
     return cfg
 
@@ -282,7 +284,7 @@ def check_resume(saved: DistillConfig, overrides: Mapping[str, Any], done: int) 
         elif key in OPERATIONAL:
             cfg.set(key, value)
         elif not _same(old, value):
-            flag = "--" + key.split(".", 1)[1].replace("_", "-")
+            flag = option_for(key)
             raise DukdError(
                 f"{flag} {value!r} disagrees with the run being resumed ([{key.split('.')[0]}] "
                 f"{key.split('.', 1)[1]} = {old!r}); drop the option, or start a new run with another --out"

@@ -347,9 +347,16 @@ class Trainer:
             raise DukdError(
                 f"the run was trained with {st.get('world', 1)} process(es); resume it with the same number"
             )
-        self.student_module.load_state_dict(st["student"])
-        self.ema.load_state_dict(st["ema"])
-        self.optimizer.load_state_dict(st["optimizer"])
+        try:
+            self.student_module.load_state_dict(st["student"])
+            self.ema.load_state_dict(st["ema"])
+            self.optimizer.load_state_dict(st["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            s = self.cfg.student
+            raise DukdError(
+                f"{self.paths.state} does not fit the student of {self.paths.config} ({s.name} x{s.scale}): "
+                f"it holds another architecture's weights ({_first_line(exc)})"
+            ) from None
         self.iteration = int(st["iteration"])
         best = st.get("best") or {}
         self.best_psnr = best.get("psnr")
@@ -723,3 +730,9 @@ class Trainer:
             self.student = self.student_module
             self.method.student = self.student_module
             gc.collect()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
