@@ -432,6 +432,24 @@ def _skip_summary(skipped: list[Job]) -> str:
     return f"{len(skipped)} outputs exist (e.g. {skipped[0].dest}); skipped (use --overwrite to replace them)"
 
 
+def check_suffix(suffix: str | None) -> None:
+    """``--suffix`` is a fragment of a file name: no folder separators, no ``..``, no control
+    characters (it would put the output somewhere other than beside its input, or in -o)."""
+    if suffix is None:
+        return
+    seps = {"/", os.sep, os.altsep or "/"}
+    bad = (
+        any(c in seps or ord(c) < 32 or ord(c) == 127 for c in suffix)
+        or ".." in suffix
+        or len(suffix) > 100
+    )
+    if bad:
+        raise DukdError(
+            f"--suffix must be a plain file-name fragment (no '/', no '..', no control characters, "
+            f"at most 100 characters), got {suffix!r}"
+        )
+
+
 def upscale_paths(
     model: Any,
     inputs: Iterable[str | os.PathLike],
@@ -484,6 +502,7 @@ def upscale_paths(
         raise DukdError(
             f"--tile must be 'auto', 0 (whole images) or a size of at least {MIN_TILE} pixels, not '{tile}'"
         )
+    check_suffix(suffix)
     tile_overlap = check_overlap(tile, tile_overlap)
     png_level = check_png_level(png_level)
     precision = check_precision(precision, model_device(model, torch.device("cpu")))  # once, not per file

@@ -240,3 +240,58 @@ def _error_line_of(err: str) -> str:
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err
     return errors[0]
+
+
+# --------------------------------------------------------------------------------------------
+# 5. --suffix is a name fragment; 4. evaluate skips images too small for the scale; 7. --tile 0
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["/../../escaped", "_x/sub", "..", "a\nb"])
+def test_suffix_with_path_separators_is_refused(tiny_x2, run_dukd, tmp_path, suffix):
+    w, _ = tiny_x2
+    src = _images(tmp_path / "deep" / "in", n=1, size=12) / "0.png"
+    code, _, err = run_dukd("upscale", src, "--model", "tiny", "--arg", "n_feats=8", "--scale", "2",
+                            "--weights", w, "--suffix", suffix)  # fmt: skip
+    line = _one_line(err)
+    assert code == 1 and "--suffix must be a plain file-name fragment" in line
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")) == ["deep/in/0.png"]
+
+
+def _sized(folder: Path, sides: list[int]) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for n in sides:
+        Image.fromarray(rng.integers(0, 256, (n, n, 3), dtype=np.uint8)).save(folder / f"s{n}.png")
+    return folder
+
+
+def test_evaluate_skips_images_too_small_for_the_scale(run_dukd, tmp_path):
+    import json
+
+    bench = _sized(tmp_path / "b", [8, 11, 19, 24])
+    code, _, err = run_dukd("evaluate", "--model", "bicubic", "--scale", "4", "--bench", bench,
+                            "--json", tmp_path / "r.json", "--tile", "0")  # fmt: skip
+    assert code == 0, err
+    assert "skipped 3 image(s) too small for x4 (each side needs at least 20 px)" in err and "Traceback" not in err
+    r = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    assert r["n_images"] == 1 and r["skipped_too_small"] == 3
+    tiny = _sized(tmp_path / "t", [11])
+    code, _, err = run_dukd("evaluate", "--model", "bicubic", "--scale", "4", "--bench", tiny)
+    line = _one_line(err)
+    assert code == 1 and "every image is too small for x4" in line
+
+
+@pytest.mark.parametrize(("tile", "ok"), [("0", True), ("32", True), ("8", False), ("-1", False)])
+def test_evaluate_tile_zero_means_whole_images(tiny_x2, run_dukd, tmp_path, tile, ok):
+    w, _ = tiny_x2
+    bench = _sized(tmp_path / "b", [24])
+    code, out, err = run_dukd("evaluate", "--model", "tiny", "--arg", "n_feats=8", "--weights", w,
+                              "--scale", "2", "--bench", bench, "--tile", tile)  # fmt: skip
+    if ok:
+        assert code == 0, err
+    else:
+        assert code == 1 and "--tile must be 0 (whole images) or a size of at least 16" in _one_line(err)

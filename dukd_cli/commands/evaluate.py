@@ -9,12 +9,13 @@ import math
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dukd_cli.commands._common import console, err_console, model_args
+from dukd_cli.commands._common import console, err_console, model_args, warn
 from dukd_cli.errors import DukdError
-from dukd_cli.evaluate import BICUBIC, BenchResult, evaluate
+from dukd_cli.evaluate import BICUBIC, BenchResult, evaluate, min_side
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir, check_writable_file
 
 
@@ -115,7 +116,10 @@ def evaluate_cmd(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
     self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average over 8 flips/rotations (x8)."),
     tile: int = typer.Option(
-        None, "--tile", help="Run large images in tiles of N LR pixels (for small GPUs)."
+        None,
+        "--tile",
+        help="Run large images in tiles of N LR pixels, at least 16 (for small GPUs); 0: whole images, "
+        "as in upscale (the default).",
     ),
     tile_overlap: int = typer.Option(16, "--tile-overlap", help="Overlap between tiles, LR pixels."),
     save_images: Path = typer.Option(None, "--save-images", help="Write SR images to DIR/<set>/<name>.png."),
@@ -226,6 +230,12 @@ def evaluate_cmd(
             window_pad=window_pad,
         )
 
+    for r in results:
+        if r.skipped:
+            warn(
+                f"{escape(r.bench)}: skipped {r.skipped} image(s) too small for x{scale} "
+                f"(each side needs at least {min_side(scale)} px); the figures cover the other {r.n_images}"
+            )
     label = model + (" (x8)" if self_ensemble else "")
     console.print(results_table(label, scale, results, ref is not None))
     if per_image:
