@@ -295,3 +295,43 @@ def test_evaluate_tile_zero_means_whole_images(tiny_x2, run_dukd, tmp_path, tile
         assert code == 0, err
     else:
         assert code == 1 and "--tile must be 0 (whole images) or a size of at least 16" in _one_line(err)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. The fast exit does not lose a plugin's data
+# --------------------------------------------------------------------------------------------
+
+LOG_PLUGIN = '''
+import os
+from torch import nn
+
+_LOG = []
+
+
+def logger(scale, n_feats=4):
+    log = open(os.environ["LOGPLUGIN_FILE"], "a")  # never closed, never flushed: a buffered log
+    log.write(f"built x{scale}\\n")
+    _LOG.append(log)
+    return nn.Sequential(nn.Conv2d(3, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+'''
+
+
+def test_fast_exit_keeps_a_plugins_unflushed_file(tmp_path):
+    root = tmp_path / "site"
+    (root / "dukd_logplugin").mkdir(parents=True)
+    (root / "dukd_logplugin" / "__init__.py").write_text(LOG_PLUGIN)
+    info = root / "dukd_logplugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dukd-logplugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[dukd.architectures]\nlogger = dukd_logplugin:logger\n")
+    dukd = Path(sys.executable).parent / "dukd"  # the installed console script
+    assert dukd.is_file()
+    env = {k: v for k, v in os.environ.items() if k != "DUKD_FULL_EXIT"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(ROOT)])
+    for full in ("0", "1"):
+        log = tmp_path / f"log-{full}.txt"
+        e = {**env, "LOGPLUGIN_FILE": str(log), "DUKD_FULL_EXIT": full}
+        res = subprocess.run([str(dukd), "zoo", "info", "logger", "--scale", "4"], env=e, text=True,
+                             capture_output=True, timeout=300)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert log.read_text() == "built x4\n", (full, res.stderr)
