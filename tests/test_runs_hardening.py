@@ -335,3 +335,62 @@ def test_fast_exit_keeps_a_plugins_unflushed_file(tmp_path):
                              capture_output=True, timeout=300)  # fmt: skip
         assert res.returncode == 0, res.stderr
         assert log.read_text() == "built x4\n", (full, res.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# 4, 7. report: malformed metrics lines skipped with a count, a damaged student, --overwrite
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_run(env, run_dukd):
+    run = env["root"] / "run"
+    code, _, err = run_dukd(*_distill_args(env["data"], env["cache"], run, iters=3, log_every=1))
+    assert code == 0, err
+    return run
+
+
+def test_report_skips_malformed_metrics_lines_with_a_count(small_run, run_dukd, tmp_path):
+    pytest.importorskip("matplotlib")
+    import json
+
+    good = (small_run / "metrics.jsonl").read_bytes()
+    bad = [
+        b'{"iteration": "nine", "loss": 0.5}',
+        b'{"iteration": null, "loss": 0.5}',
+        b'{"iteration": 4, "loss": "x"}',
+        b'{"iteration": 5, "loss": 0.5, "losses": {"\xff\xfe": 0.1}}',  # not UTF-8
+        b'{"iteration": 6, "loss": 0.5, "losses": {"$\\\\frac{$": 0.1}}',  # breaks matplotlib mathtext
+        b'{"iteration": 7, "loss": true}',
+    ]
+    (small_run / "metrics.jsonl").write_bytes(good + b"\n".join(bad) + b"\n")
+    out = tmp_path / "r.html"
+    code, o, err = run_dukd("report", small_run, "-o", out, "--device", "cpu")
+    assert code == 0, err
+    assert f"skipped {len(bad)} malformed line(s)" in o and "Traceback" not in err
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert [p[0] for p in rep["runs"][0]["losses"]["loss"]] == [1, 2, 3]
+
+
+def test_report_refuses_a_damaged_student(small_run, run_dukd, tmp_path):
+    pytest.importorskip("matplotlib")
+    w = small_run / "student.safetensors"
+    data = w.read_bytes()
+    for damaged in (data[: len(data) // 2], b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all", b""):
+        w.write_bytes(damaged)
+        out = tmp_path / "r.html"
+        code, _, err = run_dukd("report", small_run, "-o", out, "--device", "cpu")
+        line = _one_line(err)
+        assert code == 1 and str(w) in line and "damaged" in line, line
+        assert not out.exists()
+
+
+def test_report_does_not_replace_a_page_without_overwrite(small_run, run_dukd, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "r.html"
+    out.write_text("my notes")
+    code, _, err = run_dukd("report", small_run, "-o", out, "--device", "cpu")
+    assert code == 1 and "--overwrite" in _one_line(err) and out.read_text() == "my notes"
+    code, _, err = run_dukd("report", small_run, "-o", out, "--device", "cpu", "--overwrite")
+    assert code == 0, err
+    assert out.read_text() != "my notes"
