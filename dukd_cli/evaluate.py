@@ -169,6 +169,7 @@ def evaluate(
     max_images: int | None = None,
     progress: Progress | bool | None = None,
     window_pad: str = "reflect",
+    max_pixels: int | None = None,
 ) -> list[BenchResult]:
     """Evaluate ``model`` (a module, or ``"bicubic"``) at ``scale`` on each benchmark set.
 
@@ -176,13 +177,17 @@ def evaluate(
     this model's (``ref_psnr``: PSNR on Y between the two SR images, the paper's Fig. 5).
     ``window_pad``: ``reflect`` (BasicSR's, the DUKD paper's) or ``swinir`` (the SwinIR authors'
     test-time padding) for windowed models; see :func:`dukd_cli.inference.run_model`.
+    ``max_pixels``: refuse, before computing it, an SR output (the HR size) above this many pixels
+    (None: :data:`dukd_cli.sizeguard.MAX_OUTPUT_PIXELS`).
     The model's train/eval mode is restored afterwards, so training validation can call this.
     """
     from dukd_cli.inference import check_window_pad, select_device
     from dukd_cli.metrics import psnr_y, ssim_y
+    from dukd_cli.sizeguard import check_max_pixels, check_output_pixels
 
     window_pad = check_window_pad(window_pad)
     tile = check_tile(tile)
+    max_pixels = check_max_pixels(max_pixels)
     scale = int(scale)
     check_scale(model, scale)
     if reference is not None:
@@ -228,6 +233,8 @@ def evaluate(
                     f"(each side needs at least {side} px: {SSIM_WINDOW} px for SSIM after cropping {scale} per border)"
                 )
             skipped, pairs = len(pairs) - len(usable), usable
+            for p in pairs:  # every output's size, before the first is computed
+                check_output_pixels(p.hr.shape[1], p.hr.shape[0], max_pixels, f"{bench.name}/{p.name}")
             per: list[ImageResult] = []
             for i, pair in enumerate(pairs):
                 sr = run(pair.lr)

@@ -439,9 +439,7 @@ def check_suffix(suffix: str | None) -> None:
         return
     seps = {"/", os.sep, os.altsep or "/"}
     bad = (
-        any(c in seps or ord(c) < 32 or ord(c) == 127 for c in suffix)
-        or ".." in suffix
-        or len(suffix) > 100
+        any(c in seps or ord(c) < 32 or ord(c) == 127 for c in suffix) or ".." in suffix or len(suffix) > 100
     )
     if bad:
         raise DukdError(
@@ -471,6 +469,7 @@ def upscale_paths(
     on_advance: Callable[[Job], None] | None = None,
     on_plan: Callable[[list[Job]], None] | None = None,
     on_tile: Callable[[Job, int, int], None] | None = None,
+    max_pixels: int | None = None,
 ) -> UpscaleSummary:
     """Upscale every image named by ``inputs`` (files, folders, globs) into ``output``.
 
@@ -483,7 +482,9 @@ def upscale_paths(
     thread, one writer thread); each image is written band by band as its tiles finish (see
     :mod:`dukd_cli.upscale_file`), atomically. ``on_tile(job, done, total)`` follows the tiles.
     On the CPU, a folder of images small enough is processed several images at once instead
-    (``parallel``, ``--jobs``: None for automatic, see :mod:`dukd_cli.lanes`).
+    (``parallel``, ``--jobs``: None for automatic, see :mod:`dukd_cli.lanes`). An output above
+    ``max_pixels`` pixels (None: :data:`dukd_cli.sizeguard.MAX_OUTPUT_PIXELS`) fails its input before
+    any computing.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -491,6 +492,7 @@ def upscale_paths(
     from dukd_cli.bandwrite import WritePipeline
     from dukd_cli.imageio import read_image
     from dukd_cli.pngstream import check_png_level
+    from dukd_cli.sizeguard import check_max_pixels
     from dukd_cli.upscale_file import upscale_job
 
     say: Report = report or (lambda kind, msg: None)
@@ -503,6 +505,7 @@ def upscale_paths(
             f"--tile must be 'auto', 0 (whole images) or a size of at least {MIN_TILE} pixels, not '{tile}'"
         )
     check_suffix(suffix)
+    max_pixels = check_max_pixels(max_pixels)
     tile_overlap = check_overlap(tile, tile_overlap)
     png_level = check_png_level(png_level)
     precision = check_precision(precision, model_device(model, torch.device("cpu")))  # once, not per file
@@ -576,7 +579,7 @@ def upscale_paths(
         def work(job: Job) -> Any:
             img = read_image(job.source)
             args = (tile, tile_overlap, precision, self_ensemble, alpha_mode, outscale, quality, png_level)
-            res = upscale_job(model, img, job, *args, None, None)  # written in this lane, whole
+            res = upscale_job(model, img, job, *args, None, None, max_pixels=max_pixels)  # this lane, whole
             return res.result() if hasattr(res, "result") else res
 
         for job, fut in lanes.run(todo, work, plan.lanes, plan.threads):
@@ -615,6 +618,7 @@ def upscale_paths(
                     png_level,
                     pipeline,
                     on_tile,
+                    max_pixels=max_pixels,
                 )
                 del img
             except expected as exc:

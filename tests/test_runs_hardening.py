@@ -27,7 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def env(tiny_plugin, tmp_path):
-    return {"data": _images(tmp_path / "data"), "cache": tmp_path / "cache", "root": tmp_path, "plugin": tiny_plugin}
+    return {
+        "data": _images(tmp_path / "data"),
+        "cache": tmp_path / "cache",
+        "root": tmp_path,
+        "plugin": tiny_plugin,
+    }
 
 
 def _start(env, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -70,7 +75,10 @@ def test_second_distill_on_a_busy_run_directory_is_refused(env, run_dukd):
         line = _one_line(err)
         assert code == 1 and f"PID {first.pid}" in line
         # The refused runs wrote nothing: the metrics still come from one process only.
-        iters = [int(x.split('"iteration": ')[1].split(",")[0]) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        iters = [
+            int(x.split('"iteration": ')[1].split(",")[0])
+            for x in (run / "metrics.jsonl").read_text().splitlines()
+        ]
         assert iters == sorted(set(iters)) and len(iters) >= len(lines)
     finally:
         first.send_signal(signal.SIGKILL)
@@ -112,7 +120,20 @@ def test_upscale_killed_inside_the_write_leaves_nothing_after_the_next_run(env, 
     w, _ = tiny_x2
     img = _images(env["root"] / "in", n=1, size=16) / "0.png"
     out = env["root"] / "out"
-    args = ["upscale", img, "--model", "tiny", "--arg", "n_feats=8", "--scale", "2", "--weights", w, "-o", out / "img07.png"]
+    args = [
+        "upscale",
+        img,
+        "--model",
+        "tiny",
+        "--arg",
+        "n_feats=8",
+        "--scale",
+        "2",
+        "--weights",
+        w,
+        "-o",
+        out / "img07.png",
+    ]
     _kill_inside(env, args, "atomic", env["root"])
     left = _dotted(out)
     assert len(left) == 1 and left[0].startswith(".img07.tmp-"), left  # what kill -9 leaves
@@ -124,7 +145,21 @@ def test_upscale_killed_inside_the_write_leaves_nothing_after_the_next_run(env, 
 def test_export_killed_inside_the_write_leaves_nothing_after_the_next_run(env, tiny_x2, run_dukd):
     w, _ = tiny_x2
     dest = env["root"] / "exp" / "m"
-    args = ["export", "--model", "tiny", "--arg", "n_feats=8", "--scale", "2", "--weights", w, "-o", dest, "--format", "safetensors"]
+    args = [
+        "export",
+        "--model",
+        "tiny",
+        "--arg",
+        "n_feats=8",
+        "--scale",
+        "2",
+        "--weights",
+        w,
+        "-o",
+        dest,
+        "--format",
+        "safetensors",
+    ]
     _kill_inside(env, args, "export", env["root"])
     left = _dotted(dest.parent)
     assert len(left) == 1 and left[0].startswith(".m.tmp-"), left
@@ -276,7 +311,10 @@ def test_evaluate_skips_images_too_small_for_the_scale(run_dukd, tmp_path):
     code, _, err = run_dukd("evaluate", "--model", "bicubic", "--scale", "4", "--bench", bench,
                             "--json", tmp_path / "r.json", "--tile", "0")  # fmt: skip
     assert code == 0, err
-    assert "skipped 3 image(s) too small for x4 (each side needs at least 20 px)" in err and "Traceback" not in err
+    assert (
+        "skipped 3 image(s) too small for x4 (each side needs at least 20 px)" in err
+        and "Traceback" not in err
+    )
     r = json.loads((tmp_path / "r.json").read_text())["results"][0]
     assert r["n_images"] == 1 and r["skipped_too_small"] == 3
     tiny = _sized(tmp_path / "t", [11])
@@ -301,7 +339,7 @@ def test_evaluate_tile_zero_means_whole_images(tiny_x2, run_dukd, tmp_path, tile
 # 6. The fast exit does not lose a plugin's data
 # --------------------------------------------------------------------------------------------
 
-LOG_PLUGIN = '''
+LOG_PLUGIN = """
 import os
 from torch import nn
 
@@ -313,7 +351,7 @@ def logger(scale, n_feats=4):
     log.write(f"built x{scale}\\n")
     _LOG.append(log)
     return nn.Sequential(nn.Conv2d(3, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
-'''
+"""
 
 
 def test_fast_exit_keeps_a_plugins_unflushed_file(tmp_path):
@@ -394,3 +432,120 @@ def test_report_does_not_replace_a_page_without_overwrite(small_run, run_dukd, t
     code, _, err = run_dukd("report", small_run, "-o", out, "--device", "cpu", "--overwrite")
     assert code == 0, err
     assert out.read_text() != "my notes"
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Bounds checked before work: output pixels, constructor sizes, batch size
+# --------------------------------------------------------------------------------------------
+
+
+def test_upscale_refuses_an_absurd_output_size_before_computing(tiny_x2, run_dukd, tmp_path, monkeypatch):
+    import dukd_cli.upscale as up
+
+    def never(*a, **k):
+        raise AssertionError("the image was computed before its size was checked")
+
+    monkeypatch.setattr(up, "upscale_image", never)
+    w, _ = tiny_x2
+    src = _images(tmp_path / "in", n=1, size=40) / "0.png"
+    out = tmp_path / "big.png"
+    base = [
+        "upscale",
+        src,
+        "--model",
+        "tiny",
+        "--arg",
+        "n_feats=8",
+        "--scale",
+        "2",
+        "--weights",
+        w,
+        "-o",
+        out,
+    ]
+    code, _, err = run_dukd(*base, "--outscale", "1000")  # 40,000 x 40,000: 1.6 gigapixels
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
+    assert "1,600 megapixels" in errors[0] and "--max-pixels 1600000000" in errors[0]
+    assert not out.exists() and _dotted(tmp_path) == []
+    code, _, err = run_dukd(*base, "--max-pixels", "1000")  # 80 x 80 = 6,400 > 1,000
+    assert code == 1 and "above the limit of 0 megapixels" in err
+    code, _, err = run_dukd(*base, "--max-pixels", "0")
+    assert code == 1 and "--max-pixels must be a positive whole number" in _one_line(err)
+
+
+def test_evaluate_refuses_outputs_above_max_pixels(run_dukd, tmp_path):
+    bench = _sized(tmp_path / "b", [24])
+    code, _, err = run_dukd(
+        "evaluate", "--model", "bicubic", "--scale", "2", "--bench", bench, "--max-pixels", "500"
+    )
+    line = _one_line(err)
+    assert code == 1 and "b/s24: the output would be 24 x 24" in line and "--max-pixels 576" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--arg", "n_feats=99999999"], "is too large for this machine"),
+        (["--arg", "n_resgroups=100000", "--arg", "n_resblocks=100000"], "creates more than 10,000 tensors"),
+    ],
+    ids=["n_feats", "depth"],
+)
+def test_absurd_constructor_sizes_are_refused_while_building(run_dukd, args, words, monkeypatch):
+    from dukd_cli import sizeguard
+
+    monkeypatch.setattr(sizeguard, "MAX_TENSORS", 2_000)  # RCAN's default holds 1,634: still fits
+    monkeypatch.setattr(sizeguard, "available_ram", lambda: 8 << 30)
+    words = words.replace("10,000", "2,000")
+    code, out, err = run_dukd("zoo", "info", "rcan", "--scale", "4", *args)
+    line = _one_line(err)
+    assert code == 1 and words in line and "'rcan' at x4" in line, line
+    code, out, err = run_dukd("zoo", "info", "rcan", "--scale", "4")  # the real network still builds
+    assert code == 0, err
+
+
+def test_build_budget_stops_before_the_allocation():
+    import torch
+    from torch import nn
+
+    from dukd_cli.sizeguard import BuildBudget, TooLargeError
+
+    with (
+        pytest.raises(TooLargeError, match="too large for this machine"),
+        BuildBudget("huge", limit_bytes=1 << 20),
+    ):
+        nn.Linear(1 << 16, 1 << 16)  # 16 GB of float32, refused before it is allocated
+    with BuildBudget("small", limit_bytes=1 << 20):
+        assert isinstance(nn.Linear(8, 8).weight, torch.Tensor)
+
+
+def test_batch_size_beyond_memory_is_refused_before_training(env, run_dukd, monkeypatch):
+    from dukd_cli import sizeguard
+
+    monkeypatch.setattr(sizeguard, "available_ram", lambda: 1 << 30)
+    run = env["root"] / "run"
+    args = _distill_args(env["data"], env["cache"], run, iters=1)
+    args[args.index("--batch-size") + 1] = "100000"
+    code, _, err = run_dukd(*args)
+    line = _one_line(err)
+    assert code == 1 and "--batch-size 100000 needs about" in line and "at most about" in line, line
+    assert not (run / "state.pt").exists() and not (run / "metrics.jsonl").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Animated inputs say "first frame only"
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["gif", "png", "webp"])
+def test_animated_input_says_first_frame_only(tiny_x2, run_dukd, tmp_path, fmt):
+    from PIL import Image
+
+    w, _ = tiny_x2
+    frames = [Image.new("RGB", (12, 12), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    src = tmp_path / f"anim.{fmt}"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    code, _, err = run_dukd("upscale", src, "--model", "tiny", "--arg", "n_feats=8", "--scale", "2",
+                            "--weights", w, "-o", tmp_path / "o.png")  # fmt: skip
+    assert code == 0, err
+    assert "3 frames); first frame only" in err and "anim" in err

@@ -17,6 +17,7 @@ from dukd_cli.commands._common import console, err_console, model_args, warn
 from dukd_cli.errors import DukdError
 from dukd_cli.evaluate import BICUBIC, BenchResult, evaluate, min_side
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir, check_writable_file
+from dukd_cli.sizeguard import check_max_pixels
 
 
 def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str, options=None):
@@ -122,6 +123,12 @@ def evaluate_cmd(
         "as in upscale (the default).",
     ),
     tile_overlap: int = typer.Option(16, "--tile-overlap", help="Overlap between tiles, LR pixels."),
+    max_pixels: int = typer.Option(
+        None,
+        "--max-pixels",
+        help="Refuse an SR output (an HR image) of more pixels than this (default 1000000000, 1 gigapixel), "
+        "before evaluating.",
+    ),
     save_images: Path = typer.Option(None, "--save-images", help="Write SR images to DIR/<set>/<name>.png."),
     png_level: int = typer.Option(
         1,
@@ -182,6 +189,7 @@ def evaluate_cmd(
     from dukd_cli.inference import check_window_pad
 
     window_pad = check_window_pad(window_pad)
+    check_max_pixels(max_pixels)
     if benches:  # a named set that is not found is fetched first (one line: what, how big)
         from dukd_cli.data.fetch import ensure_benchmarks
 
@@ -228,6 +236,7 @@ def evaluate_cmd(
             max_images=max_images,
             progress=progress,
             window_pad=window_pad,
+            max_pixels=max_pixels,
         )
 
     for r in results:

@@ -202,6 +202,7 @@ class Trainer:
         self.resolved = res
         self.cfg = cfg = res.cfg
         teacher = build_teacher(res.teacher, dev) if res.teacher is not None else None
+        self._check_batch(student, teacher, dev)  # before the data is prepared and anything is written
         if teacher is not None and not cfg.train.eval_teacher:
             teacher.train()  # as released (still frozen, still under no_grad: no graph, same numbers)
         prec = cfg.train.precision  # decided by the recipe when not given
@@ -341,6 +342,17 @@ class Trainer:
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._prefetch: bool | None = None  # None: one batch ahead on CUDA (tests force it on the CPU)
         self._ready = True
+
+    def _check_batch(self, student, teacher, dev: torch.device) -> None:
+        """Refuse (one line) a batch whose patches and activations cannot fit in the device's memory."""
+        from dukd_cli.inference import bytes_per_input_pixel
+        from dukd_cli.sizeguard import check_batch
+
+        t = self.cfg.train
+        per_pixel = bytes_per_input_pixel(student)
+        if teacher is not None:
+            per_pixel = max(per_pixel, bytes_per_input_pixel(teacher))  # its forward: no graph kept
+        check_batch(int(t.batch_size), int(t.patch_size), int(self.cfg.student.scale), per_pixel, dev)
 
     def _restore(self, st: dict) -> None:
         if int(st.get("world", 1)) != self.dist.world:

@@ -189,9 +189,7 @@ def _well_formed(r: Any) -> bool:
 
 def _plain_name(k: Any) -> bool:
     """A loss term's name: printable, at most 64 characters, no ``$`` or ``\\`` (matplotlib markup)."""
-    return (
-        isinstance(k, str) and 0 < len(k) <= 64 and k.isprintable() and "$" not in k and "\\" not in k
-    )
+    return isinstance(k, str) and 0 < len(k) <= 64 and k.isprintable() and "$" not in k and "\\" not in k
 
 
 def _read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
