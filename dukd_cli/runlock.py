@@ -102,6 +102,12 @@ class RunLock:
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
 
+    def __del__(self) -> None:  # an owner dropped without release(): let the directory go
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def __enter__(self) -> RunLock:
         return self.acquire()
 
