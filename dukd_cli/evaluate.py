@@ -44,6 +44,7 @@ class BenchResult:
     seconds: float
     ref_psnr: float | None = None
     per_image: list[ImageResult] = field(default_factory=list)
+    skipped: int = 0  # images too small for the scale (see min_side)
 
     def to_dict(self) -> dict:
         """The JSON shape other tools read (``dukd evaluate --json``)."""
@@ -56,6 +57,8 @@ class BenchResult:
         }
         if self.ref_psnr is not None:
             d["ref_psnr"] = self.ref_psnr
+        if self.skipped:
+            d["skipped_too_small"] = self.skipped
         return d
 
 
@@ -108,6 +111,29 @@ def check_scale(model, scale: int, what: str = "model") -> None:
         raise DukdError(f"{what} is x{ms} but --scale is {scale}; evaluate a model at its own scale")
 
 
+SSIM_WINDOW = 11  # the Gaussian window of SSIM (dukd_cli.metrics): the cropped image must hold one
+
+
+def min_side(scale: int) -> int:
+    """The smallest HR side that is measurable at ``scale``: after the mod-crop to a multiple of the
+    scale and the border crop of ``scale`` pixels per side, SSIM's window must still fit."""
+    need = SSIM_WINDOW + 2 * scale
+    return -(-need // scale) * scale
+
+
+def check_tile(tile: int | None) -> int | None:
+    """``tile``: None or 0 for whole images (as ``dukd upscale --tile 0``), else at least MIN_TILE."""
+    from dukd_cli.inference import MIN_TILE
+
+    if tile is None or tile == 0:
+        return None
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_TILE:
+        raise DukdError(
+            f"--tile must be 0 (whole images) or a size of at least {MIN_TILE} pixels, not '{tile}'"
+        )
+    return tile
+
+
 def resolve_benches(benches: Sequence[str | BenchSet] | None, data_dir=None) -> list[BenchSet]:
     if benches:
         out = []
@@ -143,6 +169,7 @@ def evaluate(
     max_images: int | None = None,
     progress: Progress | bool | None = None,
     window_pad: str = "reflect",
+    max_pixels: int | None = None,
 ) -> list[BenchResult]:
     """Evaluate ``model`` (a module, or ``"bicubic"``) at ``scale`` on each benchmark set.
 
@@ -150,12 +177,17 @@ def evaluate(
     this model's (``ref_psnr``: PSNR on Y between the two SR images, the paper's Fig. 5).
     ``window_pad``: ``reflect`` (BasicSR's, the DUKD paper's) or ``swinir`` (the SwinIR authors'
     test-time padding) for windowed models; see :func:`dukd_cli.inference.run_model`.
+    ``max_pixels``: refuse, before computing it, an SR output (the HR size) above this many pixels
+    (None: :data:`dukd_cli.sizeguard.MAX_OUTPUT_PIXELS`).
     The model's train/eval mode is restored afterwards, so training validation can call this.
     """
     from dukd_cli.inference import check_window_pad, select_device
     from dukd_cli.metrics import psnr_y, ssim_y
+    from dukd_cli.sizeguard import check_max_pixels, check_output_pixels
 
     window_pad = check_window_pad(window_pad)
+    tile = check_tile(tile)
+    max_pixels = check_max_pixels(max_pixels)
     scale = int(scale)
     check_scale(model, scale)
     if reference is not None:
@@ -193,6 +225,16 @@ def evaluate(
             pairs = list(load_pairs(bench, scale, lr_provided=lr_provided, max_images=max_images))
             if not pairs:
                 raise DukdError(f"benchmark {bench.name} at {bench.hr_dir} holds no images")
+            side = min_side(scale)
+            usable = [p for p in pairs if min(p.hr.shape[:2]) >= side]
+            if not usable:
+                raise DukdError(
+                    f"benchmark {bench.name}: every image is too small for x{scale} "
+                    f"(each side needs at least {side} px: {SSIM_WINDOW} px for SSIM after cropping {scale} per border)"
+                )
+            skipped, pairs = len(pairs) - len(usable), usable
+            for p in pairs:  # every output's size, before the first is computed
+                check_output_pixels(p.hr.shape[1], p.hr.shape[0], max_pixels, f"{bench.name}/{p.name}")
             per: list[ImageResult] = []
             for i, pair in enumerate(pairs):
                 sr = run(pair.lr)
@@ -221,6 +263,7 @@ def evaluate(
                     seconds=time.perf_counter() - start,
                     ref_psnr=float(np.mean(refs)) if ref_run is not None and refs else None,
                     per_image=per,
+                    skipped=skipped,
                 )
             )
     finally:

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dukd_cli import __version__, spandrel_layout
+from dukd_cli import __version__, spandrel_layout, stale
 from dukd_cli.errors import DukdError
 from dukd_cli.models import EXPORT_CONFIG, EXPORT_WEIGHTS, ModelSpec, build, count_parameters, resolve_spec
 from dukd_cli.models import is_run_dir as models_is_run_dir
@@ -528,7 +528,8 @@ def export_model(
         calib_data = calibration_patches(calib_sources, spec.scale, count=calib_count or DEFAULT_CALIB_COUNT)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+        stale.sweep(dest.parent)  # what killed exports left here (their PID is in the name)
+        tmp = Path(tempfile.mkdtemp(prefix=stale.temp_prefix(dest.name), dir=dest.parent))
     except OSError as exc:
         raise DukdError(f"cannot create {dest}: {exc.strerror or exc}") from None
     layout = spandrel_layout.layout_for(net, spec.arch)
@@ -552,6 +553,7 @@ def export_model(
         os.chmod(tmp, 0o777 & ~_umask())
         for f in tmp.iterdir():  # some writers (safetensors) create 0600 files
             os.chmod(f, 0o666 & ~_umask())
+        stale.pause("export")
         _replace_dir(tmp, dest)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)

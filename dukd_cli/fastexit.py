@@ -13,8 +13,11 @@ them, and collecting their objects): 0.36-0.60 s for a one-image ``dukd upscale`
 
 Only the console entry points (``dukd`` and ``python -m dukd_cli``) call it; the Python API and
 the in-process CLI (:func:`dukd_cli.cli.main`) never do. It steps aside, ending the normal way,
-when a tracer or profiler is active (``python -m cProfile``, a debugger, coverage) or when
-``DUKD_FULL_EXIT`` is set to anything but ``0``.
+when a tracer or profiler is active (``python -m cProfile``, a debugger, coverage), when
+``DUKD_FULL_EXIT`` is set to anything but ``0``, or once code from outside dukd ran in the process
+(a plugin's architecture, preset or method: :func:`foreign_code_ran`, called by the registry). dukd
+closes every file it writes before a command returns; a plugin may not (a log opened at build time and
+never closed keeps its last lines in a buffer that only the normal teardown flushes).
 """
 
 from __future__ import annotations
@@ -39,9 +42,18 @@ def observed() -> bool:
     return False
 
 
+#: Who ran code in this process from outside dukd (distribution names); empty: only dukd's own.
+foreign: set[str] = set()
+
+
+def foreign_code_ran(provider: str) -> None:
+    """Record that ``provider``'s code (a plugin) was loaded: the process then ends the normal way."""
+    foreign.add(provider)
+
+
 def wanted(environ=os.environ) -> bool:
     value = environ.get(ENV, "")
-    return (value == "" or value == "0") and not observed()
+    return (value == "" or value == "0") and not observed() and not foreign
 
 
 def exit_code(code: object) -> int:

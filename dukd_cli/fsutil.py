@@ -12,19 +12,24 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+    """Yield a temporary path beside ``path`` (named with this PID: :mod:`dukd_cli.stale`); on success
+    it is renamed onto ``path``.
 
     On any error the temporary file is removed and ``path`` is left as it was. ``suffix`` keeps
     the extension for writers that look at it (Pillow, safetensors, torch.onnx).
     """
+    from dukd_cli import stale
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    stale.sweep(target.parent)  # what killed writers left here (their PID is in the name)
     ext = suffix if suffix is not None else target.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=ext, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=stale.temp_prefix(target.stem), suffix=ext, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        stale.pause("atomic")
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, target)
     except BaseException:

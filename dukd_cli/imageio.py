@@ -20,6 +20,8 @@ to RGB (plus an optional alpha plane) without losing precision:
   reported as ``bit_depth == 16`` (more than 8 bits of precision worth keeping on write).
 * The EXIF orientation is applied to the pixels (``PIL.ImageOps.exif_transpose``) and the
   orientation tag is removed from the returned EXIF block, so pixels and metadata agree.
+* An animated or multi-frame file (GIF, APNG, WebP, multi-page TIFF) gives its first frame, with a
+  warning that says so.
 * The ICC profile is returned as found, except for CMYK images (their profile describes CMYK, not
   the RGB we return, so it is dropped).
 * Every failure a user can cause (missing, empty, corrupt or truncated file, not an image, absurd
@@ -279,11 +281,25 @@ def _deep_decode(path: Path, im: Image.Image) -> _Decoded | None:
     return _Decoded(full, None, 65535.0, im.mode, 16, False, icc, exif)
 
 
+def _frame_count(im: Image.Image) -> int:
+    """Frames in the file (GIF, APNG, WebP animations; multi-page TIFF); 1 when it cannot tell."""
+    try:
+        n = getattr(im, "n_frames", 1)
+    except _DECODE_ERRORS:
+        return 1
+    return n if isinstance(n, int) and not isinstance(n, bool) else 1
+
+
 def _decode(path: str | os.PathLike) -> _Decoded:
     """Decode a file to native-precision planes (shared by :func:`read_image` and friends)."""
     path = Path(path)
     im = _open(path)
     try:
+        frames = _frame_count(im)
+        if frames > 1:
+            warnings.warn(
+                f"{path}: an animated or multi-frame image ({frames} frames); first frame only", stacklevel=3
+            )
         mode = im.mode
         if mode in ("RGB", "RGBA") and im.tile:
             if im.format in ("PNG", "TIFF"):

@@ -352,9 +352,14 @@ def build_with_report(
 
 
 def instantiate(arch: str, factory: Any, scale: int, kwargs: Mapping[str, Any]) -> torch.nn.Module:
-    """Call an architecture factory, turning its failures into one readable line."""
+    """Call an architecture factory, turning its failures into one readable line; a network too large
+    for this machine is refused while it is built, before its memory is taken (:mod:`dukd_cli.sizeguard`)."""
+    from dukd_cli.sizeguard import BuildBudget
+
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     try:
-        model = factory(scale, **kwargs)
+        with BuildBudget(f"'{arch}' at x{scale}" + (f" with {args}" if args else "")):
+            model = factory(scale, **kwargs)
     except DukdError:
         raise
     except (TypeError, ValueError, AssertionError, NotImplementedError, KeyError) as exc:

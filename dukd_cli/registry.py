@@ -26,6 +26,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
+from dukd_cli import fastexit
 from dukd_cli.errors import UnknownModelError
 
 ARCH_GROUP = "dukd.architectures"
@@ -130,6 +131,7 @@ def _entries(group: str) -> dict[str, Entry]:
     return found
 
 
+OWN_DISTRIBUTION = "dukd"  # entry points dukd declares itself (its own zoo)
 _loaded: dict[tuple[str, str], Any] = {}
 _failed: dict[tuple[str, str], str] = {}
 
@@ -140,6 +142,8 @@ def _load(entry: Entry) -> Any:
         return _loaded[key]
     if key in _failed:
         return None
+    if entry.provider != OWN_DISTRIBUTION:
+        fastexit.foreign_code_ran(entry.provider)  # its open files are flushed by the normal exit
     try:
         obj = entry._ep.load()
     except Exception as exc:  # a broken plugin must not take the CLI down

@@ -432,6 +432,22 @@ def _skip_summary(skipped: list[Job]) -> str:
     return f"{len(skipped)} outputs exist (e.g. {skipped[0].dest}); skipped (use --overwrite to replace them)"
 
 
+def check_suffix(suffix: str | None) -> None:
+    """``--suffix`` is a fragment of a file name: no folder separators, no ``..``, no control
+    characters (it would put the output somewhere other than beside its input, or in -o)."""
+    if suffix is None:
+        return
+    seps = {"/", os.sep, os.altsep or "/"}
+    bad = (
+        any(c in seps or ord(c) < 32 or ord(c) == 127 for c in suffix) or ".." in suffix or len(suffix) > 100
+    )
+    if bad:
+        raise DukdError(
+            f"--suffix must be a plain file-name fragment (no '/', no '..', no control characters, "
+            f"at most 100 characters), got {suffix!r}"
+        )
+
+
 def upscale_paths(
     model: Any,
     inputs: Iterable[str | os.PathLike],
@@ -453,6 +469,7 @@ def upscale_paths(
     on_advance: Callable[[Job], None] | None = None,
     on_plan: Callable[[list[Job]], None] | None = None,
     on_tile: Callable[[Job, int, int], None] | None = None,
+    max_pixels: int | None = None,
 ) -> UpscaleSummary:
     """Upscale every image named by ``inputs`` (files, folders, globs) into ``output``.
 
@@ -465,7 +482,9 @@ def upscale_paths(
     thread, one writer thread); each image is written band by band as its tiles finish (see
     :mod:`dukd_cli.upscale_file`), atomically. ``on_tile(job, done, total)`` follows the tiles.
     On the CPU, a folder of images small enough is processed several images at once instead
-    (``parallel``, ``--jobs``: None for automatic, see :mod:`dukd_cli.lanes`).
+    (``parallel``, ``--jobs``: None for automatic, see :mod:`dukd_cli.lanes`). An output above
+    ``max_pixels`` pixels (None: :data:`dukd_cli.sizeguard.MAX_OUTPUT_PIXELS`) fails its input before
+    any computing.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -473,6 +492,7 @@ def upscale_paths(
     from dukd_cli.bandwrite import WritePipeline
     from dukd_cli.imageio import read_image
     from dukd_cli.pngstream import check_png_level
+    from dukd_cli.sizeguard import check_max_pixels
     from dukd_cli.upscale_file import upscale_job
 
     say: Report = report or (lambda kind, msg: None)
@@ -484,6 +504,8 @@ def upscale_paths(
         raise DukdError(
             f"--tile must be 'auto', 0 (whole images) or a size of at least {MIN_TILE} pixels, not '{tile}'"
         )
+    check_suffix(suffix)
+    max_pixels = check_max_pixels(max_pixels)
     tile_overlap = check_overlap(tile, tile_overlap)
     png_level = check_png_level(png_level)
     precision = check_precision(precision, model_device(model, torch.device("cpu")))  # once, not per file
@@ -557,7 +579,7 @@ def upscale_paths(
         def work(job: Job) -> Any:
             img = read_image(job.source)
             args = (tile, tile_overlap, precision, self_ensemble, alpha_mode, outscale, quality, png_level)
-            res = upscale_job(model, img, job, *args, None, None)  # written in this lane, whole
+            res = upscale_job(model, img, job, *args, None, None, max_pixels=max_pixels)  # this lane, whole
             return res.result() if hasattr(res, "result") else res
 
         for job, fut in lanes.run(todo, work, plan.lanes, plan.threads):
@@ -596,6 +618,7 @@ def upscale_paths(
                     png_level,
                     pipeline,
                     on_tile,
+                    max_pixels=max_pixels,
                 )
                 del img
             except expected as exc:

@@ -139,13 +139,21 @@ def upscale_job(
     png_level,
     pipeline,
     on_tile,
+    *,
+    max_pixels=None,
 ):
-    """Start upscaling one read image into ``job.dest``; returns a future of the finished file."""
+    """Start upscaling one read image into ``job.dest``; returns a future of the finished file.
+    An output above ``max_pixels`` (None: the default bound) is refused before anything is computed."""
     from concurrent.futures import Future
 
     from dukd_cli.imageio import write_image
-    from dukd_cli.upscale import resolve_overlap, resolve_tile, upscale_image
+    from dukd_cli.sizeguard import check_output_pixels
+    from dukd_cli.upscale import _outscale_size, resolve_overlap, resolve_tile, upscale_image
 
+    ih, iw = img.rgb.shape[:2]
+    factor = float(outscale) if outscale is not None else float(model_scale(model))
+    oh, ow = _outscale_size(ih, iw, factor)
+    check_output_pixels(ow, oh, max_pixels, str(job.source))
     out_ext = job.dest.suffix.lower().lstrip(".")
     bit_depth = int(getattr(img, "bit_depth", 8) or 8) if out_ext == "png" else 8
     job.dest.parent.mkdir(parents=True, exist_ok=True)

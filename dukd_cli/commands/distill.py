@@ -42,49 +42,8 @@ def _split_ints(text: str) -> list[int]:
 
 def _overrides(**opts: Any) -> dict[str, Any]:
     """Map CLI options (None: not given) to dotted configuration keys."""
-    keymap = {
-        "teacher": "teacher.name",
-        "teacher_weights": "teacher.weights",
-        "student": "student.name",
-        "student_weights": "student.weights",
-        "scale": "student.scale",
-        "method": "method.name",
-        "update": "method.update",
-        "iters": "train.iters",
-        "batch_size": "train.batch_size",
-        "patch_size": "train.patch_size",
-        "seed": "train.seed",
-        "lr": "train.lr",
-        "gamma": "train.gamma",
-        "ema_decay": "train.ema_decay",
-        "grad_clip": "train.grad_clip",
-        "precision": "train.precision",
-        "channels_last": "train.channels_last",
-        "compile": "train.compile",
-        "device": "train.device",
-        "log_every": "train.log_every",
-        "save_every": "train.save_every",
-        "save_every_min": "train.save_every_min",
-        "tensorboard": "train.tensorboard",
-        "workers": "data.workers",
-        "cache_dir": "data.cache_dir",
-        "val_every": "val.every",
-        "val_bench": "val.bench",
-        "data_dir": "val.data_dir",
-        "val_max_images": "val.max_images",
-        "aug_prob": "method.aug_prob",
-        "w_pix": "method.w_pix",
-        "w_kd": "method.w_kd",
-        "zoom_in_tiles": "method.zoom_in_tiles",
-        "zoom_out": "method.zoom_out",
-        "csd_width": "method.width",
-        "csd_vgg_weights": "method.vgg_weights",
-        "teacher_mix": "teacher.mix",
-        "feature_loss": "method.feature_loss",
-        "feature_weight": "method.w_feat",
-        "affinity": "method.affinity",
-        "quantize": "train.quantize",
-    }
+    from dukd_cli.distill.validate import KEYMAP as keymap
+
     out: dict[str, Any] = {}
 
     def _absolute(v: str) -> str:
@@ -445,8 +404,60 @@ def distill_cmd(
     """
     from dukd_cli import threads as threads_mod
     from dukd_cli.distill import config as cfgmod
+    from dukd_cli.distill import validate
     from dukd_cli.distill.trainer import Trainer, resolve
 
+    overrides = _overrides(
+        teacher=teacher,
+        teacher_weights=teacher_weights,
+        teacher_arg=teacher_arg,
+        teacher_mix=teacher_mix,
+        affinity=affinity,
+        feature_loss=feature_loss,
+        feature_weight=feature_weight,
+        feature_layers=feature_layers,
+        student=student,
+        student_weights=student_weights,
+        student_arg=student_arg,
+        non_strict=non_strict,
+        scale=scale,
+        method=method,
+        update=update,
+        aug_prob=aug_prob,
+        w_pix=w_pix,
+        w_kd=w_kd,
+        zoom_in_tiles=zoom_in_tiles,
+        zoom_out=zoom_out,
+        method_opt=method_opt,
+        csd_width=csd_width,
+        csd_vgg_weights=csd_vgg_weights,
+        quantize=quantize,
+        data=data,
+        iters=iters,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        seed=seed,
+        lr=lr,
+        milestones=milestones,
+        gamma=gamma,
+        ema_decay=ema_decay,
+        grad_clip=grad_clip,
+        precision=precision,
+        channels_last=channels_last,
+        compile=compile,
+        device=device,
+        workers=workers,
+        cache_dir=cache_dir,
+        val_every=val_every,
+        val_bench=val_bench,
+        val_max_images=val_max_images,
+        data_dir=data_dir,
+        log_every=log_every,
+        save_every=save_every,
+        save_every_min=save_every_min,
+        tensorboard=tensorboard,
+    )
+    validate.check_options(overrides)  # every value once, before anything else happens
     budget = threads_mod.apply(threads_mod.plan(threads, workers=workers or 0))
     if budget.note:
         console.print(f"[yellow]note:[/] {budget.note}")
@@ -536,56 +547,6 @@ def distill_cmd(
             "or run 'dukd distill --demo' for a short demo on the shipped models"
         )
 
-    overrides = _overrides(
-        teacher=teacher,
-        teacher_weights=teacher_weights,
-        teacher_arg=teacher_arg,
-        teacher_mix=teacher_mix,
-        affinity=affinity,
-        feature_loss=feature_loss,
-        feature_weight=feature_weight,
-        feature_layers=feature_layers,
-        student=student,
-        student_weights=student_weights,
-        student_arg=student_arg,
-        non_strict=non_strict,
-        scale=scale,
-        method=method,
-        update=update,
-        aug_prob=aug_prob,
-        w_pix=w_pix,
-        w_kd=w_kd,
-        zoom_in_tiles=zoom_in_tiles,
-        zoom_out=zoom_out,
-        method_opt=method_opt,
-        csd_width=csd_width,
-        csd_vgg_weights=csd_vgg_weights,
-        data=data,
-        iters=iters,
-        batch_size=batch_size,
-        patch_size=patch_size,
-        seed=seed,
-        lr=lr,
-        milestones=milestones,
-        gamma=gamma,
-        ema_decay=ema_decay,
-        grad_clip=grad_clip,
-        quantize=quantize,
-        precision=precision,
-        channels_last=channels_last,
-        compile=compile,
-        device=device,
-        workers=workers,
-        cache_dir=cache_dir,
-        val_every=val_every,
-        val_bench=val_bench,
-        val_max_images=val_max_images,
-        data_dir=data_dir,
-        log_every=log_every,
-        save_every=save_every,
-        save_every_min=save_every_min,
-        tensorboard=tensorboard,
-    )
     overrides.update(
         _recipe_overrides(
             recipe,
@@ -608,6 +569,7 @@ def distill_cmd(
             raise DukdError("--resume reads the run's own config.toml; drop --config")
         trainer = Trainer(cfgmod.DistillConfig(), resume, resume=True, overrides=overrides)
         if dry_run:
+            trainer.release()
             _print_plan(resolve(trainer.cfg, plan=True), resume)
             return
         _fit(trainer)

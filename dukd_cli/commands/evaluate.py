@@ -9,10 +9,11 @@ import math
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dukd_cli.commands._common import console, err_console, model_args
+from dukd_cli.commands._common import console, err_console, model_args, warn
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir, check_writable_file
 
@@ -123,9 +124,18 @@ def evaluate_cmd(
     ),
     self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average over 8 flips/rotations (x8)."),
     tile: int = typer.Option(
-        None, "--tile", help="Run large images in tiles of N LR pixels (for small GPUs)."
+        None,
+        "--tile",
+        help="Run large images in tiles of N LR pixels, at least 16 (for small GPUs); 0: whole images, "
+        "as in upscale (the default).",
     ),
     tile_overlap: int = typer.Option(16, "--tile-overlap", help="Overlap between tiles, LR pixels."),
+    max_pixels: int = typer.Option(
+        None,
+        "--max-pixels",
+        help="Refuse an SR output (an HR image) of more pixels than this (default 1000000000, 1 gigapixel), "
+        "before evaluating.",
+    ),
     save_images: Path = typer.Option(None, "--save-images", help="Write SR images to DIR/<set>/<name>.png."),
     png_level: int = typer.Option(
         1,
@@ -195,10 +205,13 @@ def evaluate_cmd(
     if save_images is not None:
         check_writable_dir(save_images)
     from dukd_cli import mismatch
-    from dukd_cli.evaluate import evaluate
+    from dukd_cli.evaluate import evaluate, min_side
     from dukd_cli.inference import check_window_pad
 
     window_pad = check_window_pad(window_pad)
+    from dukd_cli.sizeguard import check_max_pixels
+
+    check_max_pixels(max_pixels)
     if benches:  # a named set that is not found is fetched first (one line: what, how big)
         from dukd_cli.data.fetch import ensure_benchmarks
 
@@ -251,8 +264,15 @@ def evaluate_cmd(
             max_images=max_images,
             progress=progress,
             window_pad=window_pad,
+            max_pixels=max_pixels,
         )
 
+    for r in results:
+        if r.skipped:
+            warn(
+                f"{escape(r.bench)}: skipped {r.skipped} image(s) too small for x{scale} "
+                f"(each side needs at least {min_side(scale)} px); the figures cover the other {r.n_images}"
+            )
     label = model + (f" ({runtime})" if runtime != "torch" else "") + (" (x8)" if self_ensemble else "")
     console.print(results_table(label, scale, results, ref is not None))
     if per_image:

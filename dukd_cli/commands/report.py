@@ -42,6 +42,9 @@ def report_cmd(
     title: str = typer.Option(None, "--title", help="The page's title (default: the runs' labels)."),
     note: str = typer.Option(None, "--note", help="A line shown under the title (e.g. what these runs are)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N, for the evaluation."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing page (and its JSON and figures)."
+    ),
 ) -> None:
     """A self-contained HTML report: training curves, teacher agreement (paper Fig. 5), side-by-side
     crops (Fig. 6), results (with the paper's Table 2 where the pair is the paper's) and configuration.
@@ -60,6 +63,7 @@ def report_cmd(
         device=device,
         title=title,
         note=note,
+        overwrite=overwrite,
         progress=lambda m: console.print(f"[dim]{escape(m)}[/]"),
     )
     for line in res.report["notes"]:

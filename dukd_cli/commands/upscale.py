@@ -133,6 +133,12 @@ def upscale_cmd(
         "--outscale",
         help="Final size factor relative to the input (e.g. 3.5 with a x4 model; Lanczos resize).",
     ),
+    max_pixels: int = typer.Option(
+        None,
+        "--max-pixels",
+        help="Refuse an output image of more pixels than this (width x height; default 1000000000, "
+        "1 gigapixel), before computing it.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU)."
@@ -165,6 +171,7 @@ def upscale_cmd(
     from dukd_cli.inference import check_precision, select_device
     from dukd_cli.lanes import parse_jobs
     from dukd_cli.pngstream import check_png_level
+    from dukd_cli.sizeguard import check_max_pixels
     from dukd_cli.upscale import check_overlap, parse_tile, upscale_paths
 
     # Every option is checked before the model is loaded and before any file is read.
@@ -172,6 +179,7 @@ def upscale_cmd(
     check_overlap(tile_value, tile_overlap)
     check_png_level(png_level)
     n_jobs = parse_jobs(jobs)
+    check_max_pixels(max_pixels)
     dev = select_device(device)
     check_precision(precision, dev)
     if n_jobs is not None and n_jobs > 1 and dev.type != "cpu":
@@ -260,6 +268,7 @@ def upscale_cmd(
             on_advance=on_advance,
             on_plan=on_plan,
             on_tile=on_tile,
+            max_pixels=max_pixels,
         )
     finally:
         if progress is not None:

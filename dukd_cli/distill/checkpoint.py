@@ -40,6 +40,7 @@ from torch import nn
 
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_path
+from dukd_cli.stale import temp_prefix
 
 STATE_FORMAT = "dukd-distill-state"
 STATE_VERSION = 1
@@ -130,7 +131,7 @@ def _fsync(path: Path) -> None:
 
 
 def _temp(target: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=target.suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.stem), suffix=target.suffix, dir=target.parent)
     os.close(fd)
     return Path(tmp)
 

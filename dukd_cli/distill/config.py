@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dukd_cli.distill.validate import check_config, option_for
 from dukd_cli.errors import DukdError
 
 if sys.version_info >= (3, 11):
@@ -184,6 +185,7 @@ def from_dict(data: Mapping[str, Any], base: DistillConfig | None = None) -> Dis
                 continue
             if section != "method" and not hasattr(getattr(cfg, section), key):
                 raise DukdError(f"unknown configuration key [{section}] {key}")
+            check_config(f"{section}.{key}", value)  # type and range, naming the key
             cfg.set(f"{section}.{key}", _from_toml(value))
     return cfg
 
@@ -310,7 +312,7 @@ def check_resume(saved: DistillConfig, overrides: Mapping[str, Any], done: int) 
         elif key == "teacher.extra" and _teachers_agree(old, value):
             continue  # the saved entries hold the resolved weights; those given again must agree
         elif not _same(old, value):
-            flag = FLAGS.get(key) or "--" + key.split(".", 1)[1].replace("_", "-")
+            flag = option_for(key)
             raise DukdError(
                 f"{flag} {value!r} disagrees with the run being resumed ([{key.split('.')[0]}] "
                 f"{key.split('.', 1)[1]} = {old!r}); drop the option, or start a new run with another --out"

@@ -64,6 +64,7 @@ from dukd_cli.distill.schedule import derive_seed, ema_decay_at, lr_at  # noqa: 
 from dukd_cli.errors import DukdError
 from dukd_cli.fsutil import atomic_write_text, check_writable_dir
 from dukd_cli.models import ModelSpec
+from dukd_cli.runlock import RunLock
 
 __all__ = [
     "STATE_FORMAT",
@@ -131,22 +132,42 @@ class Trainer:
         self.method_cls_override = method_cls
         self.notes: list[str] = []
         self.clock = time.monotonic  # --save-every-min's clock (tests replace it)
+        self._lock: RunLock | None = None
         if resume:
+            self._check_run_dir(run_dir)  # before the lock: --resume of nothing creates no folder
+        main = ddp.env_info().is_main
+        if main:  # rank 0 alone writes the run directory (other nodes may not see it)
+            check_writable_dir(self.paths.root)  # now, not after the data is prepared
+            # One writer per run directory, taken before anything is written into it.
+            self._lock = RunLock(self.paths.root).acquire()
+        try:
+            self._check_run_dir(run_dir)  # under the lock: a run may have ended in there meanwhile
+            if resume:
+                saved = cfgmod.load(self.paths.config)
+                done = int(self._load_state()["iteration"])
+                cfg = cfgmod.check_resume(saved, overrides or {}, done)
+            if main and cfg.train.tensorboard:
+                runlog.summary_writer_class()  # a missing extra is said before anything is written
+        except BaseException:
+            self.release()
+            raise
+        self.cfg = cfg
+        self.display = display if display is not None else Display()
+
+    def _check_run_dir(self, run_dir) -> None:
+        if self.resume:
             if not self.paths.state.is_file() or not self.paths.config.is_file():
                 raise DukdError(f"{run_dir} holds no run to resume (no state.pt / config.toml)")
-            saved = cfgmod.load(self.paths.config)
-            done = int(self._load_state()["iteration"])
-            cfg = cfgmod.check_resume(saved, overrides or {}, done)
         elif self.paths.state.is_file():
             raise DukdError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
             )
-        if ddp.env_info().is_main:  # rank 0 alone writes the run directory (other nodes may not see it)
-            check_writable_dir(self.paths.root)  # now, not after the data is prepared
-            if cfg.train.tensorboard:
-                runlog.summary_writer_class()  # a missing extra is said before anything is written
-        self.cfg = cfg
-        self.display = display if display is not None else Display()
+
+    def release(self) -> None:
+        """Let another process write the run directory (done by :meth:`fit` when it returns)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _load_state(self) -> dict:
         return ckpt.read_state(self.paths.state)
@@ -186,6 +207,7 @@ class Trainer:
         if cfg.train.quantize:  # before the EMA copy and the optimiser: same parameters, fake-quant layers
             qat.prepare(student)
         teacher = build_teachers(res.teachers, cfg.teacher.mix, dev) if res.teacher is not None else None
+        self._check_batch(student, teacher, dev)  # before the data is prepared and anything is written
         if teacher is not None and not cfg.train.eval_teacher:
             teacher.train()  # as released (still frozen, still under no_grad: no graph, same numbers)
         prec = cfg.train.precision  # decided by the recipe when not given
@@ -350,19 +372,37 @@ class Trainer:
         self.optimizer.add_param_group({"params": list(extra.parameters())})
         self.clip_params = self.params + list(extra.parameters())
 
+    def _check_batch(self, student, teacher, dev: torch.device) -> None:
+        """Refuse (one line) a batch whose patches and activations cannot fit in the device's memory."""
+        from dukd_cli.inference import bytes_per_input_pixel
+        from dukd_cli.sizeguard import check_batch
+
+        t = self.cfg.train
+        per_pixel = bytes_per_input_pixel(student)
+        if teacher is not None:
+            per_pixel = max(per_pixel, bytes_per_input_pixel(teacher))  # its forward: no graph kept
+        check_batch(int(t.batch_size), int(t.patch_size), int(self.cfg.student.scale), per_pixel, dev)
+
     def _restore(self, st: dict) -> None:
         if int(st.get("world", 1)) != self.dist.world:
             raise DukdError(
                 f"the run was trained with {st.get('world', 1)} process(es); resume it with the same number"
             )
-        self.student_module.load_state_dict(st["student"])
-        if self.method_modules is not None and "method" in st:
-            self.method_modules.load_state_dict(st["method"])
-        self.ema.load_state_dict(st["ema"])
-        if self.cfg.train.quantize:  # the activation ranges are no state-dict keys
-            qat.load_observer_state(self.student_module, st["qat"]["student"])
-            qat.load_observer_state(self.ema, st["qat"]["ema"])
-        self.optimizer.load_state_dict(st["optimizer"])
+        try:
+            self.student_module.load_state_dict(st["student"])
+            if self.method_modules is not None and "method" in st:
+                self.method_modules.load_state_dict(st["method"])
+            self.ema.load_state_dict(st["ema"])
+            if self.cfg.train.quantize:  # the activation ranges are no state-dict keys
+                qat.load_observer_state(self.student_module, st["qat"]["student"])
+                qat.load_observer_state(self.ema, st["qat"]["ema"])
+            self.optimizer.load_state_dict(st["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            s = self.cfg.student
+            raise DukdError(
+                f"{self.paths.state} does not fit the student of {self.paths.config} ({s.name} x{s.scale}): "
+                f"it holds another architecture's weights ({_first_line(exc)})"
+            ) from None
         self.iteration = int(st["iteration"])
         best = st.get("best") or {}
         self.best_psnr = best.get("psnr")
@@ -618,8 +658,14 @@ class Trainer:
 
     def fit(self) -> FitResult:
         """Train to ``train.iters`` (calls :meth:`setup` first unless already done)."""
-        if not getattr(self, "_ready", False):
-            self.setup()
+        try:
+            if not getattr(self, "_ready", False):
+                self.setup()
+            return self._fit()
+        finally:
+            self.release()
+
+    def _fit(self) -> FitResult:
         cfg, t = self.cfg, self.cfg.train
         total = int(t.iters)
         self._stop_requested = False
@@ -756,3 +802,9 @@ class Trainer:
             self.student = self.student_module
             self.method.student = self.student_module
             gc.collect()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "..."

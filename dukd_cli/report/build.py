@@ -58,6 +58,7 @@ def make_report(
     note: str | None = None,
     speed: bool = True,
     progress=None,
+    overwrite: bool = False,
 ) -> ReportResult:
     """Build the report of ``run_dirs`` into ``out`` (an .html path)."""
     from dukd_cli import __version__
@@ -70,6 +71,8 @@ def make_report(
         raise DukdError(f"-o {out}: the report is an HTML page; give a name ending in .html")
     if out.is_dir():
         raise DukdError(f"-o {out} is a folder; give the page's file name (e.g. {out / 'report.html'})")
+    if out.exists() and not overwrite:
+        raise DukdError(f"-o {out} already exists; pass --overwrite to replace it")
     check_writable_dir(out.parent)  # before minutes of evaluation
     say = progress or (lambda _m: None)
     from dukd_cli.report import study as studymod
@@ -78,7 +81,11 @@ def make_report(
     runs = load_runs(list(run_dirs))
     for r in runs:
         r.label = labels.get(r.root, r.label)
-    notes: list[str] = []
+    notes: list[str] = [
+        f"{r.label}: skipped {r.skipped_lines} malformed line(s) of {r.root / 'metrics.jsonl'}"
+        for r in runs
+        if r.skipped_lines
+    ]
     given = bool(bench)
     benches, dd = (list(bench), data_dir) if given else default_benches(runs)
     if study is not None and not given:

@@ -36,6 +36,7 @@ class RunData:
     records: list[dict[str, Any]]
     info: dict[str, Any] | None = None
     missing: list[str] = field(default_factory=list)
+    skipped_lines: int = 0  # malformed lines of metrics.jsonl left out
 
     # -- configuration --------------------------------------------------------------------------
 
@@ -171,16 +172,67 @@ class RunData:
         }
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+_NUMBER_KEYS = ("loss", "lr", "it_s", "val_psnr", "val_ssim", *AGREE_KEYS)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _well_formed(r: Any) -> bool:
+    """A metrics record as the trainer writes it: an integer iteration, numbers where numbers go, loss
+    terms with plain names (a name like ``$\\frac{$`` would be read as markup by the figures)."""
+    if not isinstance(r, dict):
+        return False
+    it = r.get("iteration")
+    if not (isinstance(it, int) and not isinstance(it, bool) and it >= 0):
+        return False
+    if any(k in r and not _is_number(r[k]) for k in _NUMBER_KEYS):
+        return False
+    losses = r.get("losses", {})
+    if not isinstance(losses, dict):
+        return False
+    return all(_plain_name(k) and _is_number(v) for k, v in losses.items())
+
+
+def _plain_name(k: Any) -> bool:
+    """A loss term's name: printable, at most 64 characters, no ``$`` or ``\\`` (matplotlib markup)."""
+    return isinstance(k, str) and 0 < len(k) <= 64 and k.isprintable() and "$" not in k and "\\" not in k
+
+
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The well-formed records of ``metrics.jsonl`` and how many non-empty lines were skipped (a torn
+    last line of a run killed mid-write, an edited or damaged file: bad JSON, bytes that are not
+    UTF-8, values of the wrong type)."""
+    out: list[dict[str, Any]] = []
+    skipped = 0
+    for raw in path.read_bytes().splitlines():
+        if not raw.strip():
+            continue
         try:
-            r = json.loads(line)
-        except ValueError:
-            continue  # a torn last line of a run killed mid-write
-        if isinstance(r, dict) and "iteration" in r:
+            r = json.loads(raw.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            skipped += 1
+            continue
+        if _well_formed(r):
             out.append(r)
-    return out
+        else:
+            skipped += 1
+    return out, skipped
+
+
+def check_student(path: Path) -> None:
+    """A one-line :class:`DukdError` unless ``path`` is a readable safetensors file (header and size)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception as exc:  # safetensors raises its own error types for every kind of damage
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DukdError(f"{path} is damaged or not a safetensors file ({why})") from None
+    if not keys:
+        raise DukdError(f"{path} holds no weights")
 
 
 def load_run(root: str | os.PathLike, label: str | None = None) -> RunData:
@@ -197,8 +249,11 @@ def load_run(root: str | os.PathLike, label: str | None = None) -> RunData:
         config = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise DukdError(f"cannot read {cfg_path}: {exc}") from None
-    records = _read_records(met_path) if met_path.is_file() else []
+    records, skipped = _read_records(met_path) if met_path.is_file() else ([], 0)
     run = RunData(p, label or p.name, config, records, read_info(p))
+    run.skipped_lines = skipped
+    if (p / "student.safetensors").is_file():
+        check_student(p / "student.safetensors")  # one line now, not a traceback at the evaluation
     if not met_path.is_file():
         run.missing.append("training curves (no metrics.jsonl)")
     elif not run.loss_series():
