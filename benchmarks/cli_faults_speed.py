@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-HUB_DUKD = "from dukd_cli.weights import resolve\ntry:\n    resolve('hf://o/r/w.safetensors')\nexcept Exception as e:\n    print(type(e).__name__)"
+HUB_DUKD = "from dukd_cli.models.weights import resolve\ntry:\n    resolve('hf://o/r/w.safetensors')\nexcept Exception as e:\n    print(type(e).__name__)"
 HUB_BARE = (
     "import os\nfrom huggingface_hub import hf_hub_download\ntry:\n"
     "    hf_hub_download('o/r', 'w.safetensors', cache_dir=os.environ['HF_HUB_CACHE'])\n"

@@ -48,8 +48,9 @@ def child(args) -> int:
     from safetensors.torch import save_file
 
     from dukd_cli.distill import config as C
-    from dukd_cli.distill.trainer import Display, Trainer
-    from dukd_cli.models import create_model
+    from dukd_cli.distill.display import Display
+    from dukd_cli.distill.trainer import Trainer
+    from dukd_cli.models.factory import create_model
 
     stages.append({"stage": "import dukd trainer", **status_mib()})
     if args.threads:

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dukd_cli.distill import config as C  # noqa: E402
-from dukd_cli.distill.trainer import Display, Trainer  # noqa: E402
-from dukd_cli.models import create_model, resolve_spec  # noqa: E402
+from dukd_cli.distill.display import Display  # noqa: E402
+from dukd_cli.distill.trainer import Trainer  # noqa: E402
+from dukd_cli.models.factory import create_model, resolve_spec  # noqa: E402
 
 PAIRS = {
     # name: (teacher, teacher kwargs, student, student kwargs, scale)

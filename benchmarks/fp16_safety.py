@@ -1,6 +1,6 @@
 """Is each zoo family safe in half precision? fp16 ONNX (ONNX Runtime, CPU) against fp32 on real images.
 
-For every family: the network is exported to ONNX, converted with ``dukd_cli.half.to_fp16`` (what
+For every family: the network is exported to ONNX, converted with ``dukd_cli.export.fp16.to_fp16`` (what
 ``dukd export --format onnx-fp16`` writes) and both files are run on the centre crops of Set5's LR
 images. Reported: max |fp16 - fp32| over all output pixels and the PSNR of fp16 against fp32
 (outputs clamped to [0, 1]). Real weights where this machine has them (the shipped EDSR student,
@@ -46,9 +46,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
 
     from dukd_cli.data.benchmarks import find_set, load_pairs
-    from dukd_cli.half import psnr01, to_fp16
-    from dukd_cli.models import build, resolve_spec
-    from dukd_cli.onnx_export import _session, export_onnx
+    from dukd_cli.export.fp16 import psnr01, to_fp16
+    from dukd_cli.export.onnx import _session, export_onnx
+    from dukd_cli.models.factory import build, resolve_spec
 
     out = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
     for fam in [f for f in args.families.split(",") if f]:

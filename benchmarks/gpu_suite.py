@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dukd_cli import threads  # noqa: E402, I001  (before torch: the OpenMP wait policy)
+from dukd_cli.runtime import threads  # noqa: E402, I001  (before torch: the OpenMP wait policy)
 import torch  # noqa: E402
 
 PAIRS = {
@@ -116,7 +116,7 @@ def timed_loop(step, device: torch.device, warmup: int, iters: int, cap_s: float
 def _teacher_file(pair: str, tmp: Path, scale: int) -> str:
     from safetensors.torch import save_file
 
-    from dukd_cli.models import create_model, resolve_spec
+    from dukd_cli.models.factory import create_model, resolve_spec
 
     path = tmp / f"{pair}-teacher.safetensors"
     if not path.is_file():
@@ -131,7 +131,8 @@ def _teacher_file(pair: str, tmp: Path, scale: int) -> str:
 def _trainer(spec: dict, pair: str, method: str, variant: str, tmp: Path):
     from dukd_cli.distill import config as C
     from dukd_cli.distill import fast
-    from dukd_cli.distill.trainer import Display, Trainer
+    from dukd_cli.distill.display import Display
+    from dukd_cli.distill.trainer import Trainer
 
     fast.COMPILE_BACKEND = spec["compile_backend"]
     t, tk, st, sk = PAIRS[pair]
@@ -250,8 +251,8 @@ def cell_authors(spec: dict, pair: str, tmp: Path) -> list[dict]:
     import torch.nn.functional as F
 
     from dukd_cli.data.imresize import imresize
-    from dukd_cli.inference import select_device
-    from dukd_cli.models import create_model, resolve_spec
+    from dukd_cli.models.factory import create_model, resolve_spec
+    from dukd_cli.upscale.inference import select_device
 
     dev = select_device(spec["device"])
     if dev.type == "cuda":  # BasicSR's settings; PyTorch's defaults otherwise (fp32, TF32 convolutions)
@@ -326,8 +327,8 @@ def cell_authors(spec: dict, pair: str, tmp: Path) -> list[dict]:
 
 
 def cell_upscale(spec: dict, model_name: str, runtime: str, tmp: Path) -> list[dict]:
-    from dukd_cli.inference import select_device
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
+    from dukd_cli.upscale.inference import select_device
 
     dev = select_device(spec["device"])
     size = spec["upscale_size"]
@@ -336,7 +337,7 @@ def cell_upscale(spec: dict, model_name: str, runtime: str, tmp: Path) -> list[d
     x = torch.rand(1, 3, size, size)
     row = {"section": "upscale", "model": model_name, "runtime": runtime, "size": size}
     if runtime == "onnxruntime":
-        from dukd_cli.export import _session, export_onnx
+        from dukd_cli.export.onnx import _session, export_onnx
 
         path = tmp / f"{model_name}.onnx"
         export_onnx(model, path, fixed_size=size)

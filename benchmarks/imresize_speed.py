@@ -35,8 +35,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dukd_cli.data.imresize import imresize, modcrop  # noqa: E402
-from dukd_cli.imageio import read_rgb_uint8  # noqa: E402
-from dukd_cli.metrics import psnr_y, ssim_y  # noqa: E402
+from dukd_cli.evaluate.metrics import psnr_y, ssim_y  # noqa: E402
+from dukd_cli.images.imageio import read_rgb_uint8  # noqa: E402
 
 WIDTH, HEIGHT = 2040, 1356
 

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from dukd_cli.distill import data as datamod  # noqa: E402
 from dukd_cli.distill import qat  # noqa: E402
-from dukd_cli.evaluate import evaluate  # noqa: E402
-from dukd_cli.models import build, resolve_spec  # noqa: E402
+from dukd_cli.evaluate.protocol import evaluate  # noqa: E402
+from dukd_cli.models.factory import build, resolve_spec  # noqa: E402
 
 
 def calibration_patches(data: str, scale: int, n: int, patch: int, seed: int, cache: str | None):

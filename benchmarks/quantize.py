@@ -5,7 +5,7 @@ directory with ``dukd export --format onnx --quantize int8`` (kept in ``--work``
 scores every *variant* of it on the benchmark sets and times it on the sets' LR images.
 
 Variants are the columns of the table: ``VARIANTS`` maps a name to ``(loader, file)``; a loader takes
-the exported directory and returns something ``dukd_cli.evaluate.evaluate`` runs (a torch module or
+the exported directory and returns something ``dukd_cli.evaluate.protocol.evaluate`` runs (a torch module or
 an ``OnnxModel``). Adding a row kind (e.g. int8 after teacher-guided QAT) is one entry.
 
 Timing: each round runs every variant once over the same LR images, variants alternated (the order
@@ -39,14 +39,14 @@ SHARED = Path(os.environ.get("DUKD_SHARED", ROOT.parent / "shared"))
 
 
 def _torch(d: Path):
-    from dukd_cli.models import build, resolve_spec
+    from dukd_cli.models.factory import build, resolve_spec
 
     return build(resolve_spec(str(d)), device="cpu").float().eval()
 
 
 def _onnx(filename: str) -> Callable[[Path], object]:
     def load(d: Path):
-        from dukd_cli.runtimes import ONNX_RUNTIMES, load_onnx_runtime
+        from dukd_cli.export.runtimes import ONNX_RUNTIMES, load_onnx_runtime
 
         runtime = next(k for k, (f, _how) in ONNX_RUNTIMES.items() if f == filename)
         return load_onnx_runtime(d, runtime, threads=THREADS)
@@ -70,7 +70,7 @@ MODELS = {
 
 
 def export_dir(label: str, work: Path, calib: list[str], max_drop: float, log) -> Path:
-    from dukd_cli.export import export_model
+    from dukd_cli.export.bundle import export_model
 
     model, weights, scale = MODELS[label]
     out = work / label
@@ -106,7 +106,7 @@ def lr_images(sets: list[str], scale: int, data_dir) -> list[torch.Tensor]:
 
 def time_rounds(models: dict[str, object], images: list[torch.Tensor], rounds: int) -> dict[str, dict]:
     """Median (over rounds) of mean seconds per image; variants alternate, order rotated per round."""
-    from dukd_cli.inference import run_model
+    from dukd_cli.upscale.inference import run_model
 
     names = list(models)
     per: dict[str, list[float]] = {n: [] for n in names}
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     global THREADS
     THREADS = args.threads
     torch.set_num_threads(args.threads)
-    from dukd_cli.evaluate import evaluate
+    from dukd_cli.evaluate.protocol import evaluate
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

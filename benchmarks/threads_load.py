@@ -5,7 +5,7 @@ batches from its loader) for a DUKD (or --method) step on the CPU, EDSR 64x16 ->
 24 px LR patches, random weights, built-in photos:
 
 * ``before``: torch is imported before dukd, so OpenMP starts with its default wait policy
-  (threads spin a long time at every barrier) -- what dukd did before :mod:`dukd_cli.threads`;
+  (threads spin a long time at every barrier) -- what dukd did before :mod:`dukd_cli.runtime.threads`;
 * ``after``: dukd is imported first (it sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set one)
   and the process applies ``threads.plan()`` (the CLI does both).
 
@@ -48,10 +48,10 @@ def child(args) -> int:
         import torch  # the OpenMP runtime starts with its defaults
 
         sys.path.insert(0, str(ROOT))
-        from dukd_cli import threads
+        from dukd_cli.runtime import threads
     else:
         sys.path.insert(0, str(ROOT))
-        from dukd_cli import threads  # noqa: I001  (first: it sets the wait policy before torch loads)
+        from dukd_cli.runtime import threads  # noqa: I001  (first: it sets the wait policy before torch loads)
 
         import torch
 
@@ -59,8 +59,9 @@ def child(args) -> int:
     from safetensors.torch import save_file
 
     from dukd_cli.distill import config as C
-    from dukd_cli.distill.trainer import Display, Trainer
-    from dukd_cli.models import create_model
+    from dukd_cli.distill.display import Display
+    from dukd_cli.distill.trainer import Trainer
+    from dukd_cli.models.factory import create_model
 
     tmp = Path(args.tmp)
     w = tmp / "teacher.safetensors"

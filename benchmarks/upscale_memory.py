@@ -54,10 +54,11 @@ def child(args) -> int:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from dukd_cli.imageio import read_image
-    from dukd_cli.models import create_model, parse_model_args
-    from dukd_cli.upscale import parse_tile, resolve_overlap, resolve_tile
-    from dukd_cli.upscale_file import upscale_to_file
+    from dukd_cli.images.imageio import read_image
+    from dukd_cli.models.factory import create_model
+    from dukd_cli.models.spec import parse_model_args
+    from dukd_cli.upscale.image import parse_tile, resolve_overlap, resolve_tile
+    from dukd_cli.upscale.job import upscale_to_file
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dukd_cli.models import count_parameters, create_model  # noqa: E402
+from dukd_cli.models.factory import count_parameters, create_model  # noqa: E402
 
 MODELS = ("edsr-s", "rcan-s", "swinir-s")
 
@@ -100,7 +100,7 @@ def bench_cpu(name: str, args, results: list[dict], tmp: Path) -> None:
     if args.no_onnx:
         return
     try:
-        from dukd_cli.export import OnnxModel, export_onnx
+        from dukd_cli.export.onnx import OnnxModel, export_onnx
 
         path = tmp / f"{name}.onnx"
         t0 = time.perf_counter()

@@ -44,7 +44,7 @@ if use_cv2:
     import cv2
 else:
     from PIL import Image
-from dukd_cli.models import build, resolve_spec
+from dukd_cli.models.factory import build, resolve_spec
 model = build(resolve_spec("imdn", 4, weights=weights, pretrained=True), device=torch.device("cpu")).eval()
 out_dir.mkdir(parents=True, exist_ok=True)
 for p in sorted(lr_dir.glob("*.png")):

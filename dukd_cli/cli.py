@@ -58,8 +58,8 @@ def main() -> None:
 
 def entry() -> None:
     """The console entry point (``dukd``, ``python -m dukd_cli``): :func:`main`, then the process
-    ends without Python's teardown (see :mod:`dukd_cli.fastexit`)."""
-    from dukd_cli.fastexit import exit_code, exit_now
+    ends without Python's teardown (see :mod:`dukd_cli.runtime.fastexit`)."""
+    from dukd_cli.runtime.fastexit import exit_code, exit_now
 
     try:
         main()

@@ -25,3 +25,8 @@ class UnsafeCheckpointError(WeightsError):
 
 class StateDictMismatchError(WeightsError):
     """A checkpoint whose keys or shapes do not match the model (carries a readable report)."""
+
+
+def a_or_an(label: str) -> str:
+    """``label`` with its article, as it is read aloud: "an IMDN ...", "an EDSR ...", "a SwinIR ..."."""
+    return f"{'an' if label[:1].upper() in 'AEIOU' else 'a'} {label}"

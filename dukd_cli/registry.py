@@ -26,8 +26,8 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from dukd_cli import fastexit
 from dukd_cli.errors import UnknownModelError
+from dukd_cli.runtime import fastexit
 
 ARCH_GROUP = "dukd.architectures"
 PRESET_GROUP = "dukd.presets"
@@ -80,7 +80,7 @@ class Preset:
     """A named, ready configuration of an architecture.
 
     ``weights`` maps a scale to a weight source: a string (anything
-    :func:`dukd_cli.weights.resolve` accepts, typically ``hf://owner/repo/file@revision#sha256=...``)
+    :func:`dukd_cli.models.weights.resolve` accepts, typically ``hf://owner/repo/file@revision#sha256=...``)
     or a :class:`WeightSource` carrying the constructor arguments those weights need.
     """
 

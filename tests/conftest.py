@@ -148,7 +148,7 @@ def tiny_x2(tiny_plugin, tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     torch.manual_seed(0)
     m = create_model("tiny", 2, n_feats=8).eval()

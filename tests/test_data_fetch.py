@@ -211,9 +211,9 @@ def test_zoo_list_in_a_pipe_prints_whole_names(run_dukd):
 
 
 def test_zoo_verify(shared, benchmarks_dir, env, run_dukd):
-    from dukd_cli.evaluate import evaluate
-    from dukd_cli.models import create_model
-    from dukd_cli.verify import verify
+    from dukd_cli.evaluate.protocol import evaluate
+    from dukd_cli.evaluate.verify import verify
+    from dukd_cli.models.factory import create_model
 
     (ref,) = evaluate(
         create_model("dukd-student-x4", pretrained=True), 4, ["set5"], data_dir=benchmarks_dir, max_images=2

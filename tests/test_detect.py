@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from dukd_cli.detect import detect, shapes_of
 from dukd_cli.errors import DukdError
-from dukd_cli.inference import pad_swinir, run_model
-from dukd_cli.models import build, count_parameters, create_model, resolve_spec
+from dukd_cli.models.detect import detect, shapes_of
+from dukd_cli.models.factory import build, count_parameters, create_model, resolve_spec
+from dukd_cli.upscale.inference import pad_swinir, run_model
 from zoo.presets import SWINIR_LIGHTWEIGHT
 
 LIGHTWEIGHT_FILE = "002_lightweightSR_DIV2K_s64w8_SwinIR-S_x4-layout.pth"

@@ -35,8 +35,9 @@ from dukd_cli.data.imresize import imresize
 from dukd_cli.distill import config as C
 from dukd_cli.distill import recipes
 from dukd_cli.distill.methods import DUKD
-from dukd_cli.distill.trainer import Trainer, derive_seed
-from dukd_cli.models import create_model
+from dukd_cli.distill.schedule import derive_seed
+from dukd_cli.distill.trainer import Trainer
+from dukd_cli.models.factory import create_model
 
 ITERS = 10
 
@@ -343,7 +344,7 @@ def test_dukd_differs_from_authors_only_by_the_fixes(pair):
 
 
 def test_recipe_resolution_and_explicit_options_win(pair):
-    from dukd_cli.distill.trainer import resolve
+    from dukd_cli.distill.resolve import resolve
 
     dukd = resolve(_cfg(pair, "edsr", recipe="dukd")).cfg
     assert (

@@ -18,7 +18,7 @@ from dukd_cli.distill.csd import (
     split_width,
 )
 from dukd_cli.errors import DukdError
-from dukd_cli.models import count_parameters, create_model
+from dukd_cli.models.factory import count_parameters, create_model
 
 # A stand-in VGG-19: torchvision's layer indices and key names, 4-8 channels instead of 64-512.
 _CONV_OUT = {0: 4, 2: 4, 5: 6, 7: 6, 10: 8, 12: 8, 14: 8, 16: 8, 19: 8, 21: 8, 23: 8, 25: 8, 28: 8}

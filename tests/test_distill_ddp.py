@@ -72,7 +72,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     cache = tmp_path / "cache"
     from safetensors.torch import save_file
 
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     torch.manual_seed(5)
     teacher = create_model("edsr", 2, n_feats=8, n_resblocks=1)

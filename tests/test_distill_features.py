@@ -33,7 +33,7 @@ from dukd_cli.distill.methods import DUKD, FAKD, KD, Batch, MethodContext
 from dukd_cli.distill.teachers import TeacherPanel
 from dukd_cli.distill.trainer import Trainer
 from dukd_cli.errors import DukdError
-from dukd_cli.models import create_model
+from dukd_cli.models.factory import create_model
 
 S_ARGS = {"n_feats": 4, "n_resblocks": 3}  # the student: EDSR, 4 features
 T_ARGS = {"n_feats": 8, "n_resblocks": 2}  # the teacher: EDSR, 8 features (other widths)

@@ -6,19 +6,11 @@ import pytest
 import torch
 
 from dukd_cli import registry
-from dukd_cli.distill.methods import (
-    DUKD,
-    FAKD,
-    KD,
-    Batch,
-    MethodContext,
-    Scratch,
-    model_family,
-    spatial_affinity,
-)
-from dukd_cli.distill.trainer import build_teacher
+from dukd_cli.distill.features import spatial_affinity
+from dukd_cli.distill.methods import DUKD, FAKD, KD, Batch, MethodContext, Scratch, model_family
+from dukd_cli.distill.resolve import build_teacher
 from dukd_cli.errors import DukdError
-from dukd_cli.models import create_model, resolve_spec
+from dukd_cli.models.factory import create_model, resolve_spec
 
 
 def _batch(n=2, p=8, s=4, seed=0):

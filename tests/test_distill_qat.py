@@ -185,7 +185,7 @@ def test_saved_student_is_a_plain_fp32_network(setup, run_dukd, tmp_path):
 
 
 def test_an_exported_student_brings_its_own_fp32_weights(setup, run_dukd, tmp_path):
-    from dukd_cli.export import export_model
+    from dukd_cli.export.bundle import export_model
 
     exp = tmp_path / "exp"
     export_model("edsr", exp, scale=2, kwargs={"n_feats": 8, "n_resblocks": 2}, weights=str(setup["weights"]),

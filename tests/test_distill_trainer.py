@@ -94,7 +94,7 @@ def _images(folder, n=3, size=40):
 @pytest.fixture
 def setup(tiny_plugin, tmp_path):
     """Training data and a 'trained' tiny teacher (random weights saved to a file) at x2."""
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     data = _images(tmp_path / "data")
     torch.manual_seed(123)
@@ -384,7 +384,7 @@ def test_validation_benchmark_missing(setup, monkeypatch, tmp_path):
 
 
 def test_student_initialised_non_strictly_from_another_scale(setup, tmp_path):
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     x2 = create_model("tiny", 2, n_feats=4)
     w = tmp_path / "x2.safetensors"

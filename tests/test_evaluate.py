@@ -11,8 +11,8 @@ import torch
 
 from dukd_cli.data.benchmarks import find_set
 from dukd_cli.errors import DukdError
-from dukd_cli.evaluate import evaluate
-from dukd_cli.models import create_model
+from dukd_cli.evaluate.protocol import evaluate
+from dukd_cli.models.factory import create_model
 
 # docs/protocol.md, bicubic baseline: (PSNR, SSIM) per set and scale
 REFERENCE = {
@@ -77,8 +77,8 @@ def test_missing_set_says_where_it_looked(tmp_path, monkeypatch, run_dukd):
 def test_model_evaluation_matches_manual_protocol(tiny_plugin, benchmarks_dir, tmp_path):
     """A model through evaluate() equals the protocol applied by hand, and mode is restored."""
     from dukd_cli.data.imresize import imresize, modcrop
-    from dukd_cli.imageio import read_rgb_uint8
-    from dukd_cli.metrics import psnr_y, ssim_y
+    from dukd_cli.evaluate.metrics import psnr_y, ssim_y
+    from dukd_cli.images.imageio import read_rgb_uint8
 
     torch.manual_seed(0)
     model = create_model("tiny", 2, n_feats=4)

@@ -1,4 +1,4 @@
-"""dukd_cli.export and `dukd export`: directory contents, reload, ONNX parity, atomicity, provenance, Hub push."""
+"""dukd_cli.export.bundle and `dukd export`: directory contents, reload, ONNX parity, atomicity, provenance, Hub push."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dukd_cli import export as exp
 from dukd_cli.errors import DukdError
-from dukd_cli.export import OnnxModel, export_model, onnx_parity, read_metrics
-from dukd_cli.inference import pad_to_size, run_model
-from dukd_cli.models import build, create_model, resolve_spec
+from dukd_cli.export import bundle as exp
+from dukd_cli.export.bundle import export_model, read_metrics
+from dukd_cli.export.onnx import OnnxModel, onnx_parity
+from dukd_cli.models.factory import build, create_model, resolve_spec
+from dukd_cli.models.sizes import pad_to_size
+from dukd_cli.upscale.inference import run_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -110,7 +112,7 @@ def test_export_zoo_networks_onnx_parity(arch, kwargs, tmp_path):
 
 def test_fixed_size_fallback(tiny_plugin, tmp_path, monkeypatch):
     """Where the exporter cannot make H/W dynamic, a fixed-size export is made, recorded and tiled."""
-    from dukd_cli import onnx_export
+    from dukd_cli.export import onnx as onnx_export
 
     real = onnx_export._onnx_export
 
@@ -156,7 +158,7 @@ def test_failed_export_leaves_nothing(tiny_plugin, tmp_path, monkeypatch):
 
 
 def test_parity_failure_is_loud(tiny_plugin, tmp_path, monkeypatch):
-    from dukd_cli import onnx_export
+    from dukd_cli.export import onnx as onnx_export
 
     monkeypatch.setattr(onnx_export, "onnx_parity", lambda *a, **k: 0.25)
     out = tmp_path / "bad"

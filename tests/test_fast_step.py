@@ -10,16 +10,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from dukd_cli import threads
 from dukd_cli.distill import config as C
 from dukd_cli.distill import fast
 from dukd_cli.distill.trainer import Trainer
 from dukd_cli.errors import DukdError
+from dukd_cli.runtime import threads
 
 
 @pytest.fixture
 def setup(tiny_plugin, tmp_path):
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     data = tmp_path / "data"
     data.mkdir()
@@ -192,7 +192,7 @@ def test_augmented_inputs_compile_once(monkeypatch):
     from torch._dynamo.utils import counters
 
     from dukd_cli.distill.methods import DUKD, Batch, MethodContext
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     monkeypatch.setattr(fast, "COMPILE_BACKEND", "aot_eager")
     torch._dynamo.reset()

@@ -1,4 +1,4 @@
-"""The console entry point ends without Python's teardown, yet loses nothing (dukd_cli.fastexit)."""
+"""The console entry point ends without Python's teardown, yet loses nothing (dukd_cli.runtime.fastexit)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from dukd_cli import fastexit
+from dukd_cli.runtime import fastexit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ WORK = """
 import atexit, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from dukd_cli.fastexit import exit_now
+from dukd_cli.runtime.fastexit import exit_now
 out = Path(sys.argv[1])
 def late(name, delay):
     time.sleep(delay)
@@ -54,7 +54,7 @@ def test_exit_now_keeps_threads_atexit_and_output(tmp_path):
 def test_full_exit_setting_ends_normally(tmp_path):
     code = """
     import sys
-    from dukd_cli.fastexit import exit_now
+    from dukd_cli.runtime.fastexit import exit_now
     class Late:
         def __del__(self):  # runs only in Python's own teardown
             sys.stdout.write("finalised")

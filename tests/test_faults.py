@@ -120,7 +120,7 @@ def test_export_of_a_preset_without_weights(run_dukd, tmp_path):
 
 
 def test_upscale_and_evaluate_a_run_directory(run_dir, run_dukd, tmp_path):
-    from dukd_cli.models import build, resolve_spec
+    from dukd_cli.models.factory import build, resolve_spec
 
     spec = resolve_spec(str(run_dir))  # the run knows its student, scale and weights
     assert (spec.arch, spec.scale, spec.kwargs["n_feats"]) == ("tiny", 2, 4)
@@ -258,7 +258,7 @@ def test_empty_or_garbage_state(run_dir, run_dukd, content):
 
 
 def test_evaluate_json_to_an_unwritable_path_fails_before_evaluating(run_dukd, monkeypatch, tmp_path):
-    import dukd_cli.evaluate as ev  # the command imports it when it runs (start-up without torch)
+    import dukd_cli.evaluate.protocol as ev  # the command imports it when it runs (start-up without torch)
 
     def never(*a, **k):
         raise AssertionError("the evaluation ran before the output was checked")
@@ -271,7 +271,7 @@ def test_evaluate_json_to_an_unwritable_path_fails_before_evaluating(run_dukd, m
     code, _, err = run_dukd("evaluate", "--model", "bicubic", "--scale", "2", "--csv", tmp_path)
     assert code == 1 and "is a folder" in _one_line(err)
     # A read-only disk (EROFS), simulated: root ignores permission bits.
-    import dukd_cli.fsutil as fsutil
+    import dukd_cli.runtime.fsutil as fsutil
 
     def erofs(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
@@ -299,7 +299,7 @@ def test_read_only_out_fails_before_data_preparation(env, run_dukd, monkeypatch)
     code, _, err = run_dukd(*_distill_args(env["data"], env["cache"], blocker / "run"))
     assert code == 1 and "cannot write to" in _one_line(err)
     assert not env["cache"].exists()  # stopped before the training data was prepared
-    import dukd_cli.fsutil as fsutil
+    import dukd_cli.runtime.fsutil as fsutil
 
     def erofs(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))

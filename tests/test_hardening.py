@@ -12,7 +12,8 @@ import torch
 from test_faults import _distill_args, _images, _one_line  # tests/ is on sys.path (pytest's rootdir import)
 
 from dukd_cli.distill import config as C
-from dukd_cli.distill.trainer import Display, Trainer
+from dukd_cli.distill.display import Display
+from dukd_cli.distill.trainer import Trainer
 
 
 @pytest.fixture
@@ -133,9 +134,9 @@ def _closed_port() -> int:
 def test_hub_without_network_fails_fast_in_one_line(monkeypatch, tmp_path):
     import huggingface_hub
 
-    from dukd_cli import hubnet
     from dukd_cli.errors import WeightsError
-    from dukd_cli.weights import resolve
+    from dukd_cli.models.weights import resolve
+    from dukd_cli.runtime import hubnet
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     for v in hubnet.PROXY_VARS:
@@ -167,7 +168,7 @@ def test_hub_without_network_fails_fast_in_one_line(monkeypatch, tmp_path):
 
 
 def test_zoo_list_counts_once_then_reads_the_cache(monkeypatch, tmp_path, run_dukd):
-    import dukd_cli.models as models
+    import dukd_cli.models.factory as models
     from dukd_cli.commands.zoo import zoo_rows
 
     monkeypatch.setenv("DUKD_CACHE", str(tmp_path / "cache"))

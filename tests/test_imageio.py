@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from dukd_cli import imageio
 from dukd_cli.errors import DukdError
-from dukd_cli.imageio import encode_png16, read_image, read_rgb_uint8, write_image
+from dukd_cli.images import imageio
+from dukd_cli.images.imageio import read_image, read_rgb_uint8, write_image
+from dukd_cli.images.pngstream import encode_png16
 
 RNG = np.random.default_rng(0)
 ICC = b"dukd-test-icc-profile" * 20

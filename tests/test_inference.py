@@ -1,4 +1,4 @@
-"""dukd_cli.inference: devices, precision, whole/tiled runs, the seam bound, self-ensemble, auto tiles."""
+"""dukd_cli.upscale.inference: devices, precision, whole/tiled runs, the seam bound, self-ensemble, auto tiles."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dukd_cli import inference
 from dukd_cli.errors import DukdError
-from dukd_cli.inference import (
+from dukd_cli.models.factory import create_model
+from dukd_cli.upscale import inference
+from dukd_cli.upscale.inference import (
     auto_tile,
     autocast,
     axis_weights,
@@ -17,7 +18,6 @@ from dukd_cli.inference import (
     select_device,
     tile_spans,
 )
-from dukd_cli.models import create_model
 
 
 class NearestUp(nn.Module):

@@ -121,7 +121,7 @@ def test_start_up_without_torch(command, tmp_path):
 
 def test_upscale_png_level_default_is_the_writers():
     from dukd_cli.commands.upscale import DEFAULT_PNG_LEVEL
-    from dukd_cli.pngstream import DEFAULT_PNG_LEVEL as WRITER_DEFAULT
+    from dukd_cli.images.pngstream import DEFAULT_PNG_LEVEL as WRITER_DEFAULT
 
     assert DEFAULT_PNG_LEVEL == WRITER_DEFAULT
 
@@ -192,7 +192,7 @@ def test_offline_advice_names_options_the_command_has(tmp_path):
 
 def test_python_api_errors_name_arguments_not_options(tmp_path, monkeypatch):
     from dukd_cli.errors import DukdError
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     for key, value in _unreachable_hub(tmp_path).items():
         if value is None:

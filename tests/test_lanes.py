@@ -1,4 +1,4 @@
-"""Several images at once on the CPU (dukd_cli.lanes): the plan, the per-lane threads, and the same files,
+"""Several images at once on the CPU (dukd_cli.upscale.lanes): the plan, the per-lane threads, and the same files,
 reports and failures as one image at a time."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dukd_cli import lanes
 from dukd_cli.errors import DukdError
-from dukd_cli.upscale import upscale_paths
+from dukd_cli.upscale import lanes
+from dukd_cli.upscale.paths import upscale_paths
 
 CPU = torch.device("cpu")
 

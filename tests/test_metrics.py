@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dukd_cli.data.imresize import imresize, modcrop
-from dukd_cli.imageio import read_rgb_uint8
-from dukd_cli.metrics import gaussian_window, psnr, psnr_y, rgb_to_y, ssim, ssim_y, to_uint8
+from dukd_cli.evaluate.metrics import gaussian_window, psnr, psnr_y, rgb_to_y, ssim, ssim_y, to_uint8
+from dukd_cli.images.imageio import read_rgb_uint8
 
 
 def test_rgb_to_y_formula():

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dukd_cli import external, mismatch
 from dukd_cli.errors import StateDictMismatchError
-from dukd_cli.models import build, create_model, resolve_spec
+from dukd_cli.models import external, mismatch, options
+from dukd_cli.models.factory import build, create_model, resolve_spec
 from zoo.presets import SWINIR_LIGHTWEIGHT
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
@@ -34,9 +34,9 @@ def files(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _api_phrasing():
-    mismatch.use(mismatch.API)  # commands set their own; leave the API's after each test
+    options.use(options.API)  # commands set their own; leave the API's after each test
     yield
-    mismatch.use(mismatch.API)
+    options.use(options.API)
 
 
 def _help_flags(run_dukd, *command: str) -> set[str]:
@@ -190,7 +190,7 @@ def test_other_family_suggests_the_file_as_the_model(files, tmp_path):
     w = str(files / "edsr16_x2.pth")
     with pytest.raises(StateDictMismatchError) as info:
         build(resolve_spec("imdn", 2, weights=w))
-    last = info.value.for_options(mismatch.EVALUATE).args[0].splitlines()[-1]
+    last = info.value.for_options(options.EVALUATE).args[0].splitlines()[-1]
     assert last == f"  this file is EDSR 16 ch, 2 blocks x2: use the file itself as the model, `--model {w}`"
 
 
@@ -203,7 +203,7 @@ def test_spandrel_file_given_as_weights(tmp_path, monkeypatch):
     torch.save(ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4).state_dict(), path)
     with pytest.raises(StateDictMismatchError) as info:
         build(resolve_spec("edsr", 4, weights=str(path)))
-    last = info.value.for_options(mismatch.UPSCALE).args[0].splitlines()[-1]
+    last = info.value.for_options(options.UPSCALE).args[0].splitlines()[-1]
     assert (
         last
         == f"  this file is ESRGAN (8nf, 1nb) x4 (detected by spandrel), not edsr: give the file itself as the model, `--model {path}`"

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from dukd_cli.errors import DukdError
-from dukd_cli.models import create_model
+from dukd_cli.models.factory import create_model
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -111,8 +111,8 @@ def test_int8_export_is_qdq_smaller_loads_and_keeps_its_score(wide_tiny, tmp_pat
 def test_evaluate_onnx_int8_is_plain_onnxruntime_scored_by_the_evaluator(wide_tiny, tmp_path, run_dukd):
     from dukd_cli.data.benchmarks import make_lr
     from dukd_cli.data.imresize import modcrop
-    from dukd_cli.imageio import read_rgb_uint8
-    from dukd_cli.metrics import psnr_y, ssim_y
+    from dukd_cli.evaluate.metrics import psnr_y, ssim_y
+    from dukd_cli.images.imageio import read_rgb_uint8
 
     w, _m = wide_tiny
     calib = smooth_images(tmp_path / "calib", 3, 112, seed=1)
@@ -170,8 +170,8 @@ def test_max_drop_refusal_writes_nothing(wide_tiny, tmp_path, run_dukd):
 
 def test_api_refuses_an_int8_model_that_loses_more_than_max_drop(wide_tiny, tmp_path):
     """Hold-out "HR" = the fp32 model's own outputs: any int8 error is a loss, so a bound of 0.01 dB refuses."""
-    from dukd_cli.export import export_model
-    from dukd_cli.quantize import CalibData, quantize_int8, run_session
+    from dukd_cli.export.bundle import export_model
+    from dukd_cli.export.int8 import CalibData, quantize_int8, run_session
 
     w, _m = wide_tiny
     out = tmp_path / "exp"

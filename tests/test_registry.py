@@ -13,7 +13,8 @@ import torch
 
 from dukd_cli import registry
 from dukd_cli.errors import DukdError, UnknownModelError
-from dukd_cli.models import count_parameters, create_model, parse_model_args, resolve_spec
+from dukd_cli.models.factory import count_parameters, create_model, resolve_spec
+from dukd_cli.models.spec import parse_model_args
 
 
 def test_plugin_architecture_is_discovered_and_builds(tiny_plugin):

@@ -73,7 +73,7 @@ def _cfg(s, method):
 
 @pytest.fixture(scope="module")
 def runs(plugin, tmp_path_factory):
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     root = tmp_path_factory.mktemp("report")
     s = {
@@ -93,7 +93,7 @@ def runs(plugin, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(runs):
-    from dukd_cli.report import make_report
+    from dukd_cli.report.build import make_report
 
     out = runs["root"] / "out" / "report.html"
     return make_report([runs["root"] / "scratch", runs["root"] / "kd"], out, device="cpu")
@@ -146,7 +146,7 @@ def test_probe_patches_are_fixed_and_the_cache_is_exact(runs):
     assert keys == agreement.fixed_patch_keys(5, 3) and keys != agreement.fixed_patch_keys(5, 4)
     assert sorted({k[0] for k in keys}) == list(range(5))  # spread over every image
     torch.manual_seed(0)
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     t = create_model("tiny", 2, n_feats=8).eval()
     ref = agreement.CachedReference(t)
@@ -209,7 +209,7 @@ def test_every_number_on_the_page_is_the_json(report):
 
 
 def test_old_run_reports_what_it_has_and_says_what_is_missing(runs, tmp_path):
-    from dukd_cli.report import make_report
+    from dukd_cli.report.build import make_report
 
     old = tmp_path / "old"
     shutil.copytree(runs["root"] / "kd", old)
@@ -261,7 +261,7 @@ def test_cli_report_crop_and_errors(runs, run_dukd, tmp_path):
 
 def test_without_matplotlib_one_clear_line(runs, run_dukd, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    from dukd_cli.report import make_report
+    from dukd_cli.report.build import make_report
 
     with pytest.raises(DukdError, match=r"pip install 'dukd\[report\]'"):
         make_report([runs["root"] / "kd"], tmp_path / "x.html")
@@ -297,7 +297,7 @@ def test_paper_table_beside_the_results_when_the_pair_is_the_papers(report):
 
 
 def test_without_a_benchmark_the_logged_validation_is_shown(runs, tmp_path):
-    from dukd_cli.report import make_report
+    from dukd_cli.report.build import make_report
 
     run = tmp_path / "moved"
     shutil.copytree(runs["root"] / "scratch", run)

@@ -91,7 +91,7 @@ def test_second_distill_on_a_busy_run_directory_is_refused(env, run_dukd):
 
 
 def test_refused_run_leaves_no_directory(env, run_dukd):
-    from dukd_cli.runlock import RunLock
+    from dukd_cli.runtime.runlock import RunLock
 
     run = env["root"] / "busy"
     with RunLock(run):
@@ -171,7 +171,7 @@ def test_export_killed_inside_the_write_leaves_nothing_after_the_next_run(env, t
 
 
 def test_a_living_writers_temporary_file_is_kept(tmp_path):
-    from dukd_cli import stale
+    from dukd_cli.runtime import stale
 
     ours = tmp_path / f"{stale.temp_prefix('a')}x.png"
     ours.write_bytes(b"in progress")
@@ -438,7 +438,7 @@ def test_report_does_not_replace_a_page_without_overwrite(small_run, run_dukd, t
 
 
 def test_upscale_refuses_an_absurd_output_size_before_computing(tiny_x2, run_dukd, tmp_path, monkeypatch):
-    import dukd_cli.upscale as up
+    import dukd_cli.upscale.paths as up
 
     def never(*a, **k):
         raise AssertionError("the image was computed before its size was checked")
@@ -490,7 +490,7 @@ def test_evaluate_refuses_outputs_above_max_pixels(run_dukd, tmp_path):
     ids=["n_feats", "depth"],
 )
 def test_absurd_constructor_sizes_are_refused_while_building(run_dukd, args, words, monkeypatch):
-    from dukd_cli import sizeguard
+    from dukd_cli.models import sizeguard
 
     monkeypatch.setattr(sizeguard, "MAX_TENSORS", 2_000)  # RCAN's default holds 1,634: still fits
     monkeypatch.setattr(sizeguard, "available_ram", lambda: 8 << 30)
@@ -506,7 +506,7 @@ def test_build_budget_stops_before_the_allocation():
     import torch
     from torch import nn
 
-    from dukd_cli.sizeguard import BuildBudget, TooLargeError
+    from dukd_cli.models.sizeguard import BuildBudget, TooLargeError
 
     with (
         pytest.raises(TooLargeError, match="too large for this machine"),
@@ -518,7 +518,7 @@ def test_build_budget_stops_before_the_allocation():
 
 
 def test_batch_size_beyond_memory_is_refused_before_training(env, run_dukd, monkeypatch):
-    from dukd_cli import sizeguard
+    from dukd_cli.models import sizeguard
 
     monkeypatch.setattr(sizeguard, "available_ram", lambda: 1 << 30)
     run = env["root"] / "run"

@@ -11,14 +11,8 @@ import pytest
 from PIL import Image
 
 from dukd_cli import registry
-from dukd_cli.models import (
-    DEFAULT_STUDENT,
-    DEFAULT_TEACHER,
-    build,
-    count_parameters,
-    count_parameters_of,
-    resolve_spec,
-)
+from dukd_cli.models.factory import build, count_parameters, count_parameters_of, resolve_spec
+from dukd_cli.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from zoo import shipped
 
 NAMES = (shipped.TEACHER_NAME, shipped.STUDENT_NAME)
@@ -77,7 +71,7 @@ def test_shipped_weights_load_strictly_and_match_their_card(name):
 
 
 def test_shipped_student_beats_bicubic_by_a_decibel_on_set5(benchmarks_dir):
-    from dukd_cli.evaluate import evaluate
+    from dukd_cli.evaluate.protocol import evaluate
 
     model = build(resolve_spec(DEFAULT_STUDENT, 4, pretrained=True))
     (r,) = evaluate(model, 4, ["set5"], data_dir=benchmarks_dir, device="cpu")
@@ -89,7 +83,7 @@ def test_shipped_student_beats_bicubic_by_a_decibel_on_set5(benchmarks_dir):
 
 
 def test_shipped_teacher_card_matches_evaluate_on_set5(benchmarks_dir):
-    from dukd_cli.evaluate import evaluate
+    from dukd_cli.evaluate.protocol import evaluate
 
     model = build(resolve_spec(DEFAULT_TEACHER, 4, pretrained=True))
     (r,) = evaluate(model, 4, ["set5"], data_dir=benchmarks_dir, device="cpu")
@@ -174,7 +168,8 @@ def test_demo_before_row_is_the_trainers_initial_student(tmp_path):
     import torch
 
     from dukd_cli.distill.demo import demo_config
-    from dukd_cli.distill.trainer import Trainer, resolve
+    from dukd_cli.distill.resolve import resolve
+    from dukd_cli.distill.trainer import Trainer
 
     cfg = demo_config(iters=1, device="cpu", cache_dir=str(tmp_path / "cache"))
     torch.manual_seed(int(cfg.train.seed))  # what run_demo does for the "student, before" row
@@ -190,7 +185,7 @@ def test_a_shipped_preset_is_random_unless_its_weights_are_asked_for():
     build of the preset, so the demo's "random" student was the trained one."""
     import torch
 
-    from dukd_cli.models import create_model
+    from dukd_cli.models.factory import create_model
 
     file = str(shipped.weight_file(shipped.STUDENT_NAME))
     assert resolve_spec(DEFAULT_STUDENT, 4).weights is None
@@ -204,7 +199,7 @@ def test_a_shipped_preset_is_random_unless_its_weights_are_asked_for():
 
 def test_distill_student_preset_starts_random_and_its_teacher_trained():
     from dukd_cli.distill.config import DistillConfig
-    from dukd_cli.distill.trainer import resolve
+    from dukd_cli.distill.resolve import resolve
 
     cfg = DistillConfig()
     cfg.student.name, cfg.teacher.name, cfg.student.scale = DEFAULT_STUDENT, DEFAULT_TEACHER, 4

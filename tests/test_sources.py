@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from dukd_cli.errors import DukdError, WeightsError
-from dukd_cli.sources import SourceError, fetch, parse_hub_source, url_download
-from dukd_cli.sources.url import cache_path, parse_url_source
+from dukd_cli.sources import fetch
+from dukd_cli.sources.errors import SourceError
+from dukd_cli.sources.hub import parse_hub_source
+from dukd_cli.sources.url import cache_path, parse_url_source, url_download
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -155,7 +157,7 @@ def test_dataset_sources_parse_and_come_from_the_hub_cache(hub):
 
 def test_super_image_repository_by_id_builds_its_edsr(hub):
     """hf://OWNER/REPO reads config.json: [0,1] input, no mean shift, its res_scale and sizes."""
-    from dukd_cli.models import create_model, resolve_spec
+    from dukd_cli.models.factory import create_model, resolve_spec
 
     torch.manual_seed(0)
     ref = create_model("edsr", 2, n_feats=8, n_resblocks=2, res_scale=1.0, img_range=1.0, mean_shift=False)
@@ -214,7 +216,7 @@ def test_paper_teachers_declare_their_files_sources_and_numbers():
 
 
 def test_declared_sources_are_tried_in_order_and_a_known_file_is_hash_checked(hub, tmp_path):
-    from dukd_cli.weights import resolve
+    from dukd_cli.models.weights import resolve
 
     with pytest.raises(WeightsError, match="none of its 2 sources worked.*uwg/upscaler.*github.com"):
         resolve("swinir-l", scale=4)

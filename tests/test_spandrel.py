@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dukd_cli import external
 from dukd_cli.errors import DukdError
-from dukd_cli.models import build, create_model, describe, resolve_spec
+from dukd_cli.models import external
+from dukd_cli.models.factory import build, create_model, describe, resolve_spec
 
 pytestmark = pytest.mark.skipif(
     not external.available(), reason="spandrel is not installed (pip install 'dukd[spandrel]')"
@@ -208,7 +208,7 @@ def test_student_initialised_from_a_spandrel_file(files):
 
 
 def test_without_spandrel_one_clear_line(files, monkeypatch, run_dukd):
-    from dukd_cli import checkpoint_models
+    from dukd_cli.models import checkpoint as checkpoint_models
 
     monkeypatch.setattr(checkpoint_models, "_FOUND", {})  # forget what earlier tests detected
     monkeypatch.setattr(external, "_spandrel", None)

@@ -11,9 +11,9 @@ import json
 import pytest
 import torch
 
-from dukd_cli import external
-from dukd_cli.export import export_model
-from dukd_cli.models import create_model
+from dukd_cli.export.bundle import export_model
+from dukd_cli.models import external
+from dukd_cli.models.factory import create_model
 
 pytestmark = pytest.mark.skipif(
     not external.available(), reason="spandrel is not installed (pip install 'dukd[spandrel]')"

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dukd_cli.study import build_plan, run_study, summarise
+from dukd_cli.study.grid import build_plan
+from dukd_cli.study.runner import run_study
+from dukd_cli.study.table import summarise
 
 
 def _images(folder, n=3, size=32, seed=0):

@@ -1,4 +1,4 @@
-"""`dukd upscale` and dukd_cli.upscale: image modes, outputs, tiling, errors, exported models, ONNX runtime.
+"""`dukd upscale` and dukd_cli.upscale.paths: image modes, outputs, tiling, errors, exported models, ONNX runtime.
 
 Test images are made with Pillow; outputs are checked with Pillow too (independently of dukd's reader).
 """
@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageCms
 
 from dukd_cli.errors import DukdError
-from dukd_cli.inference import run_model
+from dukd_cli.upscale.inference import run_model
 
-imageio = pytest.importorskip("dukd_cli.imageio")
+imageio = pytest.importorskip("dukd_cli.images.imageio")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,7 +407,8 @@ def test_export_round_trip_same_pixels(tiny, tmp_path, run_dukd):
 
 
 def test_upscale_image_api(tiny, tmp_path):
-    from dukd_cli.upscale import collect_inputs, plan_outputs, upscale_image
+    from dukd_cli.upscale.image import upscale_image
+    from dukd_cli.upscale.paths import collect_inputs, plan_outputs
 
     _, m = tiny
     src = tmp_path / "a.png"

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dukd_cli.errors import DukdError
-from dukd_cli.imageio import open_writer, read_image, write_image
-from dukd_cli.models import create_model
-from dukd_cli.pngstream import PngStreamWriter
-from dukd_cli.upscale import resolve_overlap, upscale_image
-from dukd_cli.upscale_file import bicubic_rows, upscale_to_file
+from dukd_cli.images.imageio import open_writer, read_image, write_image
+from dukd_cli.images.pngstream import PngStreamWriter
+from dukd_cli.models.factory import create_model
+from dukd_cli.upscale.image import resolve_overlap, upscale_image
+from dukd_cli.upscale.job import bicubic_rows, upscale_to_file
 
 
 def smooth(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -75,7 +75,7 @@ def test_streamed_file_equals_whole_image_path(tiny_plugin, tmp_path, kind, scal
     elif kind.startswith("rgba"):
         Image.fromarray(np.dstack([smooth(h, w), smooth(h, w, 1, seed=3)])).save(src)
     elif kind == "rgb16":
-        from dukd_cli.imageio import encode_png16
+        from dukd_cli.images.pngstream import encode_png16
 
         src.write_bytes(encode_png16(smooth(h, w).astype(np.uint16) * 257 + 11))
     else:
@@ -211,8 +211,8 @@ def test_failing_png_write_leaves_no_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("prefetch", [4_000_000, 0])  # read ahead, or not (huge images)
 def test_pipeline_many_files_one_bad_one_failing_write(tiny_x2, tmp_path, run_dukd, monkeypatch, prefetch):
-    from dukd_cli import upscale
-    from dukd_cli.bandwrite import BandWriter
+    from dukd_cli.images.bandwrite import BandWriter
+    from dukd_cli.upscale import paths as upscale
 
     monkeypatch.setattr(upscale, "PREFETCH_PIXELS", prefetch)
 
@@ -279,7 +279,7 @@ def test_tile_options_one_rule_one_line(tiny_x2, tmp_path, run_dukd, args, needl
 
 
 def test_auto_tile_respects_a_large_explicit_overlap(tiny_x2, monkeypatch):
-    from dukd_cli import upscale
+    from dukd_cli.upscale import image as upscale
 
     _, m = tiny_x2
     monkeypatch.setattr(upscale, "auto_tile", lambda *a, **k: 64)
@@ -321,7 +321,7 @@ def test_rerun_one_summary_line_for_skipped_outputs(tiny_x2, tmp_path, run_dukd)
 
 
 def test_evaluate_save_images_png_level(tiny_plugin, tmp_path):
-    from dukd_cli.evaluate import evaluate
+    from dukd_cli.evaluate.protocol import evaluate
 
     hr = tmp_path / "bench" / "HR"
     hr.mkdir(parents=True)
@@ -342,7 +342,7 @@ def test_evaluate_save_images_png_level(tiny_plugin, tmp_path):
 
 @pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.tif"])
 def test_band_writer_blocks_change_nothing(tmp_path, monkeypatch, name):
-    from dukd_cli import bandwrite
+    from dukd_cli.images import bandwrite
 
     arr = smooth(37, 23).astype(np.float32) / 255
     alpha = smooth(37, 23, 1, seed=9).astype(np.float32) / 255

@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from dukd_cli.errors import StateDictMismatchError, UnsafeCheckpointError, WeightsError
-from dukd_cli.models import create_model
-from dukd_cli.weights import load_into, load_state_dict, parse_hub_source, resolve, unwrap
+from dukd_cli.models.factory import create_model
+from dukd_cli.models.weights import load_into, load_state_dict, resolve, unwrap
+from dukd_cli.sources.hub import parse_hub_source
 
 
 @pytest.fixture
@@ -184,7 +185,7 @@ def test_preset_name_as_source(tiny_plugin):
 
 def test_preset_default_is_the_papers_file_and_a_retrain_keeps_its_arguments():
     """edsr-l's default is BasicSR's file (no source known: its name), never super-image's retrain."""
-    from dukd_cli.models import resolve_spec
+    from dukd_cli.models.factory import resolve_spec
 
     plain = resolve_spec("edsr-l", 4)
     assert plain.weights is None and plain.kwargs["res_scale"] == 0.1
@@ -211,7 +212,7 @@ def test_edsr_without_mean_shift_ignores_the_mean_buffers():
 
 
 def test_naming_the_declared_source_explicitly_keeps_its_semantics():
-    from dukd_cli.models import resolve_spec
+    from dukd_cli.models.factory import resolve_spec
 
     swin = "hf://uwg/upscaler/SwinIR/001_classicalSR_DIV2K_s48w8_SwinIR-M_x4.pth@b542ac1292ca56f3bff1451557f57858c6ad3343"
     spec = resolve_spec("swinir-l", 4, weights="swinir-l")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dukd_cli.errors import DukdError
-from dukd_cli.inference import pad_to_multiple
+from dukd_cli.models.sizes import pad_to_multiple
 from dukd_cli.registry import Preset
 from zoo import edsr, imdn, rcan, swinir
 from zoo import presets as zoo_presets

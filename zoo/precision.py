@@ -1,7 +1,7 @@
 """Which zoo families are safe in half precision (fp16), as measured; used by ``dukd export --format onnx-fp16``.
 
 Measured with ``benchmarks/fp16_safety.py``: the network exported to ONNX, converted to fp16 by
-``dukd_cli.half.to_fp16`` (what ``--format onnx-fp16`` writes) and run in ONNX Runtime on the CPU
+``dukd_cli.export.fp16.to_fp16`` (what ``--format onnx-fp16`` writes) and run in ONNX Runtime on the CPU
 against the fp32 file, on 64x64 centre crops of Set5's five x4 LR images. "Safe" means no overflow
 and at least 50 dB PSNR of fp16 against fp32 (outputs in [0, 1]); a 0.5/255 error is ~54 dB.
 Families measured only with random weights say less than trained ones (training can grow

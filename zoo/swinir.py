@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dukd_cli.errors import DukdError
-from dukd_cli.inference import pad_to_multiple
+from dukd_cli.models.sizes import pad_to_multiple
 from zoo.common import DIV2K_RGB_MEAN, DropPath, Upsampler, check_positive, check_scale
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")

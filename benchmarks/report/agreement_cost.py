@@ -36,7 +36,8 @@ def main() -> int:
 
     from dukd_cli.distill import agreement
     from dukd_cli.distill import config as C
-    from dukd_cli.distill.trainer import Display, Trainer
+    from dukd_cli.distill.display import Display
+    from dukd_cli.distill.trainer import Trainer
 
     cfg = C.DistillConfig()
     cfg.student.name, cfg.student.scale, cfg.student.args = "edsr", 4, {"n_feats": 32, "n_resblocks": 4}

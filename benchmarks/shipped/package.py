@@ -107,7 +107,7 @@ def main() -> int:
     ap.add_argument("--runs", default="runs/shipped", help="the recipe's RUNS folder")
     args = ap.parse_args()
     runs = Path(args.runs)
-    from dukd_cli.models import count_parameters_of
+    from dukd_cli.models.factory import count_parameters_of
 
     hw = hardware()
     ev = {

@@ -35,7 +35,7 @@ def install_warning_handler() -> None:
 
 
 def model_args(items: list[str] | None) -> dict:
-    from dukd_cli.models import parse_model_args  # torch: only when a command runs
+    from dukd_cli.models.spec import parse_model_args
 
     return parse_model_args(items)
 

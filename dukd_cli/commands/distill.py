@@ -402,10 +402,11 @@ def distill_cmd(
     RUN_DIR. Several GPUs:
     torchrun --nproc_per_node=N -m dukd_cli distill ...
     """
-    from dukd_cli import threads as threads_mod
     from dukd_cli.distill import config as cfgmod
     from dukd_cli.distill import validate
-    from dukd_cli.distill.trainer import Trainer, resolve
+    from dukd_cli.distill.resolve import resolve
+    from dukd_cli.distill.trainer import Trainer
+    from dukd_cli.runtime import threads as threads_mod
 
     overrides = _overrides(
         teacher=teacher,
@@ -670,7 +671,7 @@ def _print_plan(res, run_dir) -> None:
     from dukd_cli.commands.zoo import format_params
     from dukd_cli.distill import config as cfgmod
     from dukd_cli.distill.plancheck import check_teacher_file, size_warning
-    from dukd_cli.distill.trainer import parameter_counts
+    from dukd_cli.distill.resolve import parameter_counts
 
     checked = check_teacher_file(res.teacher)  # a file that does not fit fails here, as the run would
     counts = parameter_counts(res)
@@ -695,7 +696,7 @@ def _print_plan(res, run_dir) -> None:
     trained_spec = getattr(res.method_cls, "trained_spec", None)
     trained = trained_spec(res.student, res.cfg.method.options) if trained_spec else res.student
     if trained is not res.student:  # e.g. csd: a wider network is trained, the student is part of it
-        from dukd_cli.models import count_parameters_of
+        from dukd_cli.models.factory import count_parameters_of
 
         n = count_parameters_of(trained.arch, trained.scale, trained.kwargs)
         args = ", ".join(f"{k}={v}" for k, v in trained.kwargs.items())

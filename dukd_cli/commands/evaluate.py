@@ -15,23 +15,23 @@ from rich.table import Table
 
 from dukd_cli.commands._common import console, err_console, model_args, warn
 from dukd_cli.errors import DukdError
-from dukd_cli.fsutil import atomic_write_text, check_writable_dir, check_writable_file
+from dukd_cli.runtime.fsutil import atomic_write_text, check_writable_dir, check_writable_file
 
 
 def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str, options=None):
     """A model by name ('bicubic', preset, architecture, export directory, checkpoint file) and the
     weights it used; a checkpoint that does not fit says what to type in terms of ``options``."""
-    from dukd_cli.evaluate import BICUBIC
+    from dukd_cli.evaluate.protocol import BICUBIC
 
     if name.lower() == BICUBIC:
         if weights or args:
             raise DukdError("the bicubic baseline takes no --weights or constructor arguments")
         return BICUBIC, None
-    from dukd_cli import mismatch
-    from dukd_cli.inference import select_device
-    from dukd_cli.models import build, resolve_spec
+    from dukd_cli.models import mismatch, options
+    from dukd_cli.models.factory import build, resolve_spec
+    from dukd_cli.upscale.inference import select_device
 
-    with mismatch.hints(options or mismatch.EVALUATE):  # help in this command's options, resolving included
+    with mismatch.hints(options or options.EVALUATE):  # help in this command's options, resolving included
         spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
         if spec.scale != scale:
             raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
@@ -40,8 +40,9 @@ def _load(name: str, scale: int, weights: str | None, args: list[str] | None, de
 
 def _defaults(model: str | None, scale: int | None) -> tuple[str, int]:
     """No --model: the shipped student (as upscale); no --scale: the model's only scale."""
-    from dukd_cli.evaluate import BICUBIC
-    from dukd_cli.models import DEFAULT_STUDENT, resolve_spec
+    from dukd_cli.evaluate.protocol import BICUBIC
+    from dukd_cli.models.factory import resolve_spec
+    from dukd_cli.registry import DEFAULT_STUDENT
 
     model = model or DEFAULT_STUDENT
     if scale is None:
@@ -181,7 +182,7 @@ def evaluate_cmd(
         raise DukdError(f"--scale must be a positive integer, got {scale}")
     if precision not in ("fp32", "bf16", "fp16"):
         raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
-    from dukd_cli.runtimes import check_runtime
+    from dukd_cli.export.runtimes import check_runtime
 
     runtime = check_runtime(runtime)
     if runtime != "torch":
@@ -194,7 +195,7 @@ def evaluate_cmd(
                 f"--precision applies to --runtime torch; {runtime} runs the file's own precision"
             )
     if save_images is not None:
-        from dukd_cli.pngstream import check_png_level
+        from dukd_cli.images.pngstream import check_png_level
 
         check_png_level(png_level)
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
@@ -204,12 +205,12 @@ def evaluate_cmd(
             check_writable_file(path, overwrite=overwrite, option=option)
     if save_images is not None:
         check_writable_dir(save_images)
-    from dukd_cli import mismatch
-    from dukd_cli.evaluate import evaluate, min_side
-    from dukd_cli.inference import check_window_pad
+    from dukd_cli.evaluate.protocol import evaluate, min_side
+    from dukd_cli.models import options
+    from dukd_cli.upscale.inference import check_window_pad
 
     window_pad = check_window_pad(window_pad)
-    from dukd_cli.sizeguard import check_max_pixels
+    from dukd_cli.models.sizeguard import check_max_pixels
 
     check_max_pixels(max_pixels)
     if benches:  # a named set that is not found is fetched first (one line: what, how big)
@@ -222,15 +223,15 @@ def evaluate_cmd(
             on_status=lambda m: err_console.print(f"[dim]{m}[/]"),
         )
     if runtime == "torch":
-        net, used_weights = _load(model, scale, weights, arg, device, mismatch.EVALUATE)
+        net, used_weights = _load(model, scale, weights, arg, device, options.EVALUATE)
     else:
-        from dukd_cli.runtimes import load_onnx_runtime
+        from dukd_cli.export.runtimes import load_onnx_runtime
 
         net = load_onnx_runtime(model, runtime, scale=scale)
         used_weights = str(net.path)
     ref = None
     if reference_model:
-        ref, _ = _load(reference_model, scale, reference_weights, reference_arg, device, mismatch.REFERENCE)
+        ref, _ = _load(reference_model, scale, reference_weights, reference_arg, device, options.REFERENCE)
 
     with Progress(
         TextColumn("{task.description:>12}"),

@@ -72,14 +72,14 @@ def export_cmd(
     private: bool = typer.Option(False, "--private", help="Create the Hub repo as private."),
 ) -> None:
     """Export a model: model.safetensors, config.json, model.onnx (checked against PyTorch) and a README model card."""
-    from dukd_cli import mismatch
-    from dukd_cli.export import export_model, is_run_dir
-    from dukd_cli.export import push_to_hub as push
+    from dukd_cli.export.bundle import export_model, is_run_dir
+    from dukd_cli.export.bundle import push_to_hub as push
+    from dukd_cli.models import options
 
-    mismatch.use(mismatch.EXPORT)  # a checkpoint that does not fit: help in this command's options
+    options.use(options.EXPORT)  # a checkpoint that does not fit: help in this command's options
 
     if weights is None and not is_run_dir(model) and not Path(model).is_dir():
-        from dukd_cli.models import resolve_spec
+        from dukd_cli.models.factory import resolve_spec
 
         spec = resolve_spec(model, scale, kwargs=model_args(arg), pretrained=False)
         from dukd_cli import registry
@@ -133,7 +133,7 @@ def export_cmd(
             soft_wrap=True,
         )
     if result.config.get("spandrel"):
-        from dukd_cli.spandrel_layout import advice
+        from dukd_cli.export.spandrel import advice
 
         console.print(advice(result.config["spandrel"], onnx is not None), highlight=False, soft_wrap=True)
     int8 = result.config.get("onnx_int8")

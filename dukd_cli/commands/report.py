@@ -51,7 +51,7 @@ def report_cmd(
 
     Example: dukd report runs/scratch runs/kd runs/dukd --bench set5,set14 --data-dir ../shared/data/benchmarks
     """
-    from dukd_cli.report import make_report
+    from dukd_cli.report.build import make_report
 
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
     res = make_report(

@@ -62,8 +62,9 @@ def study_cmd(
 
     Example: dukd study runs/study --preset cpu-short --csd-vgg-weights vgg19-dcbb9e9d.pth
     """
-    from dukd_cli import threads as threads_mod
-    from dukd_cli.study import build_plan, describe_plan, load_plan, run_study
+    from dukd_cli.runtime import threads as threads_mod
+    from dukd_cli.study.grid import build_plan, describe_plan, load_plan
+    from dukd_cli.study.runner import run_study
 
     budget = threads_mod.apply(threads_mod.plan(threads, workers=0))
     if budget.note:
@@ -108,6 +109,6 @@ def study_cmd(
 
 
 def _markdown(table) -> str:
-    from dukd_cli.study import markdown
+    from dukd_cli.study.table import markdown
 
     return markdown(table)

@@ -19,7 +19,7 @@ from dukd_cli.commands._common import console, err_console, model_args
 from dukd_cli.errors import DukdError
 from dukd_cli.registry import DEFAULT_STUDENT as DEFAULT_MODEL
 
-# dukd_cli.pngstream.DEFAULT_PNG_LEVEL (that module imports numpy, which --help does not need;
+# dukd_cli.images.pngstream.DEFAULT_PNG_LEVEL (that module imports numpy, which --help does not need;
 # tests/test_journey.py checks the two agree)
 DEFAULT_PNG_LEVEL = 1
 
@@ -39,8 +39,8 @@ def load_upscaler(
     ``--scale`` must agree with the model (never a silent resize); presets use their declared
     weights unless ``--weights`` is given, and a model without weights is refused.
     """
-    from dukd_cli.inference import select_device
-    from dukd_cli.runtimes import check_runtime, load_onnx_runtime
+    from dukd_cli.export.runtimes import check_runtime, load_onnx_runtime
+    from dukd_cli.upscale.inference import select_device
 
     runtime = check_runtime(runtime)
     if runtime != "torch":
@@ -48,7 +48,7 @@ def load_upscaler(
             raise DukdError(
                 f"--runtime {runtime} runs an exported directory as it is; it takes no --weights or --arg"
             )
-        from dukd_cli.models import is_export_dir
+        from dukd_cli.models.spec import is_export_dir
 
         if not is_export_dir(model):  # a preset, a checkpoint, a run: it needs exporting first
             raise DukdError(
@@ -59,10 +59,10 @@ def load_upscaler(
         return load_onnx_runtime(
             model, runtime, scale=scale, device=str(select_device(device)), threads=threads
         )
-    from dukd_cli import mismatch
-    from dukd_cli.models import build, resolve_spec
+    from dukd_cli.models import mismatch, options
+    from dukd_cli.models.factory import build, resolve_spec
 
-    with mismatch.hints(mismatch.UPSCALE):  # help in this command's options, resolving included
+    with mismatch.hints(options.UPSCALE):  # help in this command's options, resolving included
         spec = resolve_spec(model, scale, kwargs=model_args(args), weights=weights, pretrained=True)
         if scale is not None and int(spec.scale) != int(scale):
             raise DukdError(f"model '{model}' is x{spec.scale}, but --scale {scale} was given")
@@ -168,11 +168,12 @@ def upscale_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
 ) -> None:
     """Upscale images: files, folders and globs; every image mode; tiled without seams; written atomically."""
-    from dukd_cli.inference import check_precision, select_device
-    from dukd_cli.lanes import parse_jobs
-    from dukd_cli.pngstream import check_png_level
-    from dukd_cli.sizeguard import check_max_pixels
-    from dukd_cli.upscale import check_overlap, parse_tile, upscale_paths
+    from dukd_cli.images.pngstream import check_png_level
+    from dukd_cli.models.sizeguard import check_max_pixels
+    from dukd_cli.upscale.image import check_overlap, parse_tile
+    from dukd_cli.upscale.inference import check_precision, select_device
+    from dukd_cli.upscale.lanes import parse_jobs
+    from dukd_cli.upscale.paths import upscale_paths
 
     # Every option is checked before the model is loaded and before any file is read.
     tile_value = parse_tile(tile)

@@ -26,7 +26,7 @@ def _matches(name: str, pattern: str | None) -> bool:
 
 def zoo_rows(pattern: str | None = None, scale: int = 4) -> list[dict]:
     """One row per installed preset and architecture (the data behind ``dukd zoo list``)."""
-    from dukd_cli.paramcache import ParamCache
+    from dukd_cli.models.paramcache import ParamCache
 
     cache = ParamCache()  # counting builds each network: seconds for the whole zoo, so it is cached
     rows = []
@@ -162,11 +162,11 @@ def verify_cmd(
     no_download: bool = typer.Option(False, "--no-download", help="Never fetch a missing benchmark set."),
 ) -> None:
     """Fetch a preset's weights and evaluate them against the numbers their authors published."""
-    from dukd_cli import mismatch
     from dukd_cli.commands._common import err_console
-    from dukd_cli.verify import published_for, verify
+    from dukd_cli.evaluate.verify import published_for, verify
+    from dukd_cli.models import options
 
-    mismatch.use(mismatch.VERIFY)  # help names this command's options
+    options.use(options.VERIFY)  # help names this command's options
 
     published, by = published_for(name, scale)
     rows = verify(
@@ -203,8 +203,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show an architecture or preset: constructor arguments, parameter count, weight sources."""
-    from dukd_cli.checkpoint_models import is_checkpoint_source
-    from dukd_cli.models import describe
+    from dukd_cli.models.checkpoint import is_checkpoint_source
+    from dukd_cli.models.factory import describe
 
     scale_given = scale is not None
     if scale is None and not is_checkpoint_source(name):

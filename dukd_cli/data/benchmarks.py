@@ -171,7 +171,7 @@ def make_lr(hr_uint8: np.ndarray, scale: int) -> np.ndarray:
 def _load_pair(hr_path: str, scale: int, lr_path: str | None, _stamp: tuple) -> Pair:
     """Decode one pair; ``_stamp`` (file sizes and mtimes) invalidates the cache when files change."""
     from dukd_cli.data.imresize import modcrop
-    from dukd_cli.imageio import read_rgb_uint8
+    from dukd_cli.images.imageio import read_rgb_uint8
 
     hr = modcrop(read_rgb_uint8(hr_path), scale)
     if lr_path is None:

@@ -309,7 +309,7 @@ def check_image(path: Path) -> str | None:
     """Why ``path`` is not a readable image (header, dimensions; PNG checksums), or ``None``."""
     from PIL import Image, UnidentifiedImageError
 
-    from dukd_cli.imageio import MAX_PIXELS
+    from dukd_cli.images.imageio import MAX_PIXELS
 
     try:
         with warnings.catch_warnings():

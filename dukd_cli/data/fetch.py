@@ -162,7 +162,7 @@ TMP_PREFIX = ".fetch-"
 def remove_stale(folder: Path, on_status: Status | None = None) -> list[Path]:
     """Remove the ``.fetch-<set>-<pid>-*`` folders in ``folder`` whose process is gone."""
     from dukd_cli.data.catalog import ENTRIES
-    from dukd_cli.pidlock import pid_alive, pid_of
+    from dukd_cli.runtime.pidlock import pid_alive, pid_of
 
     removed: list[Path] = []
     if not folder.is_dir():
@@ -200,7 +200,7 @@ def fetch(
     (:func:`dukd_cli.data.extract.limits_for`); ``wait=False``: fail with one line, naming the
     holder's PID, when another process is fetching this set, instead of waiting for it.
     """
-    from dukd_cli.pidlock import hold
+    from dukd_cli.runtime.pidlock import hold
 
     entry = get(name)
     target = target_dir(entry)
@@ -224,7 +224,7 @@ def _fetch_locked(
     entry: DataEntry, src: str, target: Path, on_status: Status | None, max_extract_bytes
 ) -> Fetched:
     from dukd_cli.data import extract
-    from dukd_cli.pidlock import pid_tag
+    from dukd_cli.runtime.pidlock import pid_tag
 
     if on_status is not None:
         size = entry.size_label() if src == entry.source else "size of the mirror unknown"
@@ -314,7 +314,7 @@ def ensure_benchmarks(
     Folders and names the catalog does not know are left to :func:`dukd_cli.data.benchmarks.find_set`.
     """
     from dukd_cli.data.benchmarks import canonical_name, find_set
-    from dukd_cli.sources import is_offline
+    from dukd_cli.sources.hub import is_offline
 
     for n in names:
         canonical = canonical_name(n)

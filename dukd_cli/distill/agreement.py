@@ -78,7 +78,7 @@ def sr_patches(model: nn.Module, lr_u8: torch.Tensor, device: torch.device, batc
 
 def mean_psnr_y(a: np.ndarray, b: np.ndarray, scale: int) -> float:
     """Mean over images of PSNR on Y (border ``scale``); identical pairs (inf) are left out."""
-    from dukd_cli.metrics import psnr_y
+    from dukd_cli.evaluate.metrics import psnr_y
 
     vals = [psnr_y(x, y, int(scale)) for x, y in zip(a, b, strict=True)]
     finite = [v for v in vals if math.isfinite(v)]
@@ -151,7 +151,7 @@ def _teacher_of(trainer) -> nn.Module | None:
     cfg = trainer.cfg
     if not cfg.teacher.name:
         return None
-    from dukd_cli.distill.trainer import build_teacher
+    from dukd_cli.distill.resolve import build_teacher
 
     return build_teacher(teacher_spec(cfg), trainer.device)
 
@@ -160,7 +160,7 @@ def teacher_spec(cfg):
     """The teacher a configuration names, resolved by the rules of a method that needs one (kd's;
     the run's own method options do not apply to it)."""
     from dukd_cli.distill.methods import KD
-    from dukd_cli.distill.trainer import resolve
+    from dukd_cli.distill.resolve import resolve
 
     cfg = cfg.copy()
     cfg.method.name, cfg.method.options = "kd", {}

@@ -30,7 +30,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,9 @@ import torch
 from torch import nn
 
 from dukd_cli.errors import DukdError
-from dukd_cli.fsutil import atomic_path
-from dukd_cli.stale import temp_prefix
+from dukd_cli.rundir import RunPaths
+from dukd_cli.runtime.fsutil import atomic_path
+from dukd_cli.runtime.stale import temp_prefix
 
 STATE_FORMAT = "dukd-distill-state"
 STATE_VERSION = 1
@@ -54,29 +54,6 @@ class CheckpointWriteError(DukdError):
     """A checkpoint could not be written (full or read-only disk); the previous one is kept."""
 
 
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.pt"
-
-    @property
-    def student(self) -> Path:
-        return self.root / "student.safetensors"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "student_best.safetensors"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,16 +17,16 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dukd_cli.distill.validate import check_config, option_for
 from dukd_cli.errors import DukdError
+from dukd_cli.rundir import load_toml
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
+    pass  # type: ignore[no-redef]
 
 
 @dataclass
@@ -198,15 +198,6 @@ def _from_toml(value: Any) -> Any:
     return value
 
 
-def load_toml(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise DukdError(f"configuration file not found: {p}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise DukdError(f"cannot read {p}: {exc}") from None
 
 
 def load(path: str | os.PathLike, base: DistillConfig | None = None) -> DistillConfig:

@@ -120,8 +120,8 @@ class VGGFeatures(nn.Module):
 def load_vgg(source: str, vgg_input: str = "released") -> VGGFeatures:
     """The VGG-19 features of ``source`` (a file, ``https://...#sha256=`` or ``hf://`` source;
     fetched and hash-checked through the one downloader)."""
+    from dukd_cli.models.weights import read_checkpoint, unwrap
     from dukd_cli.sources import fetch
-    from dukd_cli.weights import read_checkpoint, unwrap
 
     path = fetch(source)
     return VGGFeatures(unwrap(read_checkpoint(path)), vgg_input)
@@ -279,7 +279,8 @@ class CSD(Method):
     def trained_spec(cls, student: Any, options: Mapping[str, Any]) -> Any:
         """The wide network CSD trains, from the student's spec: n_feats / width channels."""
         from dukd_cli import registry
-        from dukd_cli.models import ModelSpec, instantiate
+        from dukd_cli.models.factory import instantiate
+        from dukd_cli.models.spec import ModelSpec
 
         if str(student.arch).lower() != "edsr":
             raise DukdError(

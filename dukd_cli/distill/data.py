@@ -13,7 +13,7 @@
   matched by name (an LR name may carry ``x{s}``, as DIV2K's ``0001x4.png`` does);
 * any other folder: HR images, searched recursively (folders named like ``LR`` are skipped).
 
-Every image is decoded once with the project's one reader (:mod:`dukd_cli.imageio`) into an
+Every image is decoded once with the project's one reader (:mod:`dukd_cli.images.imageio`) into an
 uncompressed ``.npy`` cache (keyed by the file's SHA-256); a missing LR is made with the
 MATLAB-exact bicubic of the mod-cropped HR and cached under the HR's hash and the scale. Training
 then memory-maps the cache, so patches are read without decoding, in worker processes.
@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dukd_cli.cachedir import cache_root  # noqa: F401 (its home; imported from here too)
 from dukd_cli.errors import DukdError
-from dukd_cli.fsutil import atomic_path, atomic_write_text
+from dukd_cli.runtime.cache import cache_root
+from dukd_cli.runtime.fsutil import atomic_path, atomic_write_text
+from dukd_cli.runtime.threads import available_cores
 from dukd_cli.sources.hashing import sha256_file  # the project's one SHA-256 helper
-from dukd_cli.threads import available_cores
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 BUILTIN = "builtin"
@@ -225,7 +225,7 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def _decode(path: Path) -> np.ndarray:
-    from dukd_cli.imageio import read_rgb_uint8
+    from dukd_cli.images.imageio import read_rgb_uint8
 
     try:
         return read_rgb_uint8(path)

@@ -122,7 +122,7 @@ def demo_config(
     """The demo's distillation configuration (a normal :class:`DistillConfig`: the run directory's
     ``config.toml`` reproduces it with ``dukd distill --config``)."""
     from dukd_cli.distill.config import DistillConfig
-    from dukd_cli.inference import select_device
+    from dukd_cli.upscale.inference import select_device
 
     if iters < 1:
         raise DukdError("--iters must be positive")
@@ -153,7 +153,7 @@ def demo_config(
 
 
 def _measure(model, bench, device: str) -> tuple[float, float]:
-    from dukd_cli.evaluate import evaluate
+    from dukd_cli.evaluate.protocol import evaluate
 
     (r,) = evaluate(model, SCALE, [bench], device=device, progress=False)
     return r.psnr, r.ssim
@@ -169,8 +169,9 @@ def run_demo(
     """Distil for a few hundred iterations and measure bicubic, the student before and after,
     the teacher and the shipped student on one held-out set."""
     from dukd_cli.distill import ddp
-    from dukd_cli.distill.trainer import Trainer, resolve
-    from dukd_cli.models import build, count_parameters, resolve_spec
+    from dukd_cli.distill.resolve import resolve
+    from dukd_cli.distill.trainer import Trainer
+    from dukd_cli.models.factory import build, count_parameters, resolve_spec
 
     say = on_status or (lambda _m: None)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()

@@ -39,7 +39,6 @@ from dukd_cli.distill.features import (
     FeatureTerm,
     check_kind,
     pair_layers,
-    spatial_affinity,  # noqa: F401 (re-exported)
 )
 from dukd_cli.distill.teachers import TeacherPanel
 from dukd_cli.distill.upcycle import pick_tiles, zoom_in, zoom_out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dukd_cli.models import ModelSpec
+from dukd_cli.models.spec import ModelSpec
 
 
 def local_file(source: str | None) -> Path | None:

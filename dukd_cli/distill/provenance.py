@@ -35,8 +35,8 @@ def div2k_folder(scale: int, on_status=None) -> Path:
     """The DIV2K folder (``DIV2K_train_HR`` and any official LR), fetching the HR images once."""
     from dukd_cli.data.catalog import get, target_dir
     from dukd_cli.data.fetch import fetch, fetch_hint, is_present
-    from dukd_cli.sources import is_offline
     from dukd_cli.sources.errors import SourceError
+    from dukd_cli.sources.hub import is_offline
 
     entry = get("DIV2K")
     if not is_present(entry):

@@ -263,7 +263,8 @@ def resolve_config(cfg: Any, scale: int, needs_teacher: bool) -> None:
     tracked, then frozen) defaults to a quarter of the run, at most 1000.
     """
     from dukd_cli import registry
-    from dukd_cli.models import is_model_dir, resolve_spec
+    from dukd_cli.models.factory import resolve_spec
+    from dukd_cli.models.spec import is_model_dir
 
     t = cfg.train
     t.quantize = check_quantize(t.quantize)

@@ -13,7 +13,8 @@ from dukd_cli.distill import recipes
 from dukd_cli.distill.config import DistillConfig
 from dukd_cli.distill.methods import UPDATES, Method, model_family
 from dukd_cli.errors import DukdError, WeightsError
-from dukd_cli.models import ModelSpec, build_with_report, instantiate, is_model_dir, resolve_spec
+from dukd_cli.models.factory import build_with_report, instantiate, resolve_spec
+from dukd_cli.models.spec import ModelSpec, is_model_dir
 
 # --------------------------------------------------------------------------------------------
 # Resolving models and the method
@@ -23,7 +24,7 @@ from dukd_cli.models import ModelSpec, build_with_report, instantiate, is_model_
 def select_device(name: str | None) -> torch.device:
     """``auto``: CUDA when available, else the CPU; otherwise the named device (checked)."""
     try:
-        from dukd_cli.inference import select_device as shared
+        from dukd_cli.upscale.inference import select_device as shared
     except ImportError:
         shared = None
     if shared is not None:
@@ -70,7 +71,7 @@ def _meta_model(spec: ModelSpec) -> nn.Module | None:
 
 
 def _is_checkpoint(name: str) -> bool:
-    from dukd_cli.checkpoint_models import is_checkpoint_source
+    from dukd_cli.models.checkpoint import is_checkpoint_source
 
     return is_checkpoint_source(name)
 
@@ -197,10 +198,10 @@ def _only_scale(name: str | None) -> int | None:
 
 def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
     """Build and freeze the teacher: eval mode, no gradients (it also runs under no_grad)."""
-    from dukd_cli import mismatch
+    from dukd_cli.models import mismatch, options
 
     try:
-        with mismatch.hints(mismatch.TEACHER):
+        with mismatch.hints(options.TEACHER):
             model, _ = build_with_report(spec, strict=True)
     except mismatch.ExplainedMismatch:
         raise
@@ -217,9 +218,9 @@ def build_teacher(spec: ModelSpec, device: torch.device) -> nn.Module:
 
 
 def build_student(spec: ModelSpec, strict: bool, device: torch.device) -> tuple[nn.Module, str | None]:
-    from dukd_cli import mismatch
+    from dukd_cli.models import mismatch, options
 
-    with mismatch.hints(mismatch.STUDENT):
+    with mismatch.hints(options.STUDENT):
         model, report = build_with_report(spec, strict=strict)
     note = None
     if report is not None and not report.ok:
@@ -229,7 +230,7 @@ def build_student(spec: ModelSpec, strict: bool, device: torch.device) -> tuple[
 
 def parameter_counts(res: Resolved) -> dict[str, int | None]:
     """Teacher and student parameter counts (built on the meta device: nothing is allocated)."""
-    from dukd_cli.models import count_parameters_of
+    from dukd_cli.models.factory import count_parameters_of
 
     out: dict[str, int | None] = {
         "student": count_parameters_of(res.student.arch, res.student.scale, res.student.kwargs)

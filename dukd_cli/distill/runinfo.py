@@ -59,7 +59,7 @@ def record_session(
 ) -> None:
     """Append this session (start time, starting iteration, hardware, and the precision the
     training steps run in: ``bf16`` or ``fp32``, what ``--precision auto`` became) to ``RUN_DIR/run.json``."""
-    from dukd_cli.fsutil import atomic_write_text
+    from dukd_cli.runtime.fsutil import atomic_write_text
 
     data = read(root) or {}
     sessions = [s for s in data.get("sessions", []) if isinstance(s, dict)]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dukd_cli.errors import DukdError
-from dukd_cli.fsutil import atomic_write_text
+from dukd_cli.runtime.fsutil import atomic_write_text
 
 
 def summary_writer_class():

@@ -41,30 +41,27 @@ import numpy as np
 import torch
 from rich.markup import escape
 
-from dukd_cli import threads
 from dukd_cli.distill import checkpoint as ckpt
 from dukd_cli.distill import config as cfgmod
 from dukd_cli.distill import data as datamod
 from dukd_cli.distill import ddp, qat, runlog
-from dukd_cli.distill.checkpoint import STATE_FORMAT, STATE_VERSION, RunPaths, save_safetensors
+from dukd_cli.distill.checkpoint import STATE_FORMAT, STATE_VERSION, save_safetensors
 from dukd_cli.distill.config import DistillConfig
-from dukd_cli.distill.display import Display  # noqa: F401 (re-exported)
+from dukd_cli.distill.display import Display
 from dukd_cli.distill.methods import Batch, Method, MethodContext
-from dukd_cli.distill.resolve import (  # noqa: F401 (re-exported)
-    Resolved,
+from dukd_cli.distill.resolve import (
     build_student,
-    build_teacher,
     build_teachers,
-    get_method_class,
-    parameter_counts,
     resolve,
     select_device,
 )
-from dukd_cli.distill.schedule import derive_seed, ema_decay_at, lr_at  # noqa: F401 (re-exported)
+from dukd_cli.distill.schedule import derive_seed, ema_decay_at, lr_at
 from dukd_cli.errors import DukdError
-from dukd_cli.fsutil import atomic_write_text, check_writable_dir
-from dukd_cli.models import ModelSpec
-from dukd_cli.runlock import RunLock
+from dukd_cli.models.spec import ModelSpec
+from dukd_cli.rundir import RunPaths
+from dukd_cli.runtime import threads
+from dukd_cli.runtime.fsutil import atomic_write_text, check_writable_dir
+from dukd_cli.runtime.runlock import RunLock
 
 __all__ = [
     "STATE_FORMAT",
@@ -312,7 +309,7 @@ class Trainer:
             # Check now, not at the first validation hours later. A benchmark folder named with
             # --data-dir must exist (error); the default lookup finding nothing turns validation
             # off for this run, with a warning (training itself does not need it).
-            from dukd_cli.evaluate import resolve_benches
+            from dukd_cli.evaluate.protocol import resolve_benches
 
             try:
                 resolve_benches([cfg.val.bench], cfg.val.data_dir)
@@ -374,8 +371,8 @@ class Trainer:
 
     def _check_batch(self, student, teacher, dev: torch.device) -> None:
         """Refuse (one line) a batch whose patches and activations cannot fit in the device's memory."""
-        from dukd_cli.inference import bytes_per_input_pixel
-        from dukd_cli.sizeguard import check_batch
+        from dukd_cli.models.sizeguard import check_batch
+        from dukd_cli.upscale.inference import bytes_per_input_pixel
 
         t = self.cfg.train
         per_pixel = bytes_per_input_pixel(student)
@@ -485,7 +482,7 @@ class Trainer:
         if not self.val_enabled:
             return None
         from dukd_cli.distill import agreement
-        from dukd_cli.evaluate import evaluate
+        from dukd_cli.evaluate.protocol import evaluate
 
         probe = agreement.probe_for(self)  # student-vs-teacher PSNR (paper Fig. 5), reusing these forwards
         student = self._shipped()

@@ -62,8 +62,8 @@ def make_report(
 ) -> ReportResult:
     """Build the report of ``run_dirs`` into ``out`` (an .html path)."""
     from dukd_cli import __version__
-    from dukd_cli.fsutil import atomic_write_bytes, atomic_write_text, check_writable_dir
     from dukd_cli.report.measure import student_params
+    from dukd_cli.runtime.fsutil import atomic_write_bytes, atomic_write_text, check_writable_dir
 
     figures.require_matplotlib()  # before any work: one clear line without the extra
     out = Path(out)

@@ -7,8 +7,9 @@ carries the value's JSON path in ``data-json``), so the page and ``report.json``
 from __future__ import annotations
 
 import base64
-import html
 from typing import Any
+
+from dukd_cli.report.fmt import esc, num
 
 CSS = """
 :root { --ink: #1b1f23; --muted: #57606a; --line: #d0d7de; --head: #f3f5f7; --accent: #0b5cad; }
@@ -51,16 +52,8 @@ td code { background: none; padding: 0; word-break: break-all; }
 """
 
 
-def esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
 
 
-def num(value: Any, digits: int, path: str, suffix: str = "") -> str:
-    """A number of the report JSON (``path``), formatted with ``digits`` decimals (0: thousands separators)."""
-    if value is None or not isinstance(value, (int, float)):
-        return '<span class="na">-</span>'
-    text = f"{value:,.0f}" if digits == 0 else f"{value:.{digits}f}"
-    return f'<span class="num" data-json="{esc(path)}" data-digits="{digits}">{text}</span>{esc(suffix)}'
 
 
 def figure(fig: dict[str, Any] | None, caption: str) -> str:

@@ -1,9 +1,9 @@
 """Measuring finished runs for the report: the shared evaluator, the training-patch probe, speed, crops.
 
-Every number comes from the project's own tools: :func:`dukd_cli.evaluate.evaluate` (PSNR/SSIM on Y,
+Every number comes from the project's own tools: :func:`dukd_cli.evaluate.protocol.evaluate` (PSNR/SSIM on Y,
 the student-vs-teacher PSNR through its ``reference``; the SR images through ``save_images``), the
 probe patches of :mod:`dukd_cli.distill.agreement` (the very patches training logged), and
-:func:`dukd_cli.metrics.psnr_y` for the crops (no border cropped: a crop lies inside the image).
+:func:`dukd_cli.evaluate.metrics.psnr_y` for the crops (no border cropped: a crop lies inside the image).
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def teacher_key(run: RunData) -> tuple | None:
 
 def build_run_teacher(run: RunData, device: torch.device):
     """The teacher a run names, by the trainer's own rules (its preset's weights, or the recorded file)."""
-    from dukd_cli.distill.trainer import build_teacher
-    from dukd_cli.models import count_parameters
+    from dukd_cli.distill.resolve import build_teacher
+    from dukd_cli.models.factory import count_parameters
 
     spec = teacher_spec(distill_config(run))
     model = build_teacher(spec, device)
@@ -128,7 +128,7 @@ def build_run_teacher(run: RunData, device: torch.device):
 
 
 def build_run_student(run: RunData, device: torch.device):
-    from dukd_cli.models import build, count_parameters, resolve_spec
+    from dukd_cli.models.factory import build, count_parameters, resolve_spec
 
     s = run.section("student")
     w = run.root / "student.safetensors"
@@ -140,7 +140,7 @@ def build_run_student(run: RunData, device: torch.device):
 
 
 def student_params(run: RunData) -> int | None:
-    from dukd_cli.models import count_parameters_of, resolve_spec
+    from dukd_cli.models.factory import count_parameters_of, resolve_spec
 
     s = run.section("student")
     try:
@@ -179,7 +179,7 @@ def probe_patches(run: RunData):
 def time_models(models: dict[str, torch.nn.Module], device: torch.device) -> dict[str, float]:
     """Median ms of one forward on a SPEED_SIDE^2 LR image, fp32; the models alternate within each
     repetition (a shared machine's load falls on all of them alike)."""
-    from dukd_cli.inference import run_model
+    from dukd_cli.upscale.inference import run_model
 
     x = torch.rand(1, 3, SPEED_SIDE, SPEED_SIDE, generator=torch.Generator().manual_seed(0)).to(device)
     times: dict[str, list[float]] = {k: [] for k in models}
@@ -202,7 +202,7 @@ def time_models(models: dict[str, torch.nn.Module], device: torch.device) -> dic
 
 
 def _y(img: np.ndarray) -> np.ndarray:
-    from dukd_cli.metrics import rgb_to_y
+    from dukd_cli.evaluate.metrics import rgb_to_y
 
     return rgb_to_y(img)
 
@@ -246,7 +246,7 @@ def auto_crops(
 
 
 def crop_psnr(sr: np.ndarray, hr: np.ndarray, c: Crop) -> float:
-    from dukd_cli.metrics import psnr_y
+    from dukd_cli.evaluate.metrics import psnr_y
 
     box = (slice(c.y, c.y + c.h), slice(c.x, c.x + c.w))
     return float(psnr_y(sr[box], hr[box], 0))
@@ -274,9 +274,9 @@ def measure(
     """Evaluate bicubic, every run's student and the teacher on ``benches``; agreement, speed, crops."""
     from dukd_cli.data.benchmarks import load_pairs
     from dukd_cli.distill.agreement import CachedReference, patch_agreement, sr_patches
-    from dukd_cli.evaluate import BICUBIC, evaluate, resolve_benches
-    from dukd_cli.imageio import read_rgb_uint8
-    from dukd_cli.inference import select_device
+    from dukd_cli.evaluate.protocol import BICUBIC, evaluate, resolve_benches
+    from dukd_cli.images.imageio import read_rgb_uint8
+    from dukd_cli.upscale.inference import select_device
 
     say = progress or (lambda _m: None)
     dev = select_device(device)

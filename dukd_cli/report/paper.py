@@ -49,7 +49,7 @@ def _signature(name: str, kwargs: dict[str, Any], scale: int) -> tuple[str, int]
 
 @lru_cache(maxsize=64)
 def _signature_cached(name: str, kwargs_json: str, scale: int) -> tuple[str, int] | None:
-    from dukd_cli.models import count_parameters_of, resolve_spec
+    from dukd_cli.models.factory import count_parameters_of, resolve_spec
 
     try:
         spec = resolve_spec(name, scale, kwargs=json.loads(kwargs_json))

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from dukd_cli.errors import DukdError
-from dukd_cli.report.html import esc, num
+from dukd_cli.report.fmt import esc, num
 
 
 def expand(paths: list[str | os.PathLike]) -> tuple[list[Path], dict[Path, str], dict[str, Any] | None]:
     """Replace a study folder by its finished cells' run directories: (run dirs, labels, table).
 
     A study folder must be given alone (its table is the page's); other paths pass unchanged."""
-    from dukd_cli.study.grid import is_study_dir, load_plan
-    from dukd_cli.study.runner import TABLE_JSON, is_finished
+    from dukd_cli.study.grid import is_finished, is_study_dir, load_plan
+    from dukd_cli.study.runner import TABLE_JSON
 
     studies = [p for p in paths if is_study_dir(p)]
     if not studies:

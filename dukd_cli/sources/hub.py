@@ -99,7 +99,7 @@ def hub_download(src: HubSource, filename: str | None = None) -> Path:
     offline = is_offline()
     shown = str(src) if filename is None else str(src.with_file(fname))
     # No network: the cache only, and one line at once instead of the Hub client's ~30 s of retries.
-    from dukd_cli.hubnet import endpoint, unreachable_reason
+    from dukd_cli.runtime.hubnet import endpoint, unreachable_reason
 
     down = None if offline else unreachable_reason()
     try:

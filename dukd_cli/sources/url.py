@@ -97,7 +97,7 @@ def url_download(
 ) -> Path:
     """The cached file of ``src``, downloading (or resuming) it first where needed; ``name``: the
     file name to cache it under (a preset's declared name) instead of the URL's."""
-    from dukd_cli.pidlock import hold
+    from dukd_cli.runtime.pidlock import hold
 
     pin = src.sha256 or sha256
     final = cache_path(src, pin, name)

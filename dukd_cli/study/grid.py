@@ -151,7 +151,7 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
 
 def parse_student(spec: str) -> dict[str, Any]:
     """``NAME`` or ``NAME:key=value,key=value`` (e.g. ``edsr:n_feats=32,n_resblocks=4``)."""
-    from dukd_cli.models import parse_model_args
+    from dukd_cli.models.spec import parse_model_args
 
     name, _, rest = spec.strip().partition(":")
     if not name:
@@ -199,7 +199,7 @@ def load_plan(root: Path) -> StudyPlan | None:
 
 
 def save_plan(root: Path, plan: StudyPlan) -> None:
-    from dukd_cli.fsutil import atomic_write_text
+    from dukd_cli.runtime.fsutil import atomic_write_text
 
     Path(root).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(root) / PLAN_FILE, json.dumps(plan.to_json(), indent=1) + "\n")
@@ -368,7 +368,7 @@ def build_plan(
 def describe_plan(plan: StudyPlan, root: Path, *, device: str = "auto") -> list[str]:
     """``--dry-run``: the plan, and each cell's state or the one line that stops it."""
     from dukd_cli.distill.checkpoint import student_iteration
-    from dukd_cli.study.runner import is_finished
+    from dukd_cli.study.grid import is_finished
 
     t = plan.teacher
     lines = [
@@ -409,3 +409,30 @@ def describe_plan(plan: StudyPlan, root: Path, *, device: str = "auto") -> list[
         lines.append(f"  {cell.key}: {state}")
     lines.append(f"{len(plan.cells())} cells" + (f"; {problems} cannot run as planned" if problems else ""))
     return lines
+
+
+EVAL_FILE = "eval.json"
+
+
+def read_eval(run_dir: Path) -> dict[str, Any] | None:
+    p = run_dir / EVAL_FILE
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def plan_iters(plan: StudyPlan) -> int:
+    """Each cell's iterations: the plan's, else dukd distill's default."""
+    from dukd_cli.distill.config import TrainConfig
+
+    return int(plan.train.get("iters", TrainConfig.iters))
+
+
+def is_finished(plan: StudyPlan, cell: Cell, root: Path) -> bool:
+    rec = read_eval(cell.run_dir(root))
+    return (
+        rec is not None and rec.get("iteration") == plan_iters(plan) and rec.get("sets") == list(plan.benches)
+    )

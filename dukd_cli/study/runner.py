@@ -22,16 +22,19 @@ from typing import Any
 from dukd_cli.errors import DukdError
 from dukd_cli.study import table as tablemod
 from dukd_cli.study.grid import (
+    EVAL_FILE,
     Cell,
     StudyPlan,
     cell_config,
     check_cell,
+    is_finished,
     load_plan,
     plan_differences,
+    plan_iters,
+    read_eval,
     save_plan,
 )
 
-EVAL_FILE = "eval.json"
 TABLE_MD = "study.md"
 TABLE_JSON = "study-table.json"
 
@@ -46,28 +49,10 @@ class StudyResult:
     table: dict[str, Any] = field(default_factory=dict)
 
 
-def read_eval(run_dir: Path) -> dict[str, Any] | None:
-    p = run_dir / EVAL_FILE
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
 
 
-def plan_iters(plan: StudyPlan) -> int:
-    """Each cell's iterations: the plan's, else dukd distill's default."""
-    from dukd_cli.distill.config import TrainConfig
-
-    return int(plan.train.get("iters", TrainConfig.iters))
 
 
-def is_finished(plan: StudyPlan, cell: Cell, root: Path) -> bool:
-    rec = read_eval(cell.run_dir(root))
-    return (
-        rec is not None and rec.get("iteration") == plan_iters(plan) and rec.get("sets") == list(plan.benches)
-    )
 
 
 def resolve_plan(root: Path, given: StudyPlan | None) -> StudyPlan:
@@ -90,7 +75,7 @@ def resolve_plan(root: Path, given: StudyPlan | None) -> StudyPlan:
 
 
 def write_tables(root: Path, plan: StudyPlan) -> dict[str, Any]:
-    from dukd_cli.fsutil import atomic_write_text
+    from dukd_cli.runtime.fsutil import atomic_write_text
 
     results = {}
     for cell in plan.cells():
@@ -104,9 +89,9 @@ def write_tables(root: Path, plan: StudyPlan) -> dict[str, Any]:
 
 def _evaluate_cell(plan: StudyPlan, cell: Cell, run_dir: Path, device: str) -> None:
     from dukd_cli.distill.checkpoint import student_iteration
-    from dukd_cli.evaluate import evaluate
-    from dukd_cli.fsutil import atomic_write_text
-    from dukd_cli.models import build, resolve_spec
+    from dukd_cli.evaluate.protocol import evaluate
+    from dukd_cli.models.factory import build, resolve_spec
+    from dukd_cli.runtime.fsutil import atomic_write_text
 
     model = build(resolve_spec(str(run_dir), None), device=None)
     res = evaluate(

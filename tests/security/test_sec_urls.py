@@ -10,7 +10,9 @@ import urllib.parse
 import pytest
 from hostile import Server, flat, set5_members, tar_gz
 
-from dukd_cli.sources import SourceError, fetch, parse_hub_source
+from dukd_cli.sources import fetch
+from dukd_cli.sources.errors import SourceError
+from dukd_cli.sources.hub import parse_hub_source
 
 BODY = b"served bytes " * 100
 
@@ -84,8 +86,8 @@ def test_hub_sources_with_dotdot_parts_are_refused():
 
 def test_a_declared_file_is_cached_under_its_declared_name(env, monkeypatch):
     """A preset's declared source whose URL ends in a hostile segment: cached as the declared name."""
+    from dukd_cli.models.weights import resolve_declared
     from dukd_cli.registry import WeightSource
-    from dukd_cli.weights import resolve_declared
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     srv = Server(BODY)

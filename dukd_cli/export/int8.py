@@ -1,0 +1,470 @@
+"""Int8 post-training quantization of an exported ``model.onnx`` (``dukd export --quantize int8``).
+
+ONNX Runtime's static quantizer (``onnxruntime.quantization.quantize_static``: QDQ format, per-channel
+int8 weights, uint8 activations) does the rewriting; this module decides how, by measurement on
+calibration patches cut from HR training images (the run's ``[data]`` or ``--calib DIR``):
+
+1. ``count`` patches (``DEFAULT_CALIB_COUNT`` of ``DEFAULT_CALIB_PATCH`` LR pixels, LR made by
+   MATLAB-exact bicubic, or cut from the dataset's own LR files) are split into calibration patches
+   and a hold-out (``HOLDOUT_FRACTION``). The hold-out never calibrates anything.
+   The input tensor's range is fixed to [0, 1] (an 8-bit image is then represented exactly).
+2. Calibration method: MinMax, Percentile and Entropy are each tried with every quantizable node in
+   int8; the one whose int8 model loses least Y-PSNR (vs HR, as ``dukd evaluate`` scores) on the
+   hold-out is kept.
+3. Sensitivity pass: each weighted node (Conv, ConvTranspose, MatMul, Gemm) and each other
+   quantized op type (as one group) is left in float alone; the gain in hold-out PSNR is its
+   sensitivity. Units are then left in float greedily, most sensitive first, each kept only when it
+   gains at least ``MIN_GAIN_DB`` (float nodes cost speed and size), until the loss is at most
+   ``TARGET_FRACTION`` of the allowed drop (margin for images the hold-out does not hold) or at
+   most ``MAX_FLOAT_FRACTION`` of the weighted nodes are float.
+4. The chosen file is checked (QDQ nodes present, loads in ONNX Runtime, smaller than fp32) and its
+   hold-out loss compared with ``max_drop``: above it, :class:`DukdError` and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dukd_cli.errors import DukdError
+
+INT8_FILE = "model.int8.onnx"
+DEFAULT_CALIB_COUNT = 64
+DEFAULT_CALIB_PATCH = 48
+HOLDOUT_FRACTION = 0.25
+DEFAULT_MAX_DROP = 0.1
+TARGET_FRACTION = 0.5
+MAX_FLOAT_FRACTION = 0.25
+MIN_GAIN_DB = 0.01  # a float node costs speed and size: below this it buys no quality worth having
+METHODS = ("minmax", "percentile", "entropy")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+QUANTIZE_HINT = "pip install dukd[onnx]"
+
+Log = Callable[[str], None]
+
+
+def _nolog(_msg: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# calibration data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CalibData:
+    """LR patches (1, 3, p, p) float32 in [0, 1] with their HR patches (p*s, p*s, 3) uint8."""
+
+    lr: list[np.ndarray]
+    hr: list[np.ndarray]
+    scale: int
+    description: str
+    holdout_fraction: float = HOLDOUT_FRACTION
+
+    @property
+    def n_holdout(self) -> int:
+        return max(1, round(len(self.lr) * self.holdout_fraction))
+
+    @property
+    def calibration(self) -> list[np.ndarray]:
+        return self.lr[: len(self.lr) - self.n_holdout]
+
+    @property
+    def holdout(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        k = len(self.lr) - self.n_holdout
+        return self.lr[k:], self.hr[k:]
+
+
+def calibration_patches(
+    sources: Sequence[str | os.PathLike],
+    scale: int,
+    *,
+    count: int = DEFAULT_CALIB_COUNT,
+    patch: int = DEFAULT_CALIB_PATCH,
+    seed: int = 0,
+) -> CalibData:
+    """``count`` random patches of ``patch`` LR pixels from the HR images behind ``sources`` (folders
+    as ``dukd distill --data`` takes them, or ``builtin``), images visited in a shuffled round robin."""
+    from dukd_cli.data.benchmarks import make_lr
+    from dukd_cli.distill.data import discover
+    from dukd_cli.images.imageio import read_rgb_uint8
+
+    if count < 2:
+        raise DukdError(f"--calib-count must be at least 2 (calibration + hold-out), got {count}")
+    if patch < 8:
+        raise DukdError(f"calibration patches must be at least 8 pixels, got {patch}")
+    found = []
+    for s in sources:
+        srcs, _layout = discover(s, scale)
+        found.extend(srcs)
+    if not found:
+        raise DukdError(f"no calibration images found in {', '.join(map(str, sources))}")
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(len(found)))
+    hp = patch * scale
+    lrs: list[np.ndarray] = []
+    hrs: list[np.ndarray] = []
+    decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+    usable = list(order)
+    i = 0
+    while len(lrs) < count and usable:
+        k = usable[i % len(usable)]
+        if k not in decoded:
+            src = found[k]
+            decoded[k] = (
+                read_rgb_uint8(src.hr),
+                read_rgb_uint8(src.lr) if src.lr is not None else None,
+            )
+        hr, lr_full = decoded[k]
+        h, w = hr.shape[0] // scale, hr.shape[1] // scale
+        if h < patch or w < patch:
+            usable.remove(k)
+            continue
+        y, x = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
+        hr_p = np.ascontiguousarray(hr[y * scale : y * scale + hp, x * scale : x * scale + hp])
+        if lr_full is not None and lr_full.shape[0] >= y + patch and lr_full.shape[1] >= x + patch:
+            lr_p = lr_full[y : y + patch, x : x + patch]
+        else:
+            lr_p = make_lr(hr_p, scale)
+        lrs.append(np.ascontiguousarray(lr_p.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0)
+        hrs.append(hr_p)
+        i += 1
+        if len(decoded) > 64:  # keep memory bounded on big folders
+            decoded.pop(next(iter(decoded)))
+    if len(lrs) < count:
+        raise DukdError(
+            f"no calibration image in {', '.join(map(str, sources))} is at least {hp}x{hp} pixels "
+            f"({patch} LR pixels at x{scale})"
+        )
+    names = ", ".join(str(s) for s in sources)
+    return CalibData(lrs, hrs, int(scale), f"{count} patches of {patch}x{patch} LR pixels from {names}")
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------------
+
+
+def _session(model: str | Path | bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _fit(x: np.ndarray, fixed: tuple[int, int] | None) -> np.ndarray:
+    if fixed is None:
+        return x
+    fh, fw = fixed
+    h, w = x.shape[-2:]
+    return np.pad(x, ((0, 0), (0, 0), (0, fh - h), (0, fw - w)), mode="reflect")
+
+
+def run_session(sess, lrs: Sequence[np.ndarray], scale: int, fixed=None) -> list[np.ndarray]:
+    """Outputs as the evaluator stores them: HxWx3 uint8 (clamped, x255, rounded)."""
+    name = sess.get_inputs()[0].name
+    out = []
+    for x in lrs:
+        h, w = x.shape[-2:]
+        y = sess.run(None, {name: _fit(x, fixed)})[0][0, :, : h * scale, : w * scale]
+        out.append(np.round(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0))
+    return out
+
+
+def mean_psnr_y(srs: Sequence[np.ndarray], hrs: Sequence[np.ndarray], scale: int) -> float:
+    from dukd_cli.evaluate.metrics import psnr_y
+
+    vals = [psnr_y(a, b, scale) for a, b in zip(srs, hrs, strict=True)]
+    return float(np.mean([v for v in vals if np.isfinite(v)] or [float("inf")]))
+
+
+# --------------------------------------------------------------------------------------------------
+# quantization
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Int8Report:
+    method: str
+    nodes_to_exclude: list[str]
+    fp32_psnr: float  # hold-out Y-PSNR vs HR
+    int8_psnr: float
+    psnr_vs_fp32: float  # hold-out Y-PSNR of the int8 outputs against the fp32 outputs
+    max_drop: float
+    fp32_bytes: int
+    int8_bytes: int
+    calibration: str
+    n_calibration: int
+    n_holdout: int
+    methods_tried: dict[str, float] = field(default_factory=dict)  # method -> hold-out drop
+    sensitivity: list[tuple[str, float]] = field(default_factory=list)  # unit -> gain (dB) in float
+    seconds: float = 0.0
+
+    @property
+    def drop(self) -> float:
+        return self.fp32_psnr - self.int8_psnr
+
+    def to_config(self) -> dict[str, Any]:
+        import onnxruntime
+
+        return {
+            "file": INT8_FILE,
+            "tool": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
+            "format": "QDQ",
+            "weights": "int8, per channel",
+            "activations": "uint8, per tensor",
+            "calibration_method": self.method,
+            "calibration": self.calibration,
+            "calibration_patches": self.n_calibration,
+            "holdout_patches": self.n_holdout,
+            "nodes_to_exclude": list(self.nodes_to_exclude),
+            "holdout_psnr_fp32": round(self.fp32_psnr, 4),
+            "holdout_psnr_int8": round(self.int8_psnr, 4),
+            "holdout_drop_db": round(self.drop, 4),
+            "holdout_psnr_int8_vs_fp32": round(self.psnr_vs_fp32, 4),
+            "max_drop_db": self.max_drop,
+            "methods_tried_drop_db": {k: round(v, 4) for k, v in self.methods_tried.items()},
+            "bytes": self.int8_bytes,
+            "size_vs_fp32": round(self.int8_bytes / self.fp32_bytes, 4),
+        }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ORT's quantizer logs advice through the root logger and prints histogram progress."""
+    import contextlib as _c
+    import io
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with _c.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+class _Reader:
+    def __init__(self, name: str, patches: Sequence[np.ndarray], fixed) -> None:
+        self.name, self.patches, self.fixed = name, patches, fixed
+        self.it = iter(patches)
+
+    def get_next(self):
+        x = next(self.it, None)
+        return None if x is None else {self.name: _fit(x, self.fixed)}
+
+    def rewind(self) -> None:
+        self.it = iter(self.patches)
+
+
+def require_quantization() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime.quantization  # noqa: F401
+    except ImportError:
+        raise DukdError(f"int8 quantization needs onnx and onnxruntime: {QUANTIZE_HINT}") from None
+
+
+def sensitivity_units(model) -> list[tuple[str, list[str]]]:
+    """What the sensitivity pass leaves in float one at a time: each weighted node by name, each
+    other op type the QDQ quantizer handles as one group."""
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    units: list[tuple[str, list[str]]] = []
+    groups: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.op_type in WEIGHTED_OPS:
+            units.append((node.name, [node.name]))
+        elif node.op_type in QDQRegistry:
+            groups.setdefault(node.op_type, []).append(node.name)
+    units += [(f"all {op} ({len(names)})", names) for op, names in groups.items()]
+    return units
+
+
+class _Quantizer:
+    """Quantizes one fp32 model again and again with cached calibration ranges and scores the results."""
+
+    def __init__(self, fp32: Path, data: CalibData, fixed, tmp: Path, threads: int | None) -> None:
+        import onnx  # noqa: F401
+
+        self.fp32, self.data, self.fixed, self.tmp, self.threads = fp32, data, fixed, tmp, threads
+        self.model = onnx.load(str(fp32))
+        self.input_name = self.model.graph.input[0].name
+        lr, hr = data.holdout
+        self.hold_lr, self.hold_hr = lr, hr
+        sess = _session(fp32, threads)
+        self.fp32_out = run_session(sess, lr, data.scale, fixed)
+        self.fp32_psnr = mean_psnr_y(self.fp32_out, hr, data.scale)
+        self.n = 0
+        # The input is an 8-bit image in [0, 1]: uint8 with scale 1/255 represents it exactly,
+        # whatever range the calibration patches happen to span (or a percentile would clip).
+        self.input_override = {self.input_name: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]}
+
+    def quantize(self, out: Path, method: str, exclude: Sequence[str]) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        calib = {
+            "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy,
+        }[method]
+        reader = _Reader(self.input_name, self.data.calibration, self.fixed)
+        with _quiet():
+            quantize_static(
+                str(self.fp32),
+                str(out),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=calib,
+                nodes_to_exclude=list(exclude) or None,
+                calibration_cache_path=str(self.tmp / f"ranges-{method}.json"),
+                extra_options={"TensorQuantOverrides": self.input_override},
+            )
+        self.n += 1
+
+    def score(self, path: Path) -> tuple[float, float]:
+        """(int8 hold-out Y-PSNR vs HR, Y-PSNR vs the fp32 outputs)."""
+        outs = run_session(_session(path, self.threads), self.hold_lr, self.data.scale, self.fixed)
+        return (
+            mean_psnr_y(outs, self.hold_hr, self.data.scale),
+            mean_psnr_y(outs, self.fp32_out, self.data.scale),
+        )
+
+    def drop(self, method: str, exclude: Sequence[str]) -> float:
+        out = self.tmp / f"try-{self.n}.onnx"
+        self.quantize(out, method, exclude)
+        psnr = self.score(out)[0]
+        out.unlink(missing_ok=True)
+        return self.fp32_psnr - psnr
+
+
+def quantize_int8(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    data: CalibData,
+    *,
+    max_drop: float = DEFAULT_MAX_DROP,
+    methods: Sequence[str] = METHODS,
+    sensitivity: bool = True,
+    fixed_input_size: tuple[int, int] | None = None,
+    threads: int | None = None,
+    log: Log = _nolog,
+) -> Int8Report:
+    """Write an int8 QDQ copy of ``fp32_path`` to ``out_path`` (see the module doc for how it is chosen).
+
+    Raises :class:`DukdError` (and leaves ``out_path`` absent) when its hold-out loss exceeds ``max_drop`` dB.
+    """
+    require_quantization()
+    import onnx
+
+    if not (max_drop >= 0):
+        raise DukdError(f"--max-drop must be a number of dB >= 0, got {max_drop}")
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise DukdError(f"unknown calibration method '{(bad or ['(none)'])[0]}' (use {', '.join(METHODS)})")
+    fp32 = Path(fp32_path)
+    out = Path(out_path)
+    start = time.perf_counter()
+    fixed = tuple(fixed_input_size) if fixed_input_size else None
+    with tempfile.TemporaryDirectory(prefix="dukd-int8-") as tmpdir:
+        tmp = Path(tmpdir)
+        q = _Quantizer(fp32, data, fixed, tmp, threads)
+        log(
+            f"int8: calibrating on {len(data.calibration)} patches, scoring on a hold-out of "
+            f"{len(data.holdout[0])} (fp32 hold-out Y-PSNR {q.fp32_psnr:.3f} dB)"
+        )
+        tried: dict[str, float] = {}
+        for m in methods:
+            tried[m] = q.drop(m, [])
+            log(f"int8: calibration {m}: hold-out loss {tried[m]:.3f} dB with every node in int8")
+        method = min(tried, key=lambda k: tried[k])
+        base = tried[method]
+        exclude: list[str] = []
+        sens: list[tuple[str, float]] = []
+        target = max_drop * TARGET_FRACTION
+        if sensitivity and base > target:
+            units = sensitivity_units(q.model)
+            n_weighted = sum(1 for n in q.model.graph.node if n.op_type in WEIGHTED_OPS)
+            log(f"int8: sensitivity pass over {len(units)} nodes / op groups ({method})")
+            gains = []
+            for label, names in units:
+                gains.append((label, names, base - q.drop(method, names)))
+            gains.sort(key=lambda g: -g[2])
+            sens = [(label, gain) for label, _n, gain in gains]
+            for label, _names, gain in gains[:8]:
+                log(f"int8:   {label}: {gain:+.3f} dB in float")
+            budget = max(1, int(n_weighted * MAX_FLOAT_FRACTION))
+            current = base
+            for label, names, gain in gains:
+                if current <= target or gain < MIN_GAIN_DB:
+                    break
+                weighted = sum(
+                    1 for n in q.model.graph.node if n.name in exclude and n.op_type in WEIGHTED_OPS
+                )
+                adds = sum(1 for n in q.model.graph.node if n.name in names and n.op_type in WEIGHTED_OPS)
+                if weighted + adds > budget:
+                    continue
+                trial = q.drop(method, exclude + names)
+                if trial <= current - MIN_GAIN_DB:
+                    exclude += names
+                    current = trial
+                    log(f"int8:   keep {label} in float: loss {trial:.3f} dB")
+        tmp_out = tmp / "final.onnx"
+        q.quantize(tmp_out, method, exclude)
+        model = onnx.load(str(tmp_out))
+        ops = {n.op_type for n in model.graph.node}
+        if not {"QuantizeLinear", "DequantizeLinear"} <= ops:
+            raise DukdError("the quantized model has no QuantizeLinear/DequantizeLinear nodes (not QDQ)")
+        int8_psnr, vs_fp32 = q.score(tmp_out)
+        fp32_bytes, int8_bytes = fp32.stat().st_size, tmp_out.stat().st_size
+        report = Int8Report(
+            method=method,
+            nodes_to_exclude=exclude,
+            fp32_psnr=q.fp32_psnr,
+            int8_psnr=int8_psnr,
+            psnr_vs_fp32=vs_fp32,
+            max_drop=float(max_drop),
+            fp32_bytes=fp32_bytes,
+            int8_bytes=int8_bytes,
+            calibration=data.description,
+            n_calibration=len(data.calibration),
+            n_holdout=len(data.holdout[0]),
+            methods_tried=tried,
+            sensitivity=sens,
+            seconds=time.perf_counter() - start,
+        )
+        log(f"int8: nodes_to_exclude = {exclude}")
+        if report.drop > max_drop:
+            raise DukdError(
+                f"int8 model loses {report.drop:.3f} dB on the calibration hold-out "
+                f"({report.int8_psnr:.3f} vs fp32 {report.fp32_psnr:.3f} dB), more than --max-drop "
+                f"{max_drop:g}; nothing written"
+            )
+        os.replace(tmp_out, out) if out.parent == tmp_out.parent else _copy(tmp_out, out)
+    return report
+
+
+def _copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    part = dst.with_name(f".{dst.name}.part")
+    shutil.copyfile(src, part)
+    os.replace(part, dst)

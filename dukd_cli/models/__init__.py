@@ -1,0 +1,37 @@
+"""Networks by name: spec resolution and building (``factory``, ``spec``), weights from files and
+the Hub (``weights``), checkpoint files as models (``checkpoint``), detection of an architecture
+from a state dict (``detect``; each architecture declares its own rules through the registry),
+mismatch hints (``mismatch``), the spandrel adapter (``external``), size rules (``sizes``) and the
+cached parameter counts (``paramcache``). The plugin registry itself is ``dukd_cli.registry``.
+
+May import: ``dukd_cli.registry``, ``dukd_cli.sources``, ``dukd_cli.rundir``, ``dukd_cli.runtime``,
+``dukd_cli.errors``. Never images, upscale, evaluate, export, distill or commands.
+
+Public face: ``create_model``, ``build``, ``resolve_spec``, ``ModelSpec``, ``count_parameters``.
+"""
+
+_PUBLIC = {
+    "create_model": ".factory",
+    "build": ".factory",
+    "resolve_spec": ".factory",
+    "count_parameters": ".factory",
+    "describe": ".factory",
+    "ModelSpec": ".spec",
+}
+
+
+def __getattr__(name: str):
+    """The public names load their module on first use, so that importing a light submodule
+    (or ``dukd --help``) does not import torch."""
+    import importlib
+
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+__all__ = sorted(_PUBLIC)
