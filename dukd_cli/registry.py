@@ -90,6 +90,7 @@ class Preset:
     weights: Mapping[int, str | WeightSource] = field(default_factory=dict)
     description: str = ""
     notes: str = ""
+    label: str = ""  # a display name for messages ("SwinIR-S lightweight"); default: the preset's name
 
 
 @dataclass(frozen=True)

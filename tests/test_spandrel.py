@@ -225,7 +225,7 @@ def test_unknown_file_and_non_sr_model(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"foo.weight": torch.zeros(3, 3)}, str(tmp_path / "foo.safetensors"))
-    with pytest.raises(DukdError, match="neither the zoo .* nor spandrel recognises"):
+    with pytest.raises(DukdError, match="neither the registered architectures .* nor spandrel recognises"):
         resolve_spec(str(tmp_path / "foo.safetensors"), None)
     torch.save(_rrdb(1).state_dict(), tmp_path / "denoise_x1.pth")
     with pytest.raises(DukdError, match="not super-resolution"):

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 
 from dukd_cli.errors import DukdError
+from dukd_cli.models.shapes import Found, Shapes, indices, upsampler_scale
 from zoo.common import (
     DIV2K_RGB_MEAN,
     MeanShift,
@@ -185,3 +186,23 @@ def edsr(
     if len(rgb_mean) != 3:
         raise DukdError(f"edsr: rgb_mean needs 3 values, got {len(rgb_mean)}")
     return EDSR(scale, n_feats, n_resblocks, float(res_scale), img_range, tuple(rgb_mean), mean_shift)
+
+
+# Detection is owned by the architecture (dukd_cli.models.detect): read the constructor arguments
+# off a checkpoint's shapes.
+def detect_edsr(n: Shapes, original: Shapes) -> Found | None:
+    """EDSR from its shapes: ``n_feats`` (head conv), ``n_resblocks`` (body blocks), scale (upsampler
+    convs); ``res_scale`` leaves no trace (taken from a preset of the same shape, else 1)."""
+    head = n.get("head.0.weight")
+    if head is None or len(head) != 4:
+        return None
+    feats = head[0]
+    blocks = len(indices(n, r"body\.(\d+)\.body\.0\.weight"))
+    scale = upsampler_scale(n, "tail.0", feats)
+    if not blocks or scale is None:
+        return None
+    kwargs = {"n_feats": feats, "n_resblocks": blocks}
+    return Found(scale, kwargs, tuple(kwargs), f"EDSR {feats} ch, {blocks} blocks", unknown=("res_scale",))
+
+
+edsr.detect = detect_edsr

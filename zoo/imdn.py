@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from dukd_cli.errors import DukdError
+from dukd_cli.models.shapes import Found, Shapes, indices, pixel_shuffle_scale
 from zoo.common import check_positive, check_scale
 
 LRELU_SLOPE = 0.05
@@ -142,3 +143,24 @@ def imdn(scale: int, n_feats: int = 64, n_blocks: int = 6, distillation_rate: fl
             "channels; need at least 4 and fewer than n_feats"
         )
     return IMDN(scale, n_feats, n_blocks, float(distillation_rate))
+
+
+# Detection is owned by the architecture (dukd_cli.models.detect): read the constructor arguments
+# off a checkpoint's shapes.
+def detect_imdn(n: Shapes, original: Shapes) -> Found | None:
+    """IMDN from its shapes: ``n_feats``, ``n_blocks``, ``distillation_rate``, scale (one-step upsampler)."""
+    fea = n.get("fea_conv.weight")
+    up = n.get("upsampler.0.weight")
+    c4 = n.get("IMDB1.c4.weight")
+    if fea is None or up is None or c4 is None:
+        return None
+    feats = fea[0]
+    blocks = len(indices(n, r"IMDB(\d+)\.c1\.weight"))
+    scale = pixel_shuffle_scale(up[0])
+    if not blocks or scale is None:
+        return None
+    kwargs = {"n_feats": feats, "n_blocks": blocks, "distillation_rate": c4[0] / feats}
+    return Found(scale, kwargs, tuple(kwargs), f"IMDN {feats} ch, {blocks} blocks")
+
+
+imdn.detect = detect_imdn

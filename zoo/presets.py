@@ -27,6 +27,7 @@ from dukd_cli.registry import Preset
 from zoo.teachers import edsr_l, rcan_l, swinir_l
 
 EDSR_L = Preset(
+    label="EDSR",
     arch="edsr",
     kwargs={"n_feats": 256, "n_resblocks": 32, "res_scale": 0.1},
     scales=(2, 3, 4),
@@ -35,6 +36,7 @@ EDSR_L = Preset(
 )
 
 EDSR_S = Preset(
+    label="EDSR-S (DUKD student)",
     arch="edsr",
     kwargs={"n_feats": 64, "n_resblocks": 32, "res_scale": 0.1},
     scales=(2, 3, 4),
@@ -43,6 +45,7 @@ EDSR_S = Preset(
 )
 
 EDSR_BASELINE = Preset(
+    label="EDSR-baseline",
     arch="edsr",
     kwargs={"n_feats": 64, "n_resblocks": 16, "res_scale": 1.0},
     scales=(2, 3, 4),
@@ -51,6 +54,7 @@ EDSR_BASELINE = Preset(
 )
 
 RCAN_L = Preset(
+    label="RCAN",
     arch="rcan",
     kwargs={"n_feats": 64, "n_resgroups": 10, "n_resblocks": 20, "reduction": 16},
     scales=(2, 3, 4),
@@ -59,6 +63,7 @@ RCAN_L = Preset(
 )
 
 RCAN_S = Preset(
+    label="RCAN-S (DUKD student)",
     arch="rcan",
     kwargs={"n_feats": 64, "n_resgroups": 10, "n_resblocks": 6, "reduction": 16},
     scales=(2, 3, 4),
@@ -67,6 +72,7 @@ RCAN_S = Preset(
 )
 
 SWINIR_L = Preset(
+    label="SwinIR-M (classical SR)",
     arch="swinir",
     kwargs={
         "embed_dim": 180,
@@ -84,6 +90,7 @@ SWINIR_L = Preset(
 )
 
 SWINIR_S = Preset(
+    label="SwinIR-S (DUKD student)",
     arch="swinir",
     kwargs={
         "embed_dim": 60,
@@ -102,6 +109,7 @@ SWINIR_S = Preset(
 )
 
 SWINIR_LIGHTWEIGHT = Preset(
+    label="SwinIR-S lightweight",
     arch="swinir",
     kwargs={
         "embed_dim": 60,

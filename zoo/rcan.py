@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 
 from dukd_cli.errors import DukdError
+from dukd_cli.models.shapes import Found, Shapes, indices, upsampler_scale
 from zoo.common import (
     DIV2K_RGB_MEAN,
     MeanShift,
@@ -229,3 +230,24 @@ def rcan(
     return RCAN(
         scale, n_feats, n_resgroups, n_resblocks, reduction, float(res_scale), img_range, tuple(rgb_mean)
     )
+
+
+# Detection is owned by the architecture (dukd_cli.models.detect): read the constructor arguments
+# off a checkpoint's shapes.
+def detect_rcan(n: Shapes, original: Shapes) -> Found | None:
+    """RCAN from its shapes: ``n_feats``, ``n_resgroups``, ``n_resblocks`` (per group), ``reduction``."""
+    head = n.get("head.0.weight")
+    du = n.get("body.0.body.0.body.3.conv_du.0.weight")
+    if head is None or du is None:
+        return None
+    feats = head[0]
+    groups = len(indices(n, r"body\.(\d+)\.body\.0\.body\.0\.weight"))
+    blocks = len(indices(n, r"body\.0\.body\.(\d+)\.body\.0\.weight"))
+    scale = upsampler_scale(n, "tail.0", feats)
+    if not groups or not blocks or scale is None or du[0] < 1 or feats % du[0]:
+        return None
+    kwargs = {"n_feats": feats, "n_resgroups": groups, "n_resblocks": blocks, "reduction": feats // du[0]}
+    return Found(scale, kwargs, tuple(kwargs), f"RCAN {feats} ch, {groups} groups x {blocks} blocks")
+
+
+rcan.detect = detect_rcan

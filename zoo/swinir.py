@@ -28,14 +28,17 @@ Input RGB in [0, 1]; the DIV2K mean is subtracted inside (``img_range`` 1).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dukd_cli.errors import DukdError
+from dukd_cli.models.shapes import Found, Shapes, indices, pixel_shuffle_scale, upsampler_scale
 from dukd_cli.models.sizes import pad_to_multiple
 from zoo.common import DIV2K_RGB_MEAN, DropPath, Upsampler, check_positive, check_scale
 
@@ -512,3 +515,60 @@ def swinir(
         tuple(rgb_mean),
         qkv_bias,
     )
+
+
+# Detection is owned by the architecture (dukd_cli.models.detect): read the constructor arguments
+# off a checkpoint's shapes.
+def detect_swinir(n: Shapes, original: Shapes) -> Found | None:
+    """SwinIR from its shapes: ``embed_dim``, ``depths``, ``num_heads`` and ``window_size`` (bias
+    tables), ``mlp_ratio``, ``upsampler``, ``num_feat``, ``resi_connection``; ``img_size`` from the
+    shift mask a released file carries (the converter drops it, so it is read in ``original``)."""
+    first = n.get("conv_first.weight")
+    if first is None or len(first) != 4 or first[1] != 3:
+        return None
+    embed = first[0]
+    layers = indices(n, r"layers\.(\d+)\.residual_group\.blocks\.0\.norm1\.weight")
+    if not layers:
+        return None
+    depths = tuple(
+        len(indices(n, rf"layers\.{i}\.residual_group\.blocks\.(\d+)\.norm1\.weight")) for i in layers
+    )
+    tables = [n.get(f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table") for i in layers]
+    if any(t is None for t in tables):
+        return None
+    heads = tuple(t[1] for t in tables)
+    side = math.isqrt(tables[0][0])
+    if side * side != tables[0][0] or side % 2 == 0:
+        return None
+    window = (side + 1) // 2
+    fc1 = n.get("layers.0.residual_group.blocks.0.mlp.fc1.weight")
+    mlp_ratio = fc1[0] / embed if fc1 else 2.0
+    resi = "1conv" if "layers.0.conv.weight" in n else "3conv"
+    kwargs: dict[str, Any] = {
+        "embed_dim": embed,
+        "depths": depths,
+        "num_heads": heads,
+        "window_size": window,
+        "mlp_ratio": float(mlp_ratio),
+    }
+    before = n.get("conv_before_upsample.0.weight")
+    if before is not None:
+        kwargs.update(upsampler="pixelshuffle", num_feat=before[0])
+        scale = upsampler_scale(n, "upsample", before[0])
+    else:
+        up = n.get("upsample.0.weight")
+        kwargs["upsampler"] = "pixelshuffledirect"
+        scale = pixel_shuffle_scale(up[0]) if up is not None else None
+    if scale is None:
+        return None
+    kwargs["resi_connection"] = resi
+    structural = tuple(kwargs)
+    # The shift mask saved by released files tells their training patch size (no effect on the network).
+    mask = next((s for k, s in original.items() if k.endswith("blocks.1.attn_mask")), None)
+    if mask is not None and len(mask) == 3 and math.isqrt(mask[0]) ** 2 == mask[0]:
+        kwargs["img_size"] = math.isqrt(mask[0]) * window
+    label = f"SwinIR embed {embed}, {len(depths)} x {depths[0]} layers"
+    return Found(scale, kwargs, structural, label, suffix=str(kwargs["upsampler"]))
+
+
+swinir.detect = detect_swinir

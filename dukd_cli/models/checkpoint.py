@@ -71,7 +71,7 @@ def _file_key(name: str) -> tuple | None:
 def _find(name: str) -> tuple[str, Any]:
     """("zoo", Detection) or ("spandrel", its describe() dict) for checkpoint ``name``."""
     from dukd_cli.models import external
-    from dukd_cli.models.detect import ZOO_FAMILIES, detect
+    from dukd_cli.models.detect import detect, detectable
     from dukd_cli.models.weights import load_state_dict
 
     key = _file_key(name)
@@ -86,13 +86,13 @@ def _find(name: str) -> tuple[str, Any]:
             result = ("spandrel", external.from_state_dict(state_dict, name).describe())
         except external.SpandrelMissingError:
             raise DukdError(
-                f"{name}: its keys match no zoo architecture ({', '.join(ZOO_FAMILIES)}); other architectures "
+                f"{name}: its keys match no registered architecture ({', '.join(detectable())}); other architectures "
                 f"(ESRGAN, HAT, SPAN, ...) load through spandrel: {external.INSTALL_HINT}"
             ) from None
         except external.NotRecognisedError:
             keys = ", ".join(list(state_dict)[:3])
             raise DukdError(
-                f"{name}: neither the zoo ({', '.join(ZOO_FAMILIES)}) nor spandrel recognises this checkpoint "
+                f"{name}: neither the registered architectures ({', '.join(detectable())}) nor spandrel recognises this checkpoint "
                 f"(its first keys: {keys})"
             ) from None
     if key is not None:

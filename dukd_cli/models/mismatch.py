@@ -114,7 +114,7 @@ def _opt(flag: str | None, value: str, what: str) -> str:
 
 def hint_lines(facts: dict[str, Any], o: Options) -> list[str]:
     """The help lines under a mismatch report, naming only the options in ``o``."""
-    from dukd_cli.models.detect import ZOO_FAMILIES, differing_arguments, format_argument
+    from dukd_cli.models.detect import detectable, differing_arguments, format_argument
 
     lines: list[str] = []
     weights = facts.get("weights")
@@ -149,7 +149,7 @@ def hint_lines(facts: dict[str, Any], o: Options) -> list[str]:
         lines.append(line)
     elif facts.get("spandrel_missing"):
         lines.append(
-            f"  its keys match no zoo architecture ({', '.join(ZOO_FAMILIES)}); if it is another architecture, "
+            f"  its keys match no registered architecture ({', '.join(detectable())}); if it is another architecture, "
             "install spandrel (pip install 'dukd[spandrel]')"
             + (f" and give the file itself as the model, {as_model}" if as_model else "")
         )
