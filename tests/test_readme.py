@@ -68,6 +68,11 @@ SKIP: dict[str, str] = {
     "pip install --target /tmp/cv2 opencv-python-headless": NETWORK,
     "python benchmarks/upscale_vs_loop.py --cv2-path /tmp/cv2 --rounds 3 [--code /path/to/old/checkout]": "needs OpenCV (the line above) and minutes",
 }
+SKIP["dukd study runs/study --preset cpu-short -m scratch -m kd -m fakd -m at -m fitnet -m dukd -m dukd+at --seeds 0,1 --iters 100"] = (
+    "14 training runs: 25 minutes here (README's table; tests/test_study.py runs a tiny grid)"
+)
+SKIP["dukd study runs/study"] = "continues the study above"
+SKIP["dukd report runs/study -o study.html"] = "needs the study above"
 SKIP_PYTHON = {
     "EDSR_Lx4_f256b32_DIV2K_official-76ee1c8f.pth": "needs the paper's EDSR file (not public: see 'The paper's data and teachers')",
 }
