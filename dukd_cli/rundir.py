@@ -29,29 +29,47 @@ def is_run_dir(name: str | os.PathLike) -> bool:
     return p.is_dir() and (p / RUN_CONFIG).is_file() and not (p / EXPORT_CONFIG).is_file()
 
 
-@dataclass
+RUN_STATE = "state.pt"
+RUN_BEST = "student_best.safetensors"
+RUN_METRICS = "metrics.jsonl"
+RUN_INFO = "run.json"
+RUN_LOCK = ".dukd-run.lock"
+RUN_FILES = (RUN_STATE, RUN_WEIGHTS, RUN_BEST, RUN_CONFIG, RUN_METRICS)  # what makes a folder a run
+
+
+@dataclass(frozen=True)
 class RunPaths:
+    """The files of one run directory."""
+
     root: Path
 
     @property
     def config(self) -> Path:
-        return self.root / "config.toml"
+        return self.root / RUN_CONFIG
 
     @property
     def state(self) -> Path:
-        return self.root / "state.pt"
+        return self.root / RUN_STATE
 
     @property
     def student(self) -> Path:
-        return self.root / "student.safetensors"
+        return self.root / RUN_WEIGHTS
 
     @property
     def best(self) -> Path:
-        return self.root / "student_best.safetensors"
+        return self.root / RUN_BEST
 
     @property
     def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
+        return self.root / RUN_METRICS
+
+    @property
+    def info(self) -> Path:
+        return self.root / RUN_INFO
+
+    @property
+    def lock(self) -> Path:
+        return self.root / RUN_LOCK
 
 
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from dukd_cli.errors import DukdError
-from dukd_cli.rundir import RunPaths
+from dukd_cli.rundir import RUN_FILES, RunPaths
 from dukd_cli.runtime.fsutil import atomic_path
 from dukd_cli.runtime.stale import temp_prefix
 
@@ -47,7 +47,7 @@ STATE_VERSION = 1
 PAUSE_ENV = "DUKD_TEST_CHECKPOINT_PAUSE"
 
 # The files a run directory holds; their temporary names are ".<stem>.tmp-*" (fsutil.atomic_path).
-_RUN_FILES = ("state.pt", "student.safetensors", "student_best.safetensors", "config.toml", "metrics.jsonl")
+_RUN_FILES = RUN_FILES
 
 
 class CheckpointWriteError(DukdError):

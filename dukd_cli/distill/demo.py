@@ -25,6 +25,7 @@ import torch
 
 from dukd_cli.errors import DukdError
 from dukd_cli.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
+from dukd_cli.rundir import RunPaths
 
 SCALE = 4
 HOLDOUT = ("chelsea.png", "coffee.png")  # built-in photographs the demo never trains on
@@ -212,7 +213,7 @@ def run_demo(
     if fit.interrupted:
         return result
 
-    after = build(resolve_spec(DEFAULT_STUDENT, SCALE, weights=str(run_dir / "student.safetensors")))
+    after = build(resolve_spec(DEFAULT_STUDENT, SCALE, weights=str(RunPaths(run_dir).student)))
     rows.append(
         DemoRow(
             "student, after",

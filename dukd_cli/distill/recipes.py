@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dukd_cli.errors import DukdError
+from dukd_cli.rundir import RunPaths
 
 RECIPES = ("dukd", "authors")
 DEFAULT_RECIPE = "dukd"
@@ -233,7 +234,7 @@ def init_weights(run_dir) -> str:
     from pathlib import Path
 
     root = Path(run_dir).expanduser()
-    w = root / "student.safetensors"
+    w = RunPaths(root).student
     if not root.is_dir():
         raise DukdError(f"--init-from {run_dir}: no such run directory")
     if not w.is_file():

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-RUN_INFO = "run.json"
+from dukd_cli.rundir import RUN_INFO
 
 
 def cpu_model() -> str:

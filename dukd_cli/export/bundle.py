@@ -57,7 +57,7 @@ from dukd_cli.export.onnx import (
 )
 from dukd_cli.models.factory import build, count_parameters, resolve_spec
 from dukd_cli.models.spec import ModelSpec
-from dukd_cli.rundir import EXPORT_CONFIG, EXPORT_WEIGHTS
+from dukd_cli.rundir import EXPORT_CONFIG, EXPORT_WEIGHTS, RUN_CONFIG, RUN_METRICS, RUN_WEIGHTS, load_toml
 from dukd_cli.rundir import is_run_dir as models_is_run_dir
 from dukd_cli.runtime import stale
 
@@ -66,9 +66,6 @@ FORMATS = ("safetensors", "onnx", "onnx-fp16")
 DEFAULT_FORMATS = ("safetensors", "onnx")
 FORMAT_VERSION = 1
 INPUT_RANGE = "[0,1] RGB"
-RUN_CONFIG = "config.toml"
-RUN_WEIGHTS = "student.safetensors"
-RUN_METRICS = "metrics.jsonl"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,21 +76,6 @@ RUN_METRICS = "metrics.jsonl"
 def is_run_dir(path: str | os.PathLike) -> bool:
     """A ``dukd distill`` run directory: ``config.toml`` and ``student.safetensors``."""
     return models_is_run_dir(path) and (Path(path) / RUN_WEIGHTS).is_file()
-
-
-def _load_toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib  # Python >= 3.11
-    except ImportError:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ImportError:
-            raise DukdError(f"reading {path} needs Python 3.11+ or the 'tomli' package") from None
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except (OSError, ValueError) as exc:
-        raise DukdError(f"cannot read {path}: {exc}") from None
 
 
 def _table(cfg: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -164,7 +146,7 @@ def read_run_dir(path: str | os.PathLike) -> RunInfo:
     d = Path(path)
     if not (d / RUN_CONFIG).is_file():
         raise DukdError(f"{d} is not a distill run directory (no {RUN_CONFIG})")
-    cfg = _load_toml(d / RUN_CONFIG)
+    cfg = load_toml(d / RUN_CONFIG)
     student, teacher = _table(cfg, "student"), _table(cfg, "teacher")
     method, data, train = _table(cfg, "method"), _table(cfg, "data"), _table(cfg, "train")
     scale = student.get("scale", cfg.get("scale"))

@@ -19,6 +19,7 @@ from dukd_cli.report import figures, html
 from dukd_cli.report.measure import measure
 from dukd_cli.report.paper import paper_pair
 from dukd_cli.report.runs import RunData, load_runs
+from dukd_cli.rundir import RunPaths
 
 
 @dataclass
@@ -96,7 +97,7 @@ def make_report(
         raise DukdError("--crop needs a benchmark set: pass --bench NAME (and --data-dir DIR)")
 
     measured = None
-    if benches and any((r.root / "student.safetensors").is_file() for r in runs):
+    if benches and any(RunPaths(r.root).student.is_file() for r in runs):
         try:
             measured = measure(
                 runs, benches, data_dir=dd, device=device, crops=crops, speed=speed, progress=say

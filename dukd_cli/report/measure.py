@@ -23,6 +23,7 @@ import torch
 from dukd_cli.distill.agreement import teacher_spec
 from dukd_cli.errors import DukdError
 from dukd_cli.report.runs import RunData
+from dukd_cli.rundir import RunPaths
 
 SPEED_SIDE = 128  # LR side of the timed input
 SPEED_REPS = 5
@@ -131,7 +132,7 @@ def build_run_student(run: RunData, device: torch.device):
     from dukd_cli.models.factory import build, count_parameters, resolve_spec
 
     s = run.section("student")
-    w = run.root / "student.safetensors"
+    w = RunPaths(run.root).student
     if not w.is_file():
         raise DukdError(f"{run.root} has no student.safetensors")
     spec = resolve_spec(str(s["name"]), run.scale, kwargs=s.get("args") or {}, weights=str(w))

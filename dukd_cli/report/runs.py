@@ -11,18 +11,13 @@ import json
 import math
 import os
 import statistics
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dukd_cli.errors import DukdError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
+from dukd_cli.rundir import RunPaths, load_toml
 
 AGREE_KEYS = ("agree_train_psnr", "agree_val_psnr")
 RESERVED = {"bicubic", "teacher", "hr"}
@@ -106,7 +101,7 @@ class RunData:
         last = max(
             (
                 p.stat().st_mtime
-                for p in (self.root / "metrics.jsonl", self.root / "student.safetensors")
+                for p in (RunPaths(self.root).metrics, RunPaths(self.root).student)
                 if p.is_file()
             ),
             default=None,
@@ -122,7 +117,7 @@ class RunData:
                     f", {len(sessions)} sessions" if len(sessions) > 1 else ""
                 )
                 return max(0.0, last - start), how
-        cfg = self.root / "config.toml"
+        cfg = RunPaths(self.root).config
         if cfg.is_file() and last is not None:
             return max(0.0, last - cfg.stat().st_mtime), "estimated from file times (no run.json)"
         return None, "unknown"
@@ -242,18 +237,15 @@ def load_run(root: str | os.PathLike, label: str | None = None) -> RunData:
     p = Path(root)
     if not p.is_dir():
         raise DukdError(f"run directory not found: {p}")
-    cfg_path, met_path = p / "config.toml", p / "metrics.jsonl"
+    cfg_path, met_path = RunPaths(p).config, RunPaths(p).metrics
     if not cfg_path.is_file():
         raise DukdError(f"{p} is not a dukd distill run directory (no config.toml)")
-    try:
-        config = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise DukdError(f"cannot read {cfg_path}: {exc}") from None
+    config = load_toml(cfg_path)
     records, skipped = _read_records(met_path) if met_path.is_file() else ([], 0)
     run = RunData(p, label or p.name, config, records, read_info(p))
     run.skipped_lines = skipped
-    if (p / "student.safetensors").is_file():
-        check_student(p / "student.safetensors")  # one line now, not a traceback at the evaluation
+    if RunPaths(p).student.is_file():
+        check_student(RunPaths(p).student)  # one line now, not a traceback at the evaluation
     if not met_path.is_file():
         run.missing.append("training curves (no metrics.jsonl)")
     elif not run.loss_series():
@@ -269,7 +261,7 @@ def load_run(root: str | os.PathLike, label: str | None = None) -> RunData:
         )
     if run.info is None:
         run.missing.append("hardware (no run.json: a run made before dukd recorded it)")
-    if not (p / "student.safetensors").is_file():
+    if not RunPaths(p).student.is_file():
         run.missing.append("student weights (no student.safetensors: nothing to evaluate)")
     return run
 

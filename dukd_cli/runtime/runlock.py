@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dukd_cli.errors import DukdError
 
-LOCK_NAME = ".dukd-run.lock"
+LOCK_NAME = ".dukd-run.lock"  # dukd_cli.rundir.RUN_LOCK (runtime sits below rundir)
 
 
 class RunLockedError(DukdError):

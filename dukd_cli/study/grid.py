@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dukd_cli.errors import DukdError
+from dukd_cli.rundir import RunPaths
 
 PLAN_FILE = "study.json"
 PLAN_FORMAT = "dukd-study"
@@ -402,7 +403,7 @@ def describe_plan(plan: StudyPlan, root: Path, *, device: str = "auto") -> list[
             continue
         if is_finished(plan, cell, root):
             state = "finished"
-        elif (run_dir / "state.pt").is_file():
+        elif RunPaths(run_dir).state.is_file():
             state = f"resumes at iteration {student_iteration(run_dir / 'student.safetensors')}"
         else:
             state = "to run"

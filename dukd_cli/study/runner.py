@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dukd_cli.errors import DukdError
+from dukd_cli.rundir import RunPaths
 from dukd_cli.study import table as tablemod
 from dukd_cli.study.grid import (
     EVAL_FILE,
@@ -101,7 +102,7 @@ def _evaluate_cell(plan: StudyPlan, cell: Cell, run_dir: Path, device: str) -> N
         "student": cell.student,
         "method": cell.method,
         "seed": cell.seed,
-        "iteration": student_iteration(run_dir / "student.safetensors"),
+        "iteration": student_iteration(RunPaths(run_dir).student),
         "sets": list(plan.benches),
         "results": {r.bench: {"psnr": float(r.psnr), "ssim": float(r.ssim)} for r in res},
     }
@@ -113,7 +114,7 @@ def _train_cell(cfg, run_dir: Path, callbacks: Sequence[Callable]) -> Any:
     from dukd_cli.distill.config import DistillConfig
     from dukd_cli.distill.trainer import Trainer
 
-    if (run_dir / "state.pt").is_file():
+    if RunPaths(run_dir).state.is_file():
         trainer = Trainer(DistillConfig(), run_dir, resume=True, callbacks=callbacks)
     else:
         if run_dir.exists():  # a kill before the first checkpoint: nothing there is worth keeping
@@ -155,7 +156,7 @@ def run_study(
     for i, cell in enumerate(todo, 1):
         run_dir = cell.run_dir(root)
         done = (
-            student_iteration(run_dir / "student.safetensors") if (run_dir / "state.pt").is_file() else None
+            student_iteration(RunPaths(run_dir).student) if RunPaths(run_dir).state.is_file() else None
         )
         if done != iters:
             on_event(f"[{i}/{len(todo)}] {cell.key}: training" + (f" (resuming at {done})" if done else ""))
