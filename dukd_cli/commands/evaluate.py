@@ -27,11 +27,12 @@ def _load(name: str, scale: int, weights: str | None, args: list[str] | None, de
         if weights or args:
             raise DukdError("the bicubic baseline takes no --weights or constructor arguments")
         return BICUBIC, None
-    from dukd_cli.models import mismatch, options
+    from dukd_cli.models import mismatch
+    from dukd_cli.models import options as model_options
     from dukd_cli.models.factory import build, resolve_spec
     from dukd_cli.upscale.inference import select_device
 
-    with mismatch.hints(options or options.EVALUATE):  # help in this command's options, resolving included
+    with mismatch.hints(options or model_options.EVALUATE):  # help in this command's options, resolving included
         spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
         if spec.scale != scale:
             raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")
