@@ -53,6 +53,17 @@ def _private_cache(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _api_phrasing():
+    """Each test starts with messages phrased for the Python API: a command run in-process (run_dukd)
+    sets the option names its messages use for the rest of its context, which must not leak."""
+    from dukd_cli.models import options
+
+    options.use(options.API)
+    yield
+    options.use(options.API)
+
+
+@pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Tests never reach the network: the Hub client runs offline."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

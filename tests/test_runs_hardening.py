@@ -438,7 +438,7 @@ def test_report_does_not_replace_a_page_without_overwrite(small_run, run_dukd, t
 
 
 def test_upscale_refuses_an_absurd_output_size_before_computing(tiny_x2, run_dukd, tmp_path, monkeypatch):
-    import dukd_cli.upscale.paths as up
+    import dukd_cli.upscale.image as up  # where upscale_image lives (the job imports it at call time)
 
     def never(*a, **k):
         raise AssertionError("the image was computed before its size was checked")
