@@ -7,21 +7,8 @@ May import: ``dukd_cli.models``, ``dukd_cli.upscale``, ``dukd_cli.evaluate``, ``
 Public face: ``export_model``, ``export_onnx``, ``push_to_hub``.
 """
 
+from dukd_cli.runtime.lazy import lazy_face
+
 _PUBLIC = {"export_model": ".bundle", "push_to_hub": ".bundle", "export_onnx": ".onnx"}
 
-
-def __getattr__(name: str):
-    """The public names load their module on first use, so that importing a light submodule
-    (or ``dukd --help``) does not import torch."""
-    import importlib
-
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
-
-
-__all__ = sorted(_PUBLIC)
+__getattr__, __dir__, __all__ = lazy_face(__name__, _PUBLIC)

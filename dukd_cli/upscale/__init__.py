@@ -8,21 +8,8 @@ Never evaluate, export, distill or commands.
 Public face: ``upscale_paths``, ``upscale_image``, ``run_model``.
 """
 
+from dukd_cli.runtime.lazy import lazy_face
+
 _PUBLIC = {"upscale_paths": ".paths", "upscale_image": ".image", "run_model": ".inference"}
 
-
-def __getattr__(name: str):
-    """The public names load their module on first use, so that importing a light submodule
-    (or ``dukd --help``) does not import torch."""
-    import importlib
-
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
-
-
-__all__ = sorted(_PUBLIC)
+__getattr__, __dir__, __all__ = lazy_face(__name__, _PUBLIC)
