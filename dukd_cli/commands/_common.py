@@ -25,7 +25,7 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False, soft_wrap=True)
 
 
-def _showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+def _showwarning(message, category, filename, lineno, file=None, line=None):
     warn(escape(str(message)))
 
 

@@ -628,7 +628,7 @@ class Trainer:
             info += f"  {self.last_val['val_bench']} {self.last_val['val_psnr']:.2f} dB"
         return info.strip()
 
-    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+    def _on_signal(self, signum, frame) -> None:
         """Ctrl-C or SIGTERM: finish this iteration, save, exit; the same signal again aborts at once."""
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self._stop_requested:

@@ -300,7 +300,7 @@ class _Quantizer:
     """Quantizes one fp32 model again and again with cached calibration ranges and scores the results."""
 
     def __init__(self, fp32: Path, data: CalibData, fixed, tmp: Path, threads: int | None) -> None:
-        import onnx  # noqa: F401
+        import onnx
 
         self.fp32, self.data, self.fixed, self.tmp, self.threads = fp32, data, fixed, tmp, threads
         self.model = onnx.load(str(fp32))

@@ -123,7 +123,7 @@ def verify(path: str | os.PathLike, net: nn.Module, *, size: tuple[int, int] = (
     try:
         with torch.device("cpu"):
             desc = module.ModelLoader(device="cpu").load_from_file(os.fspath(path))
-    except Exception as exc:  # noqa: BLE001 - spandrel's refusal in any of its forms
+    except Exception as exc:  # spandrel's refusal in any of its forms
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DukdError(f"spandrel does not load {Path(path).name}: {first}") from None
     theirs = external.SpandrelSR(desc, os.fspath(path)).eval()

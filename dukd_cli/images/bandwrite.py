@@ -122,7 +122,7 @@ class BandWriter:
         self._finished = False
         try:
             if fmt == "PNG":
-                self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in _finish / abort)
+                self._file = open(self._tmp, "wb")  # closed in _finish / abort
                 self._png = PngStreamWriter(
                     self._file,
                     self.width,

@@ -80,7 +80,7 @@ def import_spandrel() -> Any:
         raise SpandrelMissingError(f"spandrel is not installed: {INSTALL_HINT}")
     try:
         import spandrel as module
-    except Exception as first:  # noqa: BLE001 - torchvision fails in several ways (RuntimeError, OSError, ImportError)
+    except Exception as first:  # torchvision fails in several ways (RuntimeError, OSError, ImportError)
         _forget(("spandrel", "torchvision"))
         saved = {}
         stand_in = _torchvision_stand_in()
@@ -88,7 +88,7 @@ def import_spandrel() -> Any:
         sys.modules.update(stand_in)
         try:
             import spandrel as module
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _forget(("spandrel",))
             reason = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
             raise DukdError(f"spandrel is installed but cannot be imported ({reason}; then {exc})") from None
@@ -225,7 +225,7 @@ def load_descriptor(state_dict: Mapping[str, Tensor], source: str = "checkpoint"
             desc = module.ModelLoader(device="cpu").load_from_state_dict(sd)
     except module.UnsupportedModelError:
         raise NotRecognisedError(f"{source}: spandrel does not recognise this architecture either") from None
-    except Exception as exc:  # noqa: BLE001 - a detected family whose builder failed
+    except Exception as exc:  # a detected family whose builder failed
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DukdError(
             f"{source}: spandrel recognised the file but could not build its network: {first}"

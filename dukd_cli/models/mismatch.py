@@ -76,7 +76,7 @@ def _spandrel_facts(weights: str | None) -> dict[str, Any]:
         from dukd_cli.models.weights import load_state_dict
 
         return {"spandrel": external.from_state_dict(load_state_dict(weights), str(weights)).describe()}
-    except Exception:  # noqa: BLE001 - help text only: never hide the real failure
+    except Exception:  # help text only: never hide the real failure
         return {}
 
 
@@ -99,7 +99,7 @@ def explain(exc: StateDictMismatchError, spec: Any) -> ExplainedMismatch:
     if found is not None:
         try:
             defaults, _ = factory_arguments(registry.get_architecture(found.arch))
-        except Exception:  # noqa: BLE001
+        except Exception:
             defaults = {}
         facts["detection"] = found
         facts["defaults"] = defaults
