@@ -225,6 +225,22 @@ def _too_many(what: str, limits: Limits) -> DukdError:
     return LimitExceeded(f"{what} holds more than {limits.members} entries; refusing it{limits.raised()}")
 
 
+def _member(dest: Path, raw: str, is_dir: bool, names: _Names, what: str) -> PurePosixPath | None:
+    """One archive member's checked name: a folder is created (and None returned), a file's relative
+    path is registered (duplicates and case collisions refused) and returned for writing."""
+    rel = _clean_name(raw, what)
+    if rel is None:
+        if is_dir:
+            return None  # the archive's root entry ('./')
+        raise DukdError(f"{what} holds a file member without a name; refusing to extract it")
+    if is_dir:
+        names.add_dir(rel)
+        dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
+        return None
+    names.add_file(rel)
+    return rel
+
+
 def _extract_tar(archive: Path, dest: Path, limits: Limits, what: str) -> None:
     budget, names, count = _Budget(limits, what), _Names(what), 0
     with tarfile.open(archive) as t:
@@ -240,16 +256,9 @@ def _extract_tar(archive: Path, dest: Path, limits: Limits, what: str) -> None:
             if not (m.isfile() or m.isdir()):
                 kind = "device" if (m.ischr() or m.isblk()) else "FIFO" if m.isfifo() else "special file"
                 raise DukdError(f"{what} holds a {kind} member '{m.name}'; dukd extracts regular files only")
-            rel = _clean_name(m.name, what)
-            if rel is None and m.isdir():
-                continue
+            rel = _member(dest, m.name, m.isdir(), names, what)
             if rel is None:
-                raise DukdError(f"{what} holds a file member without a name; refusing to extract it")
-            if m.isdir():
-                names.add_dir(rel)
-                dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
                 continue
-            names.add_file(rel)
             src = t.extractfile(m)
             if src is None:  # pragma: no cover - isfile() members always have data
                 raise DukdError(f"{what}: cannot read member '{m.name}'")
@@ -270,16 +279,9 @@ def _extract_zip(archive: Path, dest: Path, limits: Limits, what: str) -> None:
                 raise DukdError(
                     f"{what} holds a {kind} '{info.filename}'; dukd extracts regular files only, refusing it"
                 )
-            rel = _clean_name(info.filename, what)
-            if rel is None and info.is_dir():
-                continue
+            rel = _member(dest, info.filename, info.is_dir(), names, what)
             if rel is None:
-                raise DukdError(f"{what} holds a file member without a name; refusing to extract it")
-            if info.is_dir():
-                names.add_dir(rel)
-                dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
                 continue
-            names.add_file(rel)
             with z.open(info) as src:
                 budget.copy(src, _target(dest, rel), info.filename)
 
