@@ -11,9 +11,9 @@ calibration patches cut from HR training images (the run's ``[data]`` or ``--cal
 2. Calibration method: MinMax, Percentile and Entropy are each tried with every quantizable node in
    int8; the one whose int8 model loses least Y-PSNR (vs HR, as ``dukd evaluate`` scores) on the
    hold-out is kept.
-3. Sensitivity pass: each weighted node (Conv, ConvTranspose, MatMul, Gemm) and each other
-   quantized op type (as one group) is left in float alone; the gain in hold-out PSNR is its
-   sensitivity. Units are then left in float greedily, most sensitive first, each kept only when it
+3. Sensitivity pass: each weighted node (Conv, ConvTranspose, MatMul, Gemm), each other op type
+   (as one group) and all the other op types together are left in float alone; the gain in
+   hold-out PSNR is its sensitivity. Units are then left in float greedily, most sensitive first, each kept only when it
    gains at least ``MIN_GAIN_DB`` (float nodes cost speed and size), until the loss is at most
    ``TARGET_FRACTION`` of the allowed drop (margin for images the hold-out does not hold) or at
    most ``MAX_FLOAT_FRACTION`` of the weighted nodes are float.
@@ -47,6 +47,7 @@ MAX_FLOAT_FRACTION = 0.25
 MIN_GAIN_DB = 0.01  # a float node costs speed and size: below this it buys no quality worth having
 METHODS = ("minmax", "percentile", "entropy")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+NEVER_QUANTIZED = ("Cast", "QuantizeLinear", "DequantizeLinear", "Shape", "Constant")
 QUANTIZE_HINT = "pip install dukd[onnx]"
 
 Log = Callable[[str], None]
@@ -282,18 +283,42 @@ def require_quantization() -> None:
 
 def sensitivity_units(model) -> list[tuple[str, list[str]]]:
     """What the sensitivity pass leaves in float one at a time: each weighted node by name, each
-    other op type the QDQ quantizer handles as one group."""
-    from onnxruntime.quantization.registry import QDQRegistry
+    other op type as one group (the QDQ quantizer quantizes every op type by default), and all of
+    those other op types together (their gains are often each small and only add up together).
 
+    Leaving a non-weighted op in float costs little time: the convolutions still read 8-bit
+    inputs, only the residual sums, concatenations and products between them stay in float.
+    """
     units: list[tuple[str, list[str]]] = []
     groups: dict[str, list[str]] = {}
     for node in model.graph.node:
         if node.op_type in WEIGHTED_OPS:
             units.append((node.name, [node.name]))
-        elif node.op_type in QDQRegistry:
+        elif node.op_type not in NEVER_QUANTIZED:
             groups.setdefault(node.op_type, []).append(node.name)
     units += [(f"all {op} ({len(names)})", names) for op, names in groups.items()]
+    if len(groups) > 1:
+        every = [n for names in groups.values() for n in names]
+        units.append((f"all non-weighted ops ({len(every)})", every))
     return units
+
+
+def describe_nodes(model, names: Sequence[str]) -> str:
+    """``names`` for a person: an op type whose every node is listed as ``all Add (13)``, the rest by name."""
+    chosen = set(names)
+    if not chosen:
+        return "nothing (every node in int8)"
+    by_type: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        by_type.setdefault(node.op_type, []).append(node.name)
+    parts = []
+    for op, nodes in by_type.items():
+        picked = [n for n in nodes if n in chosen]
+        if picked and len(picked) == len(nodes) and len(nodes) > 1:
+            parts.append(f"all {op} ({len(nodes)})")
+        else:
+            parts.extend(picked)
+    return ", ".join(parts)
 
 
 class _Quantizer:
@@ -422,6 +447,9 @@ def quantize_int8(
                 adds = sum(1 for n in q.model.graph.node if n.name in names and n.op_type in WEIGHTED_OPS)
                 if weighted + adds > budget:
                     continue
+                names = [n for n in names if n not in exclude]
+                if not names:
+                    continue
                 trial = q.drop(method, exclude + names)
                 if trial <= current - MIN_GAIN_DB:
                     exclude += names
@@ -451,7 +479,7 @@ def quantize_int8(
             sensitivity=sens,
             seconds=time.perf_counter() - start,
         )
-        log(f"int8: nodes_to_exclude = {exclude}")
+        log(f"int8: left in float: {describe_nodes(q.model, exclude)}")
         if report.drop > max_drop:
             raise DukdError(
                 f"int8 model loses {report.drop:.3f} dB on the calibration hold-out "
