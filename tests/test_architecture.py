@@ -29,7 +29,10 @@ MAX_FLAT = 8
 
 # Known climbs, each with the reason it is still there (the list only shrinks).
 ALLOWED = {
-    ("dukd_cli.export.int8", "dukd_cli.distill.data"): "int8 calibration finds its images with the training-data "
+    (
+        "dukd_cli.export.int8",
+        "dukd_cli.distill.data",
+    ): "int8 calibration finds its images with the training-data "
     "discovery (DIV2K, HR/LR, builtin layouts), which still lives in distill/data.py; it moves to data/ next",
 }
 
@@ -145,7 +148,7 @@ def test_few_flat_modules_and_documented_rooms():
 def test_light_rooms_do_not_import_torch_at_module_level():
     """The rooms that `dukd --help` passes through stay free of torch at import time."""
     for rel in ("runtime", "sources", "registry.py", "errors.py", "rundir.py"):
-        for p in ([PKG / rel] if rel.endswith(".py") else (PKG / rel).rglob("*.py")):
+        for p in [PKG / rel] if rel.endswith(".py") else (PKG / rel).rglob("*.py"):
             if not p.exists():
                 continue
             tree = ast.parse(p.read_text())

@@ -277,7 +277,7 @@ def test_sensitivity_pass_can_leave_every_quantized_op_type_in_float(tmp_path):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from dukd_cli.export.bundle import export_model
-    from dukd_cli.export.int8 import WEIGHTED_OPS, _Reader, _quiet, sensitivity_units
+    from dukd_cli.export.int8 import WEIGHTED_OPS, _quiet, _Reader, sensitivity_units
 
     torch.manual_seed(0)
     out = tmp_path / "imdn"

@@ -421,12 +421,6 @@ def read_rgb_uint8(path: str | os.PathLike) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
 def _clean_exif(exif: bytes | None) -> bytes | None:
     """The EXIF block with the orientation tag removed (written pixels are already upright)."""
     if not exif:

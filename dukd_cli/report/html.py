@@ -52,10 +52,6 @@ td code { background: none; padding: 0; word-break: break-all; }
 """
 
 
-
-
-
-
 def figure(fig: dict[str, Any] | None, caption: str) -> str:
     if not fig:
         return ""

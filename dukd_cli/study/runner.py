@@ -50,12 +50,6 @@ class StudyResult:
     table: dict[str, Any] = field(default_factory=dict)
 
 
-
-
-
-
-
-
 def resolve_plan(root: Path, given: StudyPlan | None) -> StudyPlan:
     """The plan to run: the saved one (a resumed study; options given again must agree) or ``given``."""
     saved = load_plan(root)
@@ -155,9 +149,7 @@ def run_study(
     iters = plan_iters(plan)
     for i, cell in enumerate(todo, 1):
         run_dir = cell.run_dir(root)
-        done = (
-            student_iteration(RunPaths(run_dir).student) if RunPaths(run_dir).state.is_file() else None
-        )
+        done = student_iteration(RunPaths(run_dir).student) if RunPaths(run_dir).state.is_file() else None
         if done != iters:
             on_event(f"[{i}/{len(todo)}] {cell.key}: training" + (f" (resuming at {done})" if done else ""))
             fit = _train_cell(configs[cell], run_dir, callbacks)

@@ -134,10 +134,6 @@ def model_device(model: Any, default: torch.device) -> torch.device:
     return torch.device(dev) if dev is not None else default
 
 
-
-
-
-
 WINDOW_PADS = ("reflect", "swinir")
 
 
