@@ -7,7 +7,7 @@ quantized network's errors and the weights learn to tolerate them:
 
 - **weights** of every ``Conv2d`` / ``Linear``: per output channel, symmetric int8 in [-127, 127]
   (scale ``max|w| / 127`` per channel, zero point 0; ORT's per-channel symmetric weights);
-- **activations** at each such layer's input and output: per tensor, asymmetric 8 bit (256 levels over
+- **activations** at each such layer's input: per tensor, asymmetric 8 bit (256 levels over
   ``[min(0, lo), max(0, hi)]``, an integer zero point; ORT's uint8/int8 activations are the same
   grid up to the zero point's offset). ``lo``/``hi`` follow the observed batch minima/maxima by an
   exponential moving average while the ranges are *observed* (the first iterations of a run), then
@@ -16,9 +16,7 @@ quantized network's errors and the weights learn to tolerate them:
   ``torch.fake_quantize_per_tensor_affine``: identity inside the range, zero where clipped).
 
 Not simulated: the int32 bias (its rounding is far below the weights'), and the Q/DQ pairs ORT puts on
-tensors that no convolution reads or writes (residual sums, concatenations, attention products). A
-convolution followed by a ReLU is simulated on the pre-activation output (ORT folds the ReLU into a
-range starting at 0: the same grid over the positive part, finer by the negative part's share).
+tensors that no convolution reads (residual adds, the pixel shuffle, attention products).
 
 Why our own layers and not PyTorch's tooling: ``torch.ao.quantization``'s eager ``prepare_qat`` is
 deprecated, needs stubs and fusion written into each network and renames state-dict keys; PT2E has
@@ -112,15 +110,14 @@ class FakeQuantConv2d(nn.Conv2d):
     """``nn.Conv2d`` on fake-quantized input and weights (same parameters, same state-dict keys)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self._conv_forward(self.act_range(x), fake_quant_weight(self.weight), self.bias)
-        return self.out_range(y)
+        return self._conv_forward(self.act_range(x), fake_quant_weight(self.weight), self.bias)
 
 
 class FakeQuantLinear(nn.Linear):
     """``nn.Linear`` on fake-quantized input and weights (same parameters, same state-dict keys)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out_range(F.linear(self.act_range(x), fake_quant_weight(self.weight), self.bias))
+        return F.linear(self.act_range(x), fake_quant_weight(self.weight), self.bias)
 
 
 def _swap(module: nn.Module) -> nn.Module | None:
@@ -144,8 +141,7 @@ def _swap(module: nn.Module) -> nn.Module | None:
         return None
     new.weight = module.weight
     new.bias = module.bias
-    new.act_range = _ActRange(module.weight.device)  # the input, as ORT's QDQ quantizes it
-    new.out_range = _ActRange(module.weight.device)  # the output: ORT quantizes it too (QLinearConv)
+    new.act_range = _ActRange(module.weight.device)
     new.train(module.training)
     return new
 
@@ -310,7 +306,7 @@ def plan_line(cfg: Any) -> str | None:
     teacher = "the fp32 student itself (self-distillation)" if self_teacher else f"{cfg.teacher.name} (fp32)"
     return (
         f"quantization-aware training ({t.quantize}): per-channel symmetric int8 weights, per-tensor 8-bit "
-        f"activations at every conv/linear input and output, ranges observed for {t.qat_observe} iterations then frozen; "
+        f"activations at every conv/linear input, ranges observed for {t.qat_observe} iterations then frozen; "
         f"teacher: {teacher}; validation measures the int8-simulated student; student.safetensors stays "
         "fp32 for the int8 export"
     )
