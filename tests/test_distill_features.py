@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 from dukd_cli import registry
 from dukd_cli.distill import config as C
 from dukd_cli.distill import features as feat
-from dukd_cli.distill.feature_methods import AT, FSP, FitNet
-from dukd_cli.distill.methods import DUKD, FAKD, KD, Batch, MethodContext
+from dukd_cli.distill.feature_methods import AT, FAKD, FSP, FitNet
+from dukd_cli.distill.methods import DUKD, KD, Batch, MethodContext
 from dukd_cli.distill.teachers import TeacherPanel
 from dukd_cli.distill.trainer import Trainer
 from dukd_cli.errors import DukdError

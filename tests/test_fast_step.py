@@ -151,7 +151,7 @@ def test_compiled_run_resumes_exactly_and_compile_may_change_on_resume(setup, mo
 
 def test_fakd_feature_taps_survive_compile(monkeypatch):
     """FAKD's forward hooks sit on submodules: compiling in place keeps their names and calls them."""
-    from dukd_cli.distill.methods import FAKD
+    from dukd_cli.distill.feature_methods import FAKD
 
     class Tapped(torch.nn.Module):
         def __init__(self, n):

@@ -10,7 +10,8 @@ Python API::
 """
 
 from dukd_cli.distill.config import DistillConfig
-from dukd_cli.distill.methods import DUKD, FAKD, KD, Batch, Method, MethodContext, Option, Scratch
+from dukd_cli.distill.feature_methods import FAKD
+from dukd_cli.distill.methods import DUKD, KD, Batch, Method, MethodContext, Option, Scratch
 from dukd_cli.distill.resolve import resolve
 from dukd_cli.distill.trainer import FitResult, NonFiniteLossError, Trainer
 
