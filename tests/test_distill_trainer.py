@@ -396,7 +396,7 @@ def test_student_initialised_non_strictly_from_another_scale(setup, tmp_path):
     cfg.student.strict = False
     tr = Trainer(cfg, tmp_path / "loose")
     tr.setup()
-    assert torch.equal(tr.student_module.conv_first.weight, x2.conv_first.weight)  # the shared layer loaded
+    assert torch.equal(tr.session.student_module.conv_first.weight, x2.conv_first.weight)  # the shared layer loaded
     assert any("non-strictly" in n for n in tr.notes)
     assert tr.fit().iteration == 1
 

@@ -111,8 +111,8 @@ def test_compile_trains_the_same_network(setup, monkeypatch, method, update):
     _fit(_cfg(setup, method=method, update=update), root / "plain")
     tr, res = _fit(_cfg(setup, method=method, update=update, compile=True), root / "compiled")
     assert res.iteration == 5
-    assert fast.is_compiled(tr.student_module) and fast.is_compiled(tr.teacher)
-    assert not fast.is_compiled(tr.ema)  # the EMA (validated, saved) is the plain module
+    assert fast.is_compiled(tr.session.student_module) and fast.is_compiled(tr.session.teacher)
+    assert not fast.is_compiled(tr.session.ema.model)  # the EMA (validated, saved) is the plain module
     la, lb = _losses(root / "plain"), _losses(root / "compiled")
     assert [sorted(x) for x in la] == [sorted(x) for x in lb]
     for x, y in zip(la, lb, strict=True):
