@@ -4,6 +4,7 @@ student and teacher specs (nothing is downloaded), and building the frozen teach
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -157,7 +158,15 @@ def resolve(
     return Resolved(cfg, s_spec, t_spec, method_cls, family, t_specs)
 
 
-def _teacher_spec(name, weights, args, scale, s_spec: ModelSpec, plan: bool, number: int = 1) -> ModelSpec:
+def _teacher_spec(
+    name: str,
+    weights: str | None,
+    args: dict[str, Any],
+    scale: int,
+    s_spec: ModelSpec,
+    plan: bool,
+    number: int = 1,
+) -> ModelSpec:
     """One teacher's spec: its scale checked against the student's, its weights decided."""
     which = "the teacher" if number == 1 else f"teacher {number}"
     t_scale = None if is_model_dir(name) else scale
