@@ -203,10 +203,10 @@ class Trainer:
         self._session = s = build_session(self.resolved, resume=self.resume)
         self.cfg = s.cfg
         self.notes.extend(s.notes)
-        if not s.main:
-            self.display.enabled = False
         if s.main:
             self.notes += self.workdir.sweep()
+        else:
+            self.display.enabled = False
         state = None
         if self.resume:
             progress, state, notes = trainstate.resume(s, self.paths)
