@@ -80,7 +80,6 @@ def _is_checkpoint(name: str) -> bool:
 def resolve(
     cfg: DistillConfig,
     method_cls: type[Method] | None = None,
-    student_model: nn.Module | None = None,
     *,
     plan: bool = False,
 ) -> Resolved:
@@ -141,8 +140,7 @@ def resolve(
             more["weights"] = spec.weights
             t_specs.append(spec)
     cfg.student.scale = s_spec.scale
-    model = student_model if student_model is not None else _meta_model(s_spec)
-    family = model_family(model, s_spec.arch)
+    family = model_family(_meta_model(s_spec), s_spec.arch)  # built on the meta device: nothing allocated
     cfg.method.options = method_cls.resolve_options(cfg.method.options, family=family, scale=s_spec.scale)
     t = cfg.train
     if t.iters < 1 or t.batch_size < 1 or t.patch_size < 1:
