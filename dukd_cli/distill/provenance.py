@@ -10,19 +10,25 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dukd_cli.errors import DukdError
 
+if TYPE_CHECKING:
+    from dukd_cli.distill.config import DistillConfig
+    from dukd_cli.distill.resolve import Resolved
 
-def apply_data_defaults(cfg, *, data_given: bool) -> None:
+
+def apply_data_defaults(cfg: DistillConfig, *, data_given: bool) -> None:
     """No data named anywhere and a teacher given: the paper's DIV2K. Then record where named data comes from."""
     if not data_given and cfg.teacher.name and list(cfg.data.paths) == ["builtin"]:
         cfg.data.paths = ["div2k"]
     record(cfg)
 
 
-def record(cfg) -> None:
+def record(cfg: DistillConfig) -> None:
     """Fill ``[data] dataset/source/revision`` for catalog data (``div2k``)."""
     from dukd_cli.data.catalog import get
 
@@ -31,7 +37,7 @@ def record(cfg) -> None:
         cfg.data.dataset, cfg.data.source, cfg.data.revision = e.name, e.source, e.revision
 
 
-def div2k_folder(scale: int, on_status=None) -> Path:
+def div2k_folder(scale: int, on_status: Callable[[str], None] | None = None) -> Path:
     """The DIV2K folder (``DIV2K_train_HR`` and any official LR), fetching the HR images once."""
     from dukd_cli.data.catalog import get, target_dir
     from dukd_cli.data.fetch import fetch, fetch_hint, is_present
@@ -62,7 +68,7 @@ def div2k_folder(scale: int, on_status=None) -> Path:
     return target_dir(entry).parent
 
 
-def data_lines(cfg) -> list[str]:
+def data_lines(cfg: DistillConfig) -> list[str]:
     from dukd_cli.data.catalog import get, target_dir
     from dukd_cli.data.fetch import is_present
 
@@ -87,7 +93,7 @@ def data_lines(cfg) -> list[str]:
     return out
 
 
-def teacher_lines(res) -> list[str]:
+def teacher_lines(res: Resolved) -> list[str]:
     """The teacher file: name, SHA-256 and sources in order (or the weights given), without downloading."""
     from dukd_cli import registry
 
@@ -112,5 +118,5 @@ def teacher_lines(res) -> list[str]:
     return lines
 
 
-def plan_lines(res) -> list[str]:
+def plan_lines(res: Resolved) -> list[str]:
     return teacher_lines(res) + data_lines(res.cfg)
