@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -17,6 +17,11 @@ from rich.table import Table
 from dukd_cli.commands._common import console, warn
 from dukd_cli.distill.options import TABLE, Opt
 from dukd_cli.errors import DukdError
+
+if TYPE_CHECKING:  # torch-heavy: for the annotations only
+    from dukd_cli.distill import FitResult, Trainer
+    from dukd_cli.distill.resolve import Resolved
+    from dukd_cli.models.spec import ModelSpec
 
 
 def _default_out(cfg: Any) -> Path:
@@ -130,7 +135,7 @@ distill_cmd.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 )
 
 
-def _run_demo(out, data_dir, opts: dict[str, Any]) -> None:
+def _run_demo(out: Path | None, data_dir: str | None, opts: dict[str, Any]) -> None:
     from dukd_cli.commands.zoo import format_params
     from dukd_cli.distill.demo import DEMO_ITERS, run_demo
 
@@ -162,7 +167,7 @@ def _run_demo(out, data_dir, opts: dict[str, Any]) -> None:
     )
 
 
-def _print_plan(res, run_dir) -> None:
+def _print_plan(res: Resolved, run_dir: Path) -> None:
     from dukd_cli.commands.zoo import format_params
     from dukd_cli.distill import config as cfgmod
     from dukd_cli.distill.plancheck import check_teacher_file, size_warning
@@ -230,7 +235,7 @@ def _print_plan(res, run_dir) -> None:
         warn(escape(larger))
 
 
-def _other_teacher_lines(res) -> list[str]:
+def _other_teacher_lines(res: Resolved) -> list[str]:
     """The files of teachers 2, 3, ... (as the first one's line: where they come from, nothing downloaded)."""
     from types import SimpleNamespace
 
@@ -245,13 +250,13 @@ def _other_teacher_lines(res) -> list[str]:
     return out
 
 
-def _weights_cell(role: str, spec) -> str:
+def _weights_cell(role: str, spec: ModelSpec) -> str:
     if spec.weights:
         return str(spec.weights)
     return "none declared: pass --teacher-weights FILE" if role.startswith("teacher") else "(random init)"
 
 
-def _recipe_lines(res) -> list[str]:
+def _recipe_lines(res: Resolved) -> list[str]:
     from dukd_cli.distill.recipes import describe, method_summary
 
     lines = describe(res.cfg, getattr(res.method_cls, "options", {}))
@@ -259,7 +264,7 @@ def _recipe_lines(res) -> list[str]:
     return lines + ([summary] if summary else [])
 
 
-def _fit(trainer) -> None:
+def _fit(trainer: Trainer) -> None:
     from dukd_cli.distill import ddp
 
     try:
@@ -269,7 +274,7 @@ def _fit(trainer) -> None:
     _report(result)
 
 
-def _report(result) -> None:
+def _report(result: FitResult) -> None:
     if not result.main:
         if result.interrupted:
             raise typer.Exit(result.exit_code)
