@@ -404,12 +404,14 @@ def test_student_initialised_non_strictly_from_another_scale(setup, tmp_path):
 
 def test_local_paths_are_recorded_absolute(tmp_path, monkeypatch):
     """config.toml keeps absolute paths, so `--resume RUN_DIR` works from any directory."""
-    from dukd_cli.commands.distill import _overrides
+    from dukd_cli.distill.options import to_overrides
 
     (tmp_path / "imgs").mkdir()
     (tmp_path / "w.pth").write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
-    out = _overrides(data=["imgs", "builtin"], teacher_weights="w.pth", student_weights="hf://o/r/f.pth")
+    out = to_overrides(
+        {"data": ["imgs", "builtin"], "teacher_weights": "w.pth", "student_weights": "hf://o/r/f.pth"}
+    )
     assert out["data.paths"] == [str(tmp_path / "imgs"), "builtin"]
     assert out["teacher.weights"] == str(tmp_path / "w.pth")
     assert out["student.weights"] == "hf://o/r/f.pth"

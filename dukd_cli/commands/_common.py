@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
 
 from dukd_cli.errors import DukdError
+
+if TYPE_CHECKING:
+    import typer
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,7 +29,14 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False, soft_wrap=True)
 
 
-def _showwarning(message, category, filename, lineno, file=None, line=None):
+def _showwarning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     warn(escape(str(message)))
 
 
@@ -40,7 +51,7 @@ def model_args(items: list[str] | None) -> dict:
     return parse_model_args(items)
 
 
-def hide_flag_metavars(command, inherited: dict | None = None):
+def hide_flag_metavars(command: Any, inherited: dict | None = None) -> Any:
     """Flags take no value: show none in --help (Typer labels every bool option ``<bool>``).
     ``command`` is the click command Typer built (Typer may bring its own copy of click).
 
@@ -63,7 +74,7 @@ def _oserror_line(exc: OSError) -> str:
     return f"{where}{exc.strerror or exc}"
 
 
-def run_cli(app) -> None:
+def run_cli(app: typer.Typer) -> None:
     """Run a Typer app with the project's error convention: a DukdError is one line, exit 1; so is an
     OSError a command did not handle (a full or read-only disk)."""
     import typer

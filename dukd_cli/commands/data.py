@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 from rich.markup import escape
@@ -16,7 +17,7 @@ app = typer.Typer(
 )
 
 
-def data_rows(data_dir=None) -> list[dict]:
+def data_rows(data_dir: str | os.PathLike[str] | None = None) -> list[dict]:
     """One row per catalog entry: what it is, where it is found (or not), and where it comes from."""
     from dukd_cli.data import catalog
     from dukd_cli.data.benchmarks import find_set

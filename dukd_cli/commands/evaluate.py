@@ -6,7 +6,10 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -14,11 +17,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dukd_cli.commands._common import console, err_console, model_args, warn
+from dukd_cli.commands._options import Arg, Device, Model, Runtime, Scale, Weights
 from dukd_cli.errors import DukdError
 from dukd_cli.runtime.fsutil import atomic_write_text, check_writable_dir, check_writable_file
 
 
-def _load(name: str, scale: int, weights: str | None, args: list[str] | None, device: str, options=None):
+def _load(
+    name: str, scale: int, weights: str | None, args: list[str] | None, device: str, options: Any = None
+) -> tuple[Any, str | None]:
     """A model by name ('bicubic', preset, architecture, export directory, checkpoint file) and the
     weights it used; a checkpoint that does not fit says what to type in terms of ``options``."""
     from dukd_cli.evaluate.protocol import BICUBIC
@@ -63,7 +69,7 @@ def _fmt(x: float | None, digits: int) -> str:
     return "inf" if math.isinf(x) else f"{x:.{digits}f}"
 
 
-def _num(x: float | None):
+def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
@@ -80,26 +86,14 @@ def results_table(label: str, scale: int, results: list, with_ref: bool) -> Tabl
 
 
 def evaluate_cmd(
-    model: str = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Preset, architecture, exported model directory, or 'bicubic'. Default: dukd-student-x4.",
-    ),
-    weights: str = typer.Option(
-        None,
-        "--weights",
-        "-w",
-        help="Weights: file, hf://OWNER/REPO/FILE[@REV], or a preset name. Presets default to their declared source.",
-    ),
-    arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
-    scale: int = typer.Option(
-        None,
-        "--scale",
-        "-s",
-        help="Upscaling factor; must equal the model's. Default: the model's only scale "
-        "(a checkpoint file's own).",
-    ),
+    model: Model(
+        "Preset, architecture, exported model directory, or 'bicubic'. Default: dukd-student-x4."
+    ) = None,
+    weights: Weights = None,
+    arg: Arg = None,
+    scale: Scale(
+        "Upscaling factor; must equal the model's. Default: the model's only scale (a checkpoint file's own)."
+    ) = None,
     bench: str = typer.Option(
         None,
         "--bench",
@@ -118,14 +112,12 @@ def evaluate_cmd(
         "--lr-provided",
         help="Use the set's LR_bicubic/X{s} images instead of making LR with MATLAB-exact bicubic.",
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: Device = "auto",
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
-    runtime: str = typer.Option(
-        "torch",
-        "--runtime",
-        help="torch, or onnx / onnx-int8 / onnx-fp16: score an exported directory's model.onnx / "
-        "model.int8.onnx / model.fp16.onnx in ONNX Runtime (the deployed file's number).",
-    ),
+    runtime: Runtime(
+        "torch, or onnx / onnx-int8 / onnx-fp16: score an exported directory's model.onnx / "
+        "model.int8.onnx / model.fp16.onnx in ONNX Runtime (the deployed file's number)."
+    ) = "torch",
     self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average over 8 flips/rotations (x8)."),
     tile: int = typer.Option(
         None,
@@ -181,41 +173,14 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a model on SR benchmarks: PSNR/SSIM on Y, crop border = scale, MATLAB-exact bicubic LR."""
     model, scale = _defaults(model, scale)
-    if scale < 1:
-        raise DukdError(f"--scale must be a positive integer, got {scale}")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
-    from dukd_cli.export.runtimes import check_runtime
-
-    runtime = check_runtime(runtime)
-    if runtime != "torch":
-        if weights or arg:
-            raise DukdError(
-                f"--runtime {runtime} scores an exported directory as it is; it takes no --weights or --arg"
-            )
-        if precision != "fp32":
-            raise DukdError(
-                f"--precision applies to --runtime torch; {runtime} runs the file's own precision"
-            )
-    if save_images is not None:
-        from dukd_cli.images.pngstream import check_png_level
-
-        check_png_level(png_level)
+    runtime, window_pad = _check_options(
+        scale, precision, runtime, weights, arg, save_images, png_level, json_path, csv_path, overwrite,
+        window_pad, max_pixels,
+    )  # fmt: skip
     benches = [b.strip() for b in bench.split(",") if b.strip()] if bench else None
-    # Outputs are checked before the evaluation, not after it.
-    for option, path in (("--json", json_path), ("--csv", csv_path)):
-        if path is not None:
-            check_writable_file(path, overwrite=overwrite, option=option)
-    if save_images is not None:
-        check_writable_dir(save_images)
     from dukd_cli.evaluate.protocol import evaluate, min_side
     from dukd_cli.models import options
-    from dukd_cli.upscale.inference import check_window_pad
 
-    window_pad = check_window_pad(window_pad)
-    from dukd_cli.models.sizeguard import check_max_pixels
-
-    check_max_pixels(max_pixels)
     if benches:  # a named set that is not found is fetched first (one line: what, how big)
         from dukd_cli.data.fetch import ensure_benchmarks
 
@@ -236,21 +201,7 @@ def evaluate_cmd(
     if reference_model:
         ref, _ = _load(reference_model, scale, reference_weights, reference_arg, device, options.REFERENCE)
 
-    with Progress(
-        TextColumn("{task.description:>12}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done)
-
+    with _progress() as progress:
         results = evaluate(
             net,
             scale,
@@ -280,46 +231,120 @@ def evaluate_cmd(
     label = model + (f" ({runtime})" if runtime != "torch" else "") + (" (x8)" if self_ensemble else "")
     console.print(results_table(label, scale, results, ref is not None))
     if per_image:
-        for r in results:
-            t = Table(title=f"{r.bench}: per image")
-            t.add_column("image")
-            t.add_column("PSNR", justify="right")
-            t.add_column("SSIM", justify="right")
-            if ref is not None:
-                t.add_column("vs ref", justify="right")
-            for im in r.per_image:
-                row = [im.name, _fmt(im.psnr, 2), _fmt(im.ssim, 4)]
-                if ref is not None:
-                    row.append(_fmt(im.ref_psnr, 2))
-                t.add_row(*row)
-            console.print(t)
-
+        _print_per_image(results, ref is not None)
     if json_path is not None:
-        payload = {
-            "model": model,
-            "weights": used_weights,
-            "scale": scale,
-            "runtime": runtime,
-            "window_pad": window_pad,
-            "results": [
-                {k: (_num(v) if isinstance(v, float) else v) for k, v in r.to_dict().items()} for r in results
-            ],
-        }
-        atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n")
+        meta = {"model": model, "weights": used_weights, "scale": scale, "runtime": runtime}
+        _write_json(json_path, {**meta, "window_pad": window_pad}, results)
     if csv_path is not None:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        header = ["bench", "image", "psnr", "ssim"] + (["ref_psnr"] if ref is not None else [])
-        w.writerow(header)
-        for r in results:
-            rows = r.per_image if per_image else []
-            for im in rows:
-                w.writerow(
-                    [r.bench, im.name, _num(im.psnr), _num(im.ssim)]
-                    + ([_num(im.ref_psnr)] if ref is not None else [])
-                )
-            w.writerow(
-                [r.bench, "(mean)", _num(r.psnr), _num(r.ssim)]
-                + ([_num(r.ref_psnr)] if ref is not None else [])
+        _write_csv(csv_path, results, per_image, ref is not None)
+
+
+def _check_options(
+    scale: int,
+    precision: str,
+    runtime: str,
+    weights: str | None,
+    arg: list[str] | None,
+    save_images: Path | None,
+    png_level: int,
+    json_path: Path | None,
+    csv_path: Path | None,
+    overwrite: bool,
+    window_pad: str,
+    max_pixels: int | None,
+) -> tuple[str, str]:
+    """Every option checked before anything is loaded, outputs included (not after the evaluation);
+    the runtime and the window padding as the evaluation takes them."""
+    if scale < 1:
+        raise DukdError(f"--scale must be a positive integer, got {scale}")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise DukdError(f"--precision must be fp32, bf16 or fp16, not '{precision}'")
+    from dukd_cli.export.runtimes import check_runtime
+
+    runtime = check_runtime(runtime)
+    if runtime != "torch":
+        if weights or arg:
+            raise DukdError(
+                f"--runtime {runtime} scores an exported directory as it is; it takes no --weights or --arg"
             )
-        atomic_write_text(csv_path, buf.getvalue())
+        if precision != "fp32":
+            raise DukdError(
+                f"--precision applies to --runtime torch; {runtime} runs the file's own precision"
+            )
+    if save_images is not None:
+        from dukd_cli.images.pngstream import check_png_level
+
+        check_png_level(png_level)
+    for option, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None:
+            check_writable_file(path, overwrite=overwrite, option=option)
+    if save_images is not None:
+        check_writable_dir(save_images)
+    from dukd_cli.models.sizeguard import check_max_pixels
+    from dukd_cli.upscale.inference import check_window_pad
+
+    window_pad = check_window_pad(window_pad)
+    check_max_pixels(max_pixels)
+    return runtime, window_pad
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A bar per benchmark set while the evaluation runs (on stderr; gone when done)."""
+    with Progress(
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        yield progress
+
+
+def _print_per_image(results: list, with_ref: bool) -> None:
+    for r in results:
+        t = Table(title=f"{r.bench}: per image")
+        t.add_column("image")
+        t.add_column("PSNR", justify="right")
+        t.add_column("SSIM", justify="right")
+        if with_ref:
+            t.add_column("vs ref", justify="right")
+        for im in r.per_image:
+            row = [im.name, _fmt(im.psnr, 2), _fmt(im.ssim, 4)]
+            if with_ref:
+                row.append(_fmt(im.ref_psnr, 2))
+            t.add_row(*row)
+        console.print(t)
+
+
+def _write_json(path: Path, meta: dict[str, Any], results: list) -> None:
+    payload = {
+        **meta,
+        "results": [
+            {k: (_num(v) if isinstance(v, float) else v) for k, v in r.to_dict().items()} for r in results
+        ],
+    }
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _write_csv(path: Path, results: list, per_image: bool, with_ref: bool) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    header = ["bench", "image", "psnr", "ssim"] + (["ref_psnr"] if with_ref else [])
+    w.writerow(header)
+    for r in results:
+        rows = r.per_image if per_image else []
+        for im in rows:
+            w.writerow(
+                [r.bench, im.name, _num(im.psnr), _num(im.ssim)] + ([_num(im.ref_psnr)] if with_ref else [])
+            )
+        w.writerow([r.bench, "(mean)", _num(r.psnr), _num(r.ssim)] + ([_num(r.ref_psnr)] if with_ref else []))
+    atomic_write_text(path, buf.getvalue())

@@ -8,28 +8,19 @@ import typer
 from rich.markup import escape
 
 from dukd_cli.commands._common import console, err_console, model_args, warn
+from dukd_cli.commands._options import Arg, Model, Scale, Weights
 
 
 def export_cmd(
-    model: str = typer.Option(
-        ...,
-        "--model",
-        "-m",
-        help="Preset, architecture, exported directory, `dukd distill` run directory, or a checkpoint file.",
+    model: Model(
+        "Preset, architecture, exported directory, `dukd distill` run directory, or a checkpoint file."
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Directory to create (built beside it, renamed when complete)."
     ),
-    weights: str = typer.Option(
-        None,
-        "--weights",
-        "-w",
-        help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. A run directory's student by default.",
-    ),
-    arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
-    scale: int = typer.Option(
-        None, "--scale", "-s", help="Upscaling factor (a run or exported directory knows its own)."
-    ),
+    weights: Weights = None,
+    arg: Arg = None,
+    scale: Scale("Upscaling factor (a run or exported directory knows its own).") = None,
     formats: str = typer.Option(
         "safetensors,onnx",
         "--format",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
 
 from dukd_cli.commands._common import console
+from dukd_cli.commands._options import Device
 from dukd_cli.errors import DukdError
 
 
@@ -45,7 +48,7 @@ def study_cmd(
     data_dir: str = typer.Option(None, "--data-dir", help="Folder holding the benchmark sets."),
     csd_width: float = typer.Option(None, "--csd-width", help="csd cells: the student's channel fraction."),
     csd_vgg_weights: str = typer.Option(None, "--csd-vgg-weights", help="csd cells: VGG-19 weights file."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: Device = "auto",
     cache_dir: str = typer.Option(None, "--cache-dir", help="Cache of decoded training images."),
     threads: int = typer.Option(
         None, "--threads", help="CPU threads (default: the cores this process may use)."
@@ -108,7 +111,7 @@ def study_cmd(
     console.print(f"[green]wrote[/] {out / 'study.md'} and {out / 'study-table.json'}")
 
 
-def _markdown(table) -> str:
+def _markdown(table: Mapping[str, Any]) -> str:
     from dukd_cli.study.table import markdown
 
     return markdown(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -10,12 +11,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
 from dukd_cli.commands._common import console, err_console, model_args
+from dukd_cli.commands._options import Arg, Device, Model, Runtime, Scale, Weights
 from dukd_cli.errors import DukdError
 from dukd_cli.registry import DEFAULT_STUDENT as DEFAULT_MODEL
 
@@ -81,27 +84,13 @@ def upscale_cmd(
         "-o",
         help="Output file (one input) or folder. Default: beside each input, with --suffix.",
     ),
-    model: str = typer.Option(
-        DEFAULT_MODEL,
-        "--model",
-        "-m",
-        help="Preset, architecture, exported model directory, or a checkpoint file (architecture detected). "
-        "Default: the shipped DUKD student "
-        f"({DEFAULT_MODEL}, x4, 0.16 M parameters).",
-    ),
-    weights: str = typer.Option(
-        None,
-        "--weights",
-        "-w",
-        help="Weights: file, hf://OWNER/REPO/FILE@REV, or a preset name. Presets default to their declared source.",
-    ),
-    arg: list[str] = typer.Option(None, "--arg", "-a", help="Constructor argument key=value (repeatable)."),
-    scale: int = typer.Option(
-        None,
-        "--scale",
-        "-s",
-        help="Upscaling factor; must equal the model's (an exported directory knows its own).",
-    ),
+    model: Model(
+        "Preset, architecture, exported model directory, or a checkpoint file (architecture detected). "
+        f"Default: the shipped DUKD student ({DEFAULT_MODEL}, x4, 0.16 M parameters)."
+    ) = DEFAULT_MODEL,
+    weights: Weights = None,
+    arg: Arg = None,
+    scale: Scale("Upscaling factor; must equal the model's (an exported directory knows its own).") = None,
     suffix: str = typer.Option(
         None,
         "--suffix",
@@ -139,19 +128,17 @@ def upscale_cmd(
         help="Refuse an output image of more pixels than this (width x height; default 1000000000, "
         "1 gigapixel), before computing it.",
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: Device = "auto",
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32, bf16 or fp16 (autocast; fp16 needs a GPU)."
     ),
     self_ensemble: bool = typer.Option(
         False, "--self-ensemble", help="Average over 8 flips/rotations (x8 slower)."
     ),
-    runtime: str = typer.Option(
-        "torch",
-        "--runtime",
-        help="torch, or onnx / onnx-int8 / onnx-fp16: an exported directory's model.onnx / model.int8.onnx / "
-        "model.fp16.onnx in ONNX Runtime.",
-    ),
+    runtime: Runtime(
+        "torch, or onnx / onnx-int8 / onnx-fp16: an exported directory's model.onnx / model.int8.onnx / "
+        "model.fp16.onnx in ONNX Runtime."
+    ) = "torch",
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality."),
     png_level: int = typer.Option(
         DEFAULT_PNG_LEVEL,
@@ -187,67 +174,7 @@ def upscale_cmd(
         raise DukdError(f"--jobs {n_jobs} applies to the CPU only; on {dev.type} drop it (or use 1)")
     m = load_upscaler(model, weights=weights, args=arg, scale=scale, device=device, runtime=runtime)
 
-    progress: Progress | None = None
-    task = None
-
-    def report(kind: str, message: str) -> None:
-        # File names may hold brackets: escape them so rich does not read them as markup.
-        if kind == "error":
-            err_console.print(
-                f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
-            )
-        elif kind == "notice" and not quiet:
-            err_console.print(
-                f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
-            )
-        elif kind == "done" and not quiet and progress is None:
-            console.print(message, highlight=False, soft_wrap=True)
-
-    n_todo = 0
-
-    def start_progress() -> Progress:
-        bar = Progress(
-            TextColumn("{task.fields[what]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.description}"),
-            console=err_console,
-            transient=False,
-        )
-        bar.start()
-        return bar
-
-    def on_plan(jobs) -> None:
-        nonlocal progress, task, n_todo
-        n_todo = sum(j.status == "todo" for j in jobs)
-        if len(jobs) > 1 and not quiet:
-            progress = start_progress()
-            task = progress.add_task("", total=len(jobs), what="upscaling")
-
-    def on_advance(job) -> None:
-        if progress is not None and task is not None:
-            progress.update(task, advance=1, description=escape(job.source.name))
-
-    tile_task = None
-    tile_job = None
-
-    def on_tile(job, done: int, total: int) -> None:
-        # A tile bar (with ETA) for tiled images: a single large photo shows progress too.
-        nonlocal progress, tile_task, tile_job
-        if quiet or total <= 1:
-            return
-        if progress is None:
-            progress = start_progress()
-        if tile_job is not job:
-            if tile_task is not None:
-                progress.remove_task(tile_task)
-            tile_task = progress.add_task(escape(job.source.name), total=total, what="tiles")
-            tile_job = job
-        progress.update(tile_task, completed=done)
-
+    shown = _Shown(quiet)
     try:
         summary = upscale_paths(
             m,
@@ -265,15 +192,14 @@ def upscale_cmd(
             quality=quality,
             png_level=png_level,
             parallel=n_jobs,
-            report=report,
-            on_advance=on_advance,
-            on_plan=on_plan,
-            on_tile=on_tile,
+            report=shown.report,
+            on_advance=shown.on_advance,
+            on_plan=shown.on_plan,
+            on_tile=shown.on_tile,
             max_pixels=max_pixels,
         )
     finally:
-        if progress is not None:
-            progress.stop()
+        shown.stop()
 
     n_done, n_skip, n_fail = (
         len(summary.done),
@@ -284,3 +210,68 @@ def upscale_cmd(
         console.print(f"{n_done} written, {n_skip} skipped, {n_fail} failed", highlight=False)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+class _Shown:
+    """What ``dukd upscale`` shows while it works: errors and warnings (escaped: file names may hold
+    brackets), a bar over the images, and a tile bar (with ETA) for tiled images, so that a single
+    large photo shows progress too. ``quiet``: errors only."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.tile_task: TaskID | None = None
+        self.tile_job: object = None
+
+    def report(self, kind: str, message: str) -> None:
+        if kind == "error":
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+            )
+        elif kind == "notice" and not self.quiet:
+            err_console.print(
+                f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+            )
+        elif kind == "done" and not self.quiet and self.progress is None:
+            console.print(message, highlight=False, soft_wrap=True)
+
+    def _start(self) -> Progress:
+        bar = Progress(
+            TextColumn("{task.fields[what]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=err_console,
+            transient=False,
+        )
+        bar.start()
+        return bar
+
+    def on_plan(self, jobs: list[Any]) -> None:
+        if len(jobs) > 1 and not self.quiet:
+            self.progress = self._start()
+            self.task = self.progress.add_task("", total=len(jobs), what="upscaling")
+
+    def on_advance(self, job: Any) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, advance=1, description=escape(job.source.name))
+
+    def on_tile(self, job: Any, done: int, total: int) -> None:
+        if self.quiet or total <= 1:
+            return
+        if self.progress is None:
+            self.progress = self._start()
+        if self.tile_job is not job:
+            if self.tile_task is not None:
+                self.progress.remove_task(self.tile_task)
+            self.tile_task = self.progress.add_task(escape(job.source.name), total=total, what="tiles")
+            self.tile_job = job
+        self.progress.update(self.tile_task, completed=done)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

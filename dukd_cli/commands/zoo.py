@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dukd_cli import registry
 from dukd_cli.commands._common import console, model_args
+from dukd_cli.commands._options import Arg, Device, Scale
 
 app = typer.Typer(help="List and inspect the installed architectures and presets.", no_args_is_help=True)
 
@@ -147,7 +148,7 @@ def verify_cmd(
     name: str = typer.Argument(
         ..., help="A preset with declared weights and published numbers (e.g. swinir-l)."
     ),
-    scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor."),
+    scale: Scale("Upscaling factor.") = ...,
     weights: str = typer.Option(
         None, "--weights", "-w", help="Check this file instead of the declared source."
     ),
@@ -158,7 +159,7 @@ def verify_cmd(
     max_images: int = typer.Option(
         None, "--max-images", help="Only the first N images of each set (a smoke test, not a check)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: Device = "auto",
     no_download: bool = typer.Option(False, "--no-download", help="Never fetch a missing benchmark set."),
 ) -> None:
     """Fetch a preset's weights and evaluate them against the numbers their authors published."""
@@ -196,10 +197,8 @@ def verify_cmd(
 @app.command("info")
 def info(
     name: str = typer.Argument(..., help="A preset, an architecture, or a checkpoint file (what it is)."),
-    scale: int = typer.Option(None, "--scale", "-s", help="Upscaling factor (default 4; a file's own)."),
-    arg: list[str] = typer.Option(
-        None, "--arg", "-a", help="Constructor argument override, key=value (repeatable)."
-    ),
+    scale: Scale("Upscaling factor (default 4; a file's own).") = None,
+    arg: Arg = None,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show an architecture or preset: constructor arguments, parameter count, weight sources."""

@@ -6,8 +6,8 @@ naming the option (``--lr must be a positive finite number, got -1.0``) or the c
 (``[train] iters must be an integer, got true``). Integers are integers (``true`` and ``2.7`` are
 not), booleans are booleans, numbers are finite where a range is given.
 
-:data:`OPTIONS` maps configuration keys to the ``dukd distill`` options that set them, so messages
-(the resume check's among them) name options that exist.
+:data:`OPTIONS` maps configuration keys to the ``dukd distill`` options that set them (both drawn from
+:data:`dukd_cli.distill.options.TABLE`), so messages (the resume check's among them) name options that exist.
 """
 
 from __future__ import annotations
@@ -16,68 +16,15 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dukd_cli.distill.options import TABLE
 from dukd_cli.errors import DukdError
 
-#: dukd distill's option (its Python parameter name) -> the configuration key it sets.
-KEYMAP: dict[str, str] = {
-    "teacher": "teacher.name",
-    "teacher_weights": "teacher.weights",
-    "teacher_arg": "teacher.args",
-    "student": "student.name",
-    "student_weights": "student.weights",
-    "student_arg": "student.args",
-    "non_strict": "student.strict",
-    "scale": "student.scale",
-    "method": "method.name",
-    "update": "method.update",
-    "recipe": "method.recipe",
-    "data": "data.paths",
-    "iters": "train.iters",
-    "batch_size": "train.batch_size",
-    "patch_size": "train.patch_size",
-    "seed": "train.seed",
-    "lr": "train.lr",
-    "milestones": "train.milestones",
-    "gamma": "train.gamma",
-    "ema_decay": "train.ema_decay",
-    "grad_clip": "train.grad_clip",
-    "precision": "train.precision",
-    "channels_last": "train.channels_last",
-    "compile": "train.compile",
-    "device": "train.device",
-    "log_every": "train.log_every",
-    "save_every": "train.save_every",
-    "save_every_min": "train.save_every_min",
-    "tensorboard": "train.tensorboard",
-    "ema_warmup": "train.ema_warmup",
-    "eval_teacher": "train.eval_teacher",
-    "workers": "data.workers",
-    "cache_dir": "data.cache_dir",
-    "val_every": "val.every",
-    "val_bench": "val.bench",
-    "data_dir": "val.data_dir",
-    "val_max_images": "val.max_images",
-    "aug_prob": "method.aug_prob",
-    "w_pix": "method.w_pix",
-    "w_kd": "method.w_kd",
-    "zoom_in_tiles": "method.zoom_in_tiles",
-    "zoom_out": "method.zoom_out",
-    "true_inverse": "method.true_inverse",
-    "clamp_zoom_out": "method.clamp_zoom_out",
-    "zoom_out_aug": "method.zoom_out_aug",
-    "teacher_mix": "teacher.mix",
-    "affinity": "method.affinity",
-    "feature_loss": "method.feature_loss",
-    "feature_weight": "method.w_feat",
-    "feature_layers": "method.feature_layers",
-    "feature_grad": "method.feature_grad",
-    "csd_width": "method.width",
-    "csd_vgg_weights": "method.vgg_weights",
-    "quantize": "train.quantize",
-}
+#: dukd distill's option (its Python parameter name) -> the configuration key it sets: from the one
+#: table of the command's options (:data:`dukd_cli.distill.options.TABLE`).
+KEYMAP: dict[str, str] = {o.name: o.key for o in TABLE if o.key is not None}
 
 #: configuration key -> the option that sets it ("--teacher-arg", "--data", "--non-strict", ...).
-OPTIONS: dict[str, str] = {key: "--" + name.replace("_", "-") for name, key in KEYMAP.items()}
+OPTIONS: dict[str, str] = {o.key: o.flag for o in TABLE if o.key is not None}
 
 
 def option_for(key: str) -> str:

@@ -1,0 +1,122 @@
+"""``dukd distill``'s options have one source, :data:`dukd_cli.distill.options.TABLE` (issue 20): the
+command's parameters, the option -> configuration key map, the ``--demo`` refusal and the
+configuration overrides are all drawn from it. A Typer parameter declared anywhere else fails here."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import typer
+from test_journey import run
+
+from dukd_cli.cli import app
+from dukd_cli.commands.distill import distill_cmd
+from dukd_cli.distill import options, validate
+from dukd_cli.distill.config import _METHOD_KEYS, DistillConfig
+from dukd_cli.distill.options import TABLE
+
+
+def _distill_command():
+    return typer.main.get_command(app).commands["distill"]
+
+
+def test_the_command_takes_exactly_the_tables_options_in_its_order():
+    params = [p for p in _distill_command().params if p.name != "help"]
+    assert [p.name for p in params] == [o.name for o in TABLE]
+    for p, o in zip(params, TABLE, strict=True):
+        flags = [f for f in o.flags for f in f.split("/")]
+        assert sorted(p.opts + p.secondary_opts) == sorted(flags), o.name
+        assert p.help == o.help and p.multiple == o.many, o.name
+    # the function itself declares nothing: its parameters are the table's signature
+    assert list(inspect.signature(distill_cmd, follow_wrapped=False).parameters) == [o.name for o in TABLE]
+    code = distill_cmd.__code__
+    assert code.co_argcount == 0 and code.co_kwonlyargcount == 0 and code.co_flags & inspect.CO_VARKEYWORDS
+
+
+def test_names_and_flags_are_unique_and_every_option_is_in_help():
+    names = [o.name for o in TABLE]
+    flags = [f for o in TABLE for f in o.flags for f in f.split("/")]
+    assert len(set(names)) == len(names) and len(set(flags)) == len(flags)
+    code, shown, err = run("distill", "--help")
+    assert code == 0, err
+    missing = [o.flag for o in TABLE if o.flag not in shown]
+    assert not missing, missing
+
+
+def _declared_method_options() -> set[str]:
+    from dukd_cli import registry
+
+    return {k for _, cls in registry.methods().values() for k in getattr(cls, "options", {})}
+
+
+def test_every_key_is_a_configuration_field():
+    declared = _declared_method_options()
+    for o in TABLE:
+        if o.key is None:
+            continue
+        section, _, name = o.key.partition(".")
+        if section == "method" and name not in _METHOD_KEYS:
+            assert name in declared, f"{o.flag}: no method declares the option {name!r}"
+            continue
+        fields = {f.name for f in dataclasses.fields(getattr(DistillConfig(), section))}
+        assert name in fields, f"{o.flag}: {o.key} is no configuration field"
+
+
+def test_the_keymap_and_the_messages_come_from_the_table():
+    assert validate.KEYMAP == {o.name: o.key for o in TABLE if o.key}
+    for o in TABLE:
+        if o.key:
+            assert validate.option_for(o.key) == o.flag
+
+
+def test_the_recipe_fixes_name_the_tables_flags():
+    from dukd_cli.distill.recipes import FIXES
+
+    by_key = {o.key: o for o in TABLE if o.key}
+    for fix in FIXES:
+        assert by_key[fix.key].flags == (fix.flag,), fix.name
+
+
+def _sample(o: options.Opt):
+    if o.type is bool:
+        return True
+    value = {str: "x", int: 2, float: 0.5}.get(o.type, "x")
+    return [value] if o.many else value
+
+
+def test_demo_refuses_exactly_the_options_the_table_marks():
+    for o in TABLE:
+        refused = options.refused_by_demo({o.name: _sample(o)})
+        assert refused == ([] if o.demo else [o.flag]), o.name
+    assert options.refused_by_demo({o.name: o.default for o in TABLE}) == []  # defaults: nothing given
+    # what the demo takes is its run's configuration (run_demo's keywords) or the command's own
+    from dukd_cli.distill.demo import demo_config
+
+    taken = {o.name for o in TABLE if o.demo}
+    assert taken - {"out", "data_dir", "threads", "demo"} == set(inspect.signature(demo_config).parameters)
+
+
+def test_overrides_follow_the_table(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pth").write_bytes(b"x")
+    out = options.to_overrides(
+        {
+            "non_strict": True,
+            "student_weights": "w.pth",
+            "feature_layers": "a, b",
+            "milestones": "10,20",
+            "method_opt": ["aug_prob=0.5", "max_side=48"],
+            "aug_prob": 0.1,
+            "no_such": 1,
+            "dry_run": False,
+        }
+    )
+    assert out == {
+        "method.aug_prob": 0.1,  # its own option wins over --method-opt
+        "method.max_side": 48,
+        "student.weights": str(tmp_path / "w.pth"),
+        "student.strict": False,
+        "method.feature_layers": ["a", "b"],
+        "train.milestones": [10, 20],
+    }
