@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dukd_cli.errors import DukdError
+from dukd_cli.rundir import RunPaths
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,6 @@ def init_overrides(init_from: Path | None, student_weights: str | None) -> dict[
     """``--init-from RUN_DIR``: the student's weights from that run, loaded non-strictly."""
     if init_from is None:
         return {}
-    from dukd_cli.distill.recipes import init_weights
-
     if student_weights is not None:
         raise DukdError("--init-from and --student-weights both initialise the student; give one")
     return {"student.weights": init_weights(init_from), "student.strict": False}
@@ -338,3 +337,16 @@ def teacher_overrides(names: Any, weights: Any, args: Any) -> dict[str, Any]:
     if per[0]:
         out["teacher.args"] = _model_args(per[0])
     return out
+
+
+def init_weights(run_dir: str | Path) -> str:
+    """``--init-from RUN_DIR``: that run's EMA student (``student.safetensors``), as an absolute path."""
+    root = Path(run_dir).expanduser()
+    w = RunPaths(root).student
+    if not root.is_dir():
+        raise DukdError(f"--init-from {run_dir}: no such run directory")
+    if not w.is_file():
+        raise DukdError(
+            f"--init-from {run_dir}: the run has no student.safetensors (has it saved a checkpoint yet?)"
+        )
+    return str(w.resolve())

@@ -24,13 +24,11 @@ that declare the option (``dukd``); the others apply to every method.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dukd_cli.errors import DukdError
-from dukd_cli.rundir import RunPaths
 
 if TYPE_CHECKING:
     from dukd_cli.distill.config import DistillConfig
@@ -231,18 +229,3 @@ def method_summary(cfg: DistillConfig) -> str | None:
 
 def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-
-
-def init_weights(run_dir: str | os.PathLike) -> str:
-    """``--init-from RUN_DIR``: that run's EMA student (``student.safetensors``), as an absolute path."""
-    from pathlib import Path
-
-    root = Path(run_dir).expanduser()
-    w = RunPaths(root).student
-    if not root.is_dir():
-        raise DukdError(f"--init-from {run_dir}: no such run directory")
-    if not w.is_file():
-        raise DukdError(
-            f"--init-from {run_dir}: the run has no student.safetensors (has it saved a checkpoint yet?)"
-        )
-    return str(w.resolve())
