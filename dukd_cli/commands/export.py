@@ -130,7 +130,7 @@ def export_cmd(
     int8 = result.config.get("onnx_int8")
     if int8:
         console.print(
-            f"int8 ({int8['calibration_method']} calibration, nodes_to_exclude={int8['nodes_to_exclude']}): "
+            f"int8 ({int8['calibration_method']} calibration; in float: {int8['left_in_float']}): "
             f"hold-out Y-PSNR {int8['holdout_psnr_int8']:.3f} dB vs fp32 {int8['holdout_psnr_fp32']:.3f} dB "
             f"(-{int8['holdout_drop_db']:.3f} dB, max {int8['max_drop_db']:g}); "
             f"{int8['size_vs_fp32']:.2f}x the fp32 file",

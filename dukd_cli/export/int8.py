@@ -223,6 +223,7 @@ class Int8Report:
     methods_tried: dict[str, float] = field(default_factory=dict)  # method -> hold-out drop
     sensitivity: list[tuple[str, float]] = field(default_factory=list)  # unit -> gain (dB) in float
     seconds: float = 0.0
+    left_in_float: str = ""  # nodes_to_exclude for a person (op types where a whole type is float)
 
     @property
     def drop(self) -> float:
@@ -242,6 +243,8 @@ class Int8Report:
             "calibration_patches": self.n_calibration,
             "holdout_patches": self.n_holdout,
             "nodes_to_exclude": list(self.nodes_to_exclude),
+            "left_in_float": self.left_in_float or "nothing (every node in int8)",
+            "float_weighted_nodes": "compute in float from int8 weights (weight-only DequantizeLinear)",
             "holdout_psnr_fp32": round(self.fp32_psnr, 4),
             "holdout_psnr_int8": round(self.int8_psnr, 4),
             "holdout_drop_db": round(self.drop, 4),
@@ -558,8 +561,9 @@ def quantize_int8(
             methods_tried=tried,
             sensitivity=sens,
             seconds=time.perf_counter() - start,
+            left_in_float=describe_nodes(q.model, exclude),
         )
-        log(f"int8: left in float: {describe_nodes(q.model, exclude)}")
+        log(f"int8: left in float: {report.left_in_float}")
         if report.drop > max_drop:
             raise DukdError(
                 f"int8 model loses {report.drop:.3f} dB on the calibration hold-out "
