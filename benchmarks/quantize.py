@@ -63,8 +63,16 @@ VARIANTS: dict[str, tuple[Callable[[Path], object], str]] = {
 }
 
 # label -> dukd export arguments (model, weights, scale)
+def _shipped_student() -> str:
+    from zoo.shipped import STUDENT_NAME, weight_file
+
+    return str(weight_file(STUDENT_NAME))
+
+
+# Weights are always named: export_model() builds a preset without weights from its random
+# initialisation (the command line, not the API, fills in a preset's declared weights).
 MODELS = {
-    "student": ("dukd-student-x4", None, 4),
+    "student": ("dukd-student-x4", _shipped_student(), 4),
     "imdn": ("imdn", str(SHARED / "models" / "imdn" / "IMDN_x4.pth"), 4),
 }
 

@@ -72,7 +72,7 @@ SKIP[
     "dukd study runs/study --preset cpu-short -m scratch -m kd -m fakd -m at -m fitnet -m dukd -m dukd+at --seeds 0,1 --iters 100"
 ] = "14 training runs: 25 minutes here (README's table; tests/test_study.py runs a tiny grid)"
 SKIP[
-    "dukd export --model imdn --weights IMDN_x4.pth --scale 4 -o imdn-x4/ --format onnx --quantize int8 --calib ../shared/data/train/bsd200 --max-drop 0.25"
+    "dukd export --model imdn --weights IMDN_x4.pth --scale 4 -o imdn-x4/ --format onnx --quantize int8 --calib ../shared/data/train/bsd200"
 ] = (
     "IMDN's int8 calibration and sensitivity pass take minutes; tests/test_quantize.py runs the same "
     "path on a tiny network"
