@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dukd_cli.data.benchmarks import PAPER_SETS, BenchSet, available_sets, find_set, load_pairs, search_roots
+from dukd_cli.data.benchmarks import (
+    PAPER_SETS,
+    BenchSet,
+    Pair,
+    available_sets,
+    find_set,
+    load_pairs,
+    search_roots,
+)
 from dukd_cli.errors import DukdError
 
 BICUBIC = "bicubic"
@@ -181,8 +189,7 @@ def evaluate(
     (None: :data:`dukd_cli.models.sizeguard.MAX_OUTPUT_PIXELS`).
     The model's train/eval mode is restored afterwards, so training validation can call this.
     """
-    from dukd_cli.evaluate.metrics import psnr_y, ssim_y
-    from dukd_cli.models.sizeguard import check_max_pixels, check_output_pixels
+    from dukd_cli.models.sizeguard import check_max_pixels
     from dukd_cli.upscale.inference import check_window_pad, select_device
 
     window_pad = check_window_pad(window_pad)
@@ -222,37 +229,8 @@ def evaluate(
     try:
         for bench in sets:
             start = time.perf_counter()
-            pairs = list(load_pairs(bench, scale, lr_provided=lr_provided, max_images=max_images))
-            if not pairs:
-                raise DukdError(f"benchmark {bench.name} at {bench.hr_dir} holds no images")
-            side = min_side(scale)
-            usable = [p for p in pairs if min(p.hr.shape[:2]) >= side]
-            if not usable:
-                raise DukdError(
-                    f"benchmark {bench.name}: every image is too small for x{scale} "
-                    f"(each side needs at least {side} px: {SSIM_WINDOW} px for SSIM after cropping {scale} per border)"
-                )
-            skipped, pairs = len(pairs) - len(usable), usable
-            for p in pairs:  # every output's size, before the first is computed
-                check_output_pixels(p.hr.shape[1], p.hr.shape[0], max_pixels, f"{bench.name}/{p.name}")
-            per: list[ImageResult] = []
-            for i, pair in enumerate(pairs):
-                sr = run(pair.lr)
-                if sr.shape != pair.hr.shape:
-                    raise DukdError(
-                        f"model output {sr.shape[1]}x{sr.shape[0]} does not match HR "
-                        f"{pair.hr.shape[1]}x{pair.hr.shape[0]} for {bench.name}/{pair.name}"
-                    )
-                r = ImageResult(pair.name, psnr_y(sr, pair.hr, scale), ssim_y(sr, pair.hr, scale))
-                if ref_run is not None:
-                    r.ref_psnr = psnr_y(sr, ref_run(pair.lr), scale)
-                per.append(r)
-                if save_root is not None:
-                    from dukd_cli.images.imageio import write_image
-
-                    write_image(save_root / bench.name / f"{pair.name}.png", sr, **png_opts)
-                if callable(progress):
-                    progress(bench.name, i + 1, len(pairs))
+            pairs, skipped = _measurable_pairs(bench, scale, lr_provided, max_images, max_pixels)
+            per = _evaluate_pairs(bench.name, pairs, run, ref_run, scale, save_root, png_opts, progress)
             refs = [r.ref_psnr for r in per if r.ref_psnr is not None and np.isfinite(r.ref_psnr)]
             results.append(
                 BenchResult(
@@ -272,3 +250,60 @@ def evaluate(
         for m, t in zip(modules, was_training, strict=False):
             m.train(t)
     return results
+
+
+def _measurable_pairs(
+    bench: BenchSet, scale: int, lr_provided: bool, max_images: int | None, max_pixels: int
+) -> tuple[list[Pair], int]:
+    """The set's pairs large enough to measure at ``scale`` and the number skipped as too small; every
+    output's size is checked against ``max_pixels`` before the first is computed."""
+    from dukd_cli.models.sizeguard import check_output_pixels
+
+    pairs = list(load_pairs(bench, scale, lr_provided=lr_provided, max_images=max_images))
+    if not pairs:
+        raise DukdError(f"benchmark {bench.name} at {bench.hr_dir} holds no images")
+    side = min_side(scale)
+    usable = [p for p in pairs if min(p.hr.shape[:2]) >= side]
+    if not usable:
+        raise DukdError(
+            f"benchmark {bench.name}: every image is too small for x{scale} "
+            f"(each side needs at least {side} px: {SSIM_WINDOW} px for SSIM after cropping {scale} per border)"
+        )
+    for p in usable:
+        check_output_pixels(p.hr.shape[1], p.hr.shape[0], max_pixels, f"{bench.name}/{p.name}")
+    return usable, len(pairs) - len(usable)
+
+
+def _evaluate_pairs(
+    bench_name: str,
+    pairs: list[Pair],
+    run: _Runner,
+    ref_run: _Runner | None,
+    scale: int,
+    save_root: Path | None,
+    png_opts: dict[str, int],
+    progress: Progress | bool | None,
+) -> list[ImageResult]:
+    """PSNR/SSIM on Y of every image (and the PSNR against the reference's output); the SR images
+    are written under ``save_root`` when given."""
+    from dukd_cli.evaluate.metrics import psnr_y, ssim_y
+
+    per: list[ImageResult] = []
+    for i, pair in enumerate(pairs):
+        sr = run(pair.lr)
+        if sr.shape != pair.hr.shape:
+            raise DukdError(
+                f"model output {sr.shape[1]}x{sr.shape[0]} does not match HR "
+                f"{pair.hr.shape[1]}x{pair.hr.shape[0]} for {bench_name}/{pair.name}"
+            )
+        r = ImageResult(pair.name, psnr_y(sr, pair.hr, scale), ssim_y(sr, pair.hr, scale))
+        if ref_run is not None:
+            r.ref_psnr = psnr_y(sr, ref_run(pair.lr), scale)
+        per.append(r)
+        if save_root is not None:
+            from dukd_cli.images.imageio import write_image
+
+            write_image(save_root / bench_name / f"{pair.name}.png", sr, **png_opts)
+        if callable(progress):
+            progress(bench_name, i + 1, len(pairs))
+    return per
