@@ -28,6 +28,7 @@ from dukd_cli.data.benchmarks import (
     search_roots,
 )
 from dukd_cli.errors import DukdError
+from dukd_cli.models.upscaler import Upscaler, as_upscaler
 
 BICUBIC = "bicubic"
 
@@ -83,8 +84,16 @@ class _Runner:
     """Turns an LR uint8 image into an SR uint8 image with a model or MATLAB bicubic."""
 
     def __init__(
-        self, model, scale, device, precision, self_ensemble, tile, tile_overlap, window_pad="reflect"
-    ):
+        self,
+        model: Upscaler | str,
+        scale: int,
+        device: torch.device,
+        precision: str,
+        self_ensemble: bool,
+        tile: int | None,
+        tile_overlap: int,
+        window_pad: str = "reflect",
+    ) -> None:
         self.model, self.scale, self.device = model, scale, device
         self.window_pad = window_pad
         self.precision, self.self_ensemble = precision, self_ensemble
@@ -111,11 +120,12 @@ class _Runner:
         return _quantise(y)
 
 
-def check_scale(model, scale: int, what: str = "model") -> None:
+def check_scale(model: Upscaler | str, scale: int, what: str = "model") -> None:
+    """``model`` (an upscaler, or ``"bicubic"``) works at ``scale``."""
     if model == BICUBIC:
         return
-    ms = getattr(model, "scale", None)
-    if ms is not None and int(ms) != int(scale):
+    ms = as_upscaler(model).scale
+    if int(ms) != int(scale):
         raise DukdError(f"{what} is x{ms} but --scale is {scale}; evaluate a model at its own scale")
 
 
@@ -160,7 +170,7 @@ def resolve_benches(benches: Sequence[str | BenchSet] | None, data_dir=None) -> 
 
 
 def evaluate(
-    model: torch.nn.Module | str,
+    model: Upscaler | str,
     scale: int,
     benches: Sequence[str | BenchSet] | None = None,
     *,
@@ -173,13 +183,14 @@ def evaluate(
     lr_provided: bool = False,
     save_images: str | os.PathLike | None = None,
     png_level: int | None = None,
-    reference: torch.nn.Module | str | None = None,
+    reference: Upscaler | str | None = None,
     max_images: int | None = None,
     progress: Progress | bool | None = None,
     window_pad: str = "reflect",
     max_pixels: int | None = None,
 ) -> list[BenchResult]:
-    """Evaluate ``model`` (a module, or ``"bicubic"``) at ``scale`` on each benchmark set.
+    """Evaluate ``model`` (an :class:`~dukd_cli.models.upscaler.Upscaler`, or ``"bicubic"``) at ``scale``
+    on each benchmark set.
 
     ``reference``: another model (or ``"bicubic"``) whose outputs on the same inputs are compared with
     this model's (``ref_psnr``: PSNR on Y between the two SR images, the paper's Fig. 5).

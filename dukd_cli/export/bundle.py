@@ -58,6 +58,7 @@ from dukd_cli.export.onnx import (
 from dukd_cli.export.provenance import RunInfo, jsonable, read_run_dir, weights_provenance
 from dukd_cli.models.factory import build, count_parameters, resolve_spec
 from dukd_cli.models.spec import ModelSpec
+from dukd_cli.models.upscaler import size_rules
 from dukd_cli.rundir import EXPORT_CONFIG, EXPORT_WEIGHTS, RUN_CONFIG, RUN_WEIGHTS
 from dukd_cli.rundir import is_run_dir as models_is_run_dir
 from dukd_cli.runtime import stale
@@ -139,7 +140,7 @@ def build_config(
         "scale": scale,
         "preset": spec.preset,
         "parameters": count_parameters(model),
-        "window_size": int(getattr(model, "window_size", 0) or 0) or None,
+        "window_size": size_rules(model).window or None,
         "input_range": INPUT_RANGE,
         "input": "(N, 3, H, W) float32 RGB in [0, 1]",
         "output": f"(N, 3, {scale}H, {scale}W) float32 RGB, nominally [0, 1] (not clamped)",

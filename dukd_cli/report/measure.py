@@ -23,6 +23,7 @@ import torch
 
 from dukd_cli.distill.agreement import teacher_spec
 from dukd_cli.errors import DukdError
+from dukd_cli.models.upscaler import Upscaler
 from dukd_cli.report.runs import RunData
 from dukd_cli.rundir import RunPaths
 
@@ -378,12 +379,12 @@ def _teacher(
 
 def _evaluated_row(
     key: str,
-    model: Any,
+    model: Upscaler | str,
     scale: int,
     sets: list[Any],
     dev: torch.device,
     save_to: Path,
-    reference: Any,
+    reference: Upscaler | None,
     runs: list[RunData],
     t_params: int | None,
 ) -> dict[str, Any]:

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from dukd_cli.errors import DukdError
 from dukd_cli.images.pngstream import DEFAULT_PNG_LEVEL
-from dukd_cli.upscale.inference import iter_bands, model_scale
+from dukd_cli.models.upscaler import Upscaler, as_upscaler
+from dukd_cli.upscale.inference import iter_bands
 
 
 def bicubic_rows(a: torch.Tensor, scale: int, r0: int, r1: int) -> torch.Tensor:
@@ -43,7 +44,7 @@ def bicubic_rows(a: torch.Tensor, scale: int, r0: int, r1: int) -> torch.Tensor:
 class _AlphaRows:
     """The upscaled alpha plane, one band of output rows at a time (bicubic, or through the model)."""
 
-    def __init__(self, model: Any, alpha: np.ndarray, scale: int, mode: str, bands_args: dict) -> None:
+    def __init__(self, model: Upscaler, alpha: np.ndarray, scale: int, mode: str, bands_args: dict) -> None:
         h, w = alpha.shape[:2]
         a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).view(1, 1, h, w)
         self.scale, self.a = scale, a
@@ -58,7 +59,7 @@ class _AlphaRows:
 
 
 def upscale_to_file(
-    model: Any,
+    model: Upscaler,
     image: Any,
     dest: str | Path,
     *,
@@ -83,7 +84,8 @@ def upscale_to_file(
     from dukd_cli.images.imageio import open_writer
     from dukd_cli.upscale.image import exif_upright
 
-    scale = model_scale(model)
+    model = as_upscaler(model)
+    scale = int(model.scale)
     rgb_in = np.asarray(image.rgb, dtype=np.float32)
     if rgb_in.ndim != 3 or rgb_in.shape[2] != 3:
         raise DukdError(f"expected an HxWx3 image, got shape {rgb_in.shape}")
@@ -151,13 +153,14 @@ def upscale_job(
     from dukd_cli.upscale.image import _outscale_size, resolve_overlap, resolve_tile, upscale_image
 
     ih, iw = img.rgb.shape[:2]
-    factor = float(outscale) if outscale is not None else float(model_scale(model))
+    model = as_upscaler(model)
+    factor = float(outscale) if outscale is not None else float(model.scale)
     oh, ow = _outscale_size(ih, iw, factor)
     check_output_pixels(ow, oh, max_pixels, str(job.source))
     out_ext = job.dest.suffix.lower().lstrip(".")
     bit_depth = int(getattr(img, "bit_depth", 8) or 8) if out_ext == "png" else 8
     job.dest.parent.mkdir(parents=True, exist_ok=True)
-    scale = model_scale(model)
+    scale = int(model.scale)
     if outscale is not None and float(outscale) != float(scale):
         # A final resize needs the whole output: the whole-image path.
         res = upscale_image(

@@ -28,12 +28,12 @@ import torch
 
 from dukd_cli.errors import DukdError
 from dukd_cli.images.pngstream import DEFAULT_PNG_LEVEL
+from dukd_cli.models.upscaler import Upscaler, as_upscaler
 from dukd_cli.upscale.image import ALPHA_MODES, EXT_ALIASES, IMAGE_EXTS, OUTPUT_EXTS, check_overlap
 from dukd_cli.upscale.inference import (
     MIN_TILE,
     check_precision,
     model_device,
-    model_scale,
 )
 
 GLOB_CHARS = "*?["
@@ -262,7 +262,7 @@ def check_suffix(suffix: str | None) -> None:
 
 
 def upscale_paths(
-    model: Any,
+    model: Upscaler,
     inputs: Iterable[str | os.PathLike],
     output: str | os.PathLike | None = None,
     *,
@@ -301,6 +301,7 @@ def upscale_paths(
     """
     from dukd_cli.upscale import lanes
 
+    model = as_upscaler(model)
     say: Report = report or (lambda kind, msg: None)
     max_pixels, tile_overlap, png_level, precision = _check_options(
         model, tile, tile_overlap, precision, alpha_mode, outscale, suffix, png_level, max_pixels
@@ -321,7 +322,7 @@ def upscale_paths(
 
 
 def _check_options(
-    model: Any,
+    model: Upscaler,
     tile: int | str | None,
     tile_overlap: int | None,
     precision: str,
@@ -355,7 +356,7 @@ def _check_options(
 
 
 def _plan(
-    model: Any,
+    model: Upscaler,
     inputs: Iterable[str | os.PathLike],
     output: str | os.PathLike | None,
     outscale: float | None,
@@ -373,7 +374,7 @@ def _plan(
     summary = UpscaleSummary(input_errors=in_errors)
     for e in in_errors:
         say("error", e.message)
-    scale = model_scale(model)
+    scale = int(model.scale)
     label = format_factor(float(outscale) if outscale is not None else scale)
     single = (
         len(inputs) == 1
@@ -445,7 +446,7 @@ class _Outcomes:
 
 
 def _run_lanes(
-    model: Any,
+    model: Upscaler,
     todo: list[Job],
     args: tuple[Any, ...],
     max_pixels: int,
@@ -468,7 +469,7 @@ def _run_lanes(
 
 
 def _run_overlapped(
-    model: Any,
+    model: Upscaler,
     todo: list[Job],
     args: tuple[Any, ...],
     max_pixels: int,
