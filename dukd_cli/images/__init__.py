@@ -7,6 +7,11 @@ May import: ``dukd_cli.runtime``, ``dukd_cli.errors``. Never models, upscale or 
 
 from dukd_cli.runtime.lazy import lazy_face
 
-_PUBLIC = {"read_image": ".imageio", "read_rgb_uint8": ".imageio", "write_image": ".imageio", "open_writer": ".imageio"}
+_PUBLIC = {
+    "read_image": ".imageio",
+    "read_rgb_uint8": ".imageio",
+    "write_image": ".imageio",
+    "open_writer": ".imageio",
+}
 
 __getattr__, __dir__, __all__ = lazy_face(__name__, _PUBLIC)

@@ -29,8 +29,6 @@ _FOUND: dict[tuple, tuple[str, Any]] = {}
 _FOUND_MAX = 8
 
 
-
-
 def is_checkpoint_source(name: str | os.PathLike) -> bool:
     """Whether ``name`` is a checkpoint file (by its suffix) on disk, an ``hf://`` file or an
     ``https://`` file (a bare Hub repository id is not: that is a super-image repository)."""

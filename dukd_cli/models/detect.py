@@ -32,6 +32,7 @@ from dukd_cli.models.shapes import Found, Shapes, shapes_of
 # The built-in families are tried first, in this order; plugin architectures after them by name.
 ZOO_ORDER = ("edsr", "rcan", "swinir", "imdn")
 
+
 @dataclass
 class Detection:
     """A zoo network recognised from a checkpoint."""
@@ -81,7 +82,9 @@ def _hook(arch: str) -> Callable[[Shapes, Shapes], Found | None] | None:
 def detectable() -> tuple[str, ...]:
     """The registered architectures that declare a ``detect`` hook: the zoo's first, then plugins'."""
     names = [n for n in registry.names(registry.ARCH_GROUP) if _hook(n) is not None]
-    return tuple(sorted(names, key=lambda n: (n not in ZOO_ORDER, ZOO_ORDER.index(n) if n in ZOO_ORDER else 0, n)))
+    return tuple(
+        sorted(names, key=lambda n: (n not in ZOO_ORDER, ZOO_ORDER.index(n) if n in ZOO_ORDER else 0, n))
+    )
 
 
 def _native(arch: str, shapes: Shapes) -> Shapes | None:
@@ -179,13 +182,17 @@ def detect(state_dict: Mapping[str, Any], families: tuple[str, ...] | None = Non
             preset = registry.get_preset(presets[0]) if presets else None
             defaults = _defaults(arch)
             for key in found.unknown:
-                value = preset.kwargs[key] if preset is not None and key in preset.kwargs else defaults.get(key)
+                value = (
+                    preset.kwargs[key] if preset is not None and key in preset.kwargs else defaults.get(key)
+                )
                 kwargs[key] = value
                 assumed[key] = value
         target = {k: s for k, s in native.items() if not _RECOMPUTED.fullmatch(k)}
         if not _matches(arch, found.scale, kwargs, target):
             continue
-        return Detection(arch, found.scale, kwargs, found.structural, presets, assumed, found.label, found.suffix)
+        return Detection(
+            arch, found.scale, kwargs, found.structural, presets, assumed, found.label, found.suffix
+        )
     return None
 
 

@@ -55,8 +55,6 @@ def hints(options: Options) -> Iterator[None]:
         _current.reset(token)
 
 
-
-
 def for_options(exc: StateDictMismatchError, options: Options) -> StateDictMismatchError:
     return exc.for_options(options) if isinstance(exc, ExplainedMismatch) else exc
 

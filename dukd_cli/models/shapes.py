@@ -52,7 +52,9 @@ def indices(shapes: Shapes, pattern: str) -> list[int]:
 
 def upsampler_scale(shapes: Shapes, prefix: str, width: int) -> int | None:
     """Scale of a stack of (conv to 4C or 9C, pixel shuffle) steps: convs at prefix.0, .2, ..."""
-    convs = [shapes.get(f"{prefix}.{i}.weight") for i in indices(shapes, rf"{re.escape(prefix)}\.(\d+)\.weight")]
+    convs = [
+        shapes.get(f"{prefix}.{i}.weight") for i in indices(shapes, rf"{re.escape(prefix)}\.(\d+)\.weight")
+    ]
     if not convs or any(c is None or len(c) != 4 for c in convs):
         return None
     outs = [c[0] for c in convs]

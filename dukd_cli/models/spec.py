@@ -99,8 +99,6 @@ def is_export_dir(name: str | os.PathLike) -> bool:
     return p.is_dir() and (p / EXPORT_CONFIG).is_file()
 
 
-
-
 def is_model_dir(name: str | os.PathLike) -> bool:
     """An exported model directory or a distill run directory: a model that knows its own scale."""
     return is_export_dir(name) or is_run_dir(name)

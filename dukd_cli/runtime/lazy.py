@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_face(package: str, public: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+def lazy_face(
+    package: str, public: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """``(__getattr__, __dir__, __all__)`` for ``package``: each public name from its module."""
     names = dict(public)
 
