@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +144,7 @@ def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
     return [Source(p) for p in files], "folder of HR images (LR made by exact bicubic)"
 
 
-def div2k_folder(scale: int, on_status=None) -> Path:
+def div2k_folder(scale: int, on_status: Callable[[str], None] | None = None) -> Path:
     """The DIV2K folder (``DIV2K_train_HR`` and any official LR), fetching the HR images once."""
     from dukd_cli.data.catalog import get, target_dir
     from dukd_cli.data.fetch import fetch, fetch_hint, is_present

@@ -152,7 +152,9 @@ def check_tile(tile: int | None) -> int | None:
     return tile
 
 
-def resolve_benches(benches: Sequence[str | BenchSet] | None, data_dir=None) -> list[BenchSet]:
+def resolve_benches(
+    benches: Sequence[str | BenchSet] | None, data_dir: str | os.PathLike | None = None
+) -> list[BenchSet]:
     if benches:
         out = []
         for b in benches:

@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -62,6 +62,9 @@ from dukd_cli.models.upscaler import size_rules
 from dukd_cli.rundir import EXPORT_CONFIG, EXPORT_WEIGHTS, RUN_CONFIG, RUN_WEIGHTS
 from dukd_cli.rundir import is_run_dir as models_is_run_dir
 from dukd_cli.runtime import stale
+
+if TYPE_CHECKING:
+    from dukd_cli.export.int8 import CalibData
 
 FORMATS = ("safetensors", "onnx", "onnx-fp16")
 DEFAULT_FORMATS = ("safetensors", "onnx")
@@ -345,7 +348,7 @@ def _check_quantize(quantize: str, fmts: tuple[str, ...]) -> None:
         raise DukdError("--quantize int8 quantizes the ONNX model; add onnx to --format")
 
 
-def _calib_sources(calib, run: RunInfo | None) -> list[str]:
+def _calib_sources(calib: Iterable[str | os.PathLike] | None, run: RunInfo | None) -> list[str]:
     """Folders whose HR images calibrate int8: ``calib``, else the run's ``[data] paths``."""
     if calib:
         out = [str(c) for c in calib]
@@ -366,7 +369,14 @@ def _calib_sources(calib, run: RunInfo | None) -> list[str]:
 
 
 def _extra_onnx(
-    net, arch: str, tmp: Path, onnx_info: OnnxExport, fmts, calib_data, max_drop, log: Log
+    net: torch.nn.Module,
+    arch: str,
+    tmp: Path,
+    onnx_info: OnnxExport,
+    fmts: tuple[str, ...],
+    calib_data: CalibData | None,
+    max_drop: float | None,
+    log: Log,
 ) -> dict[str, Any]:
     """The fp16 and int8 ONNX files beside ``model.onnx`` in ``tmp``: their config.json entries."""
     out: dict[str, Any] = {}

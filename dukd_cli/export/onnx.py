@@ -259,7 +259,7 @@ def export_onnx(
     errors: list[str] = []
     notes: list[str] = []
 
-    def attempt(fixed: bool, h: int, w: int, shapes) -> float | None:
+    def attempt(fixed: bool, h: int, w: int, shapes: list[tuple[int, int, int]]) -> float | None:
         """Export (reference attention first where a model has it), check parity; the diff or None."""
         for reference in (True, False):
             module = exportable(fixed)

@@ -13,7 +13,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,7 +226,11 @@ def best_window(diff: np.ndarray, side: int, margin: int) -> tuple[int, int, flo
 
 
 def auto_crops(
-    images, students: list[str], teacher: str | None, scale: int, n: int = AUTO_CROPS
+    images: Iterable[tuple[str, dict[str, np.ndarray]]],
+    students: list[str],
+    teacher: str | None,
+    scale: int,
+    n: int = AUTO_CROPS,
 ) -> list[Crop]:
     """Where the runs differ most: the per-pixel spread (std) of the students' Y; with one student,
     its distance from the teacher (else from HR). One crop per image, the ``n`` best images.

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dukd_cli.errors import DukdError
 from dukd_cli.rundir import RunPaths
@@ -36,6 +36,9 @@ from dukd_cli.study.grid import (
     save_plan,
 )
 
+if TYPE_CHECKING:
+    from dukd_cli.distill.config import DistillConfig
+
 TABLE_MD = "study.md"
 TABLE_JSON = "study-table.json"
 
@@ -48,12 +51,6 @@ class StudyResult:
     interrupted: bool = False
     exit_code: int = 0
     table: dict[str, Any] = field(default_factory=dict)
-
-
-
-
-
-
 
 
 def resolve_plan(root: Path, given: StudyPlan | None) -> StudyPlan:
@@ -109,7 +106,7 @@ def _evaluate_cell(plan: StudyPlan, cell: Cell, run_dir: Path, device: str) -> N
     atomic_write_text(run_dir / EVAL_FILE, json.dumps(rec, indent=1) + "\n")
 
 
-def _train_cell(cfg, run_dir: Path, callbacks: Sequence[Callable]) -> Any:
+def _train_cell(cfg: DistillConfig, run_dir: Path, callbacks: Sequence[Callable]) -> Any:
     from dukd_cli.distill import ddp
     from dukd_cli.distill.config import DistillConfig
     from dukd_cli.distill.trainer import Trainer
@@ -155,9 +152,7 @@ def run_study(
     iters = plan_iters(plan)
     for i, cell in enumerate(todo, 1):
         run_dir = cell.run_dir(root)
-        done = (
-            student_iteration(RunPaths(run_dir).student) if RunPaths(run_dir).state.is_file() else None
-        )
+        done = student_iteration(RunPaths(run_dir).student) if RunPaths(run_dir).state.is_file() else None
         if done != iters:
             on_event(f"[{i}/{len(todo)}] {cell.key}: training" + (f" (resuming at {done})" if done else ""))
             fit = _train_cell(configs[cell], run_dir, callbacks)

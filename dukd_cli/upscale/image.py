@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dukd_cli.errors import DukdError
-from dukd_cli.images.imageio import LoadedImage
 from dukd_cli.models.upscaler import Upscaler, as_upscaler
 from dukd_cli.upscale.inference import (
     MIN_TILE,
@@ -17,6 +17,9 @@ from dukd_cli.upscale.inference import (
     model_device,
     run_model,
 )
+
+if TYPE_CHECKING:
+    from dukd_cli.images.imageio import LoadedImage
 
 OUTPUT_EXTS = ("png", "jpg", "webp")
 EXT_ALIASES = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}

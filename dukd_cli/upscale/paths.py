@@ -35,6 +35,7 @@ from dukd_cli.upscale.inference import (
     check_precision,
     model_device,
 )
+from dukd_cli.upscale.job import Job
 
 GLOB_CHARS = "*?["
 #: Images up to this many input pixels have the next image read while they compute.
@@ -117,14 +118,6 @@ def _default_ext(src: Path) -> str:
 
 def format_factor(f: float) -> str:
     return str(int(f)) if float(f).is_integer() else f"{f:g}"
-
-
-@dataclass
-class Job:
-    source: Path
-    dest: Path | None
-    status: str = "todo"  # todo | skipped | failed | done
-    message: str = ""
 
 
 def _output_is_file(output: Path, n_inputs: int, named_dir: bool) -> bool:
