@@ -142,7 +142,7 @@ def test_few_flat_modules_and_documented_rooms():
 def test_light_rooms_do_not_import_torch_at_module_level():
     """The rooms that `dukd --help` passes through stay free of torch at import time."""
     for rel in ("runtime", "sources", "registry.py", "errors.py", "rundir.py"):
-        for p in ([PKG / rel] if rel.endswith(".py") else (PKG / rel).rglob("*.py")):
+        for p in [PKG / rel] if rel.endswith(".py") else (PKG / rel).rglob("*.py"):
             if not p.exists():
                 continue
             tree = ast.parse(p.read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-PLUGIN = '''
+PLUGIN = """
 import torch
 from torch import nn
 
@@ -54,7 +54,7 @@ def _detect(native, original):
 
 if HOOK:
     stack.detect = _detect
-'''
+"""
 
 
 def _install(root: Path, hook: bool) -> Path:

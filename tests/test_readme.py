@@ -68,14 +68,18 @@ SKIP: dict[str, str] = {
     "pip install --target /tmp/cv2 opencv-python-headless": NETWORK,
     "python benchmarks/upscale_vs_loop.py --cv2-path /tmp/cv2 --rounds 3 [--code /path/to/old/checkout]": "needs OpenCV (the line above) and minutes",
 }
-SKIP["dukd study runs/study --preset cpu-short -m scratch -m kd -m fakd -m at -m fitnet -m dukd -m dukd+at --seeds 0,1 --iters 100"] = (
-    "14 training runs: 25 minutes here (README's table; tests/test_study.py runs a tiny grid)"
-)
-SKIP["dukd export --model imdn --weights IMDN_x4.pth --scale 4 -o imdn-x4/ --format onnx --quantize int8 --calib ../shared/data/train/bsd200 --max-drop 0.25"] = (
+SKIP[
+    "dukd study runs/study --preset cpu-short -m scratch -m kd -m fakd -m at -m fitnet -m dukd -m dukd+at --seeds 0,1 --iters 100"
+] = "14 training runs: 25 minutes here (README's table; tests/test_study.py runs a tiny grid)"
+SKIP[
+    "dukd export --model imdn --weights IMDN_x4.pth --scale 4 -o imdn-x4/ --format onnx --quantize int8 --calib ../shared/data/train/bsd200 --max-drop 0.25"
+] = (
     "IMDN's int8 calibration and sensitivity pass take minutes; tests/test_quantize.py runs the same "
     "path on a tiny network"
 )
-SKIP["dukd evaluate --model imdn-x4/ --runtime onnx-int8 --bench set5,set14"] = "needs the imdn-x4/ export above"
+SKIP["dukd evaluate --model imdn-x4/ --runtime onnx-int8 --bench set5,set14"] = (
+    "needs the imdn-x4/ export above"
+)
 SKIP["dukd study runs/study"] = "continues the study above"
 SKIP["dukd report runs/study -o study.html"] = "needs the study above"
 SKIP_PYTHON = {
