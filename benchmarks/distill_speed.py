@@ -75,7 +75,7 @@ def bench_one(pair, method, args, teacher_w, tmp) -> list[dict]:
     cfg.val.every = 0
     tr = Trainer(cfg, tmp / f"run-{pair}-{method}", display=Display(enabled=False))
     tr.setup()
-    dev = tr.device
+    dev = tr.session.device
     out = []
     # Synthetic: one batch on the device.
     g = torch.Generator().manual_seed(0)
@@ -106,7 +106,7 @@ def bench_one(pair, method, args, teacher_w, tmp) -> list[dict]:
         {"pair": pair, "method": method, "source": "data", "it_s": real, "data_over_synthetic": real / syn}
     )
     del it
-    tr.method.close()
+    tr.session.method.close()
     return out
 
 

@@ -166,9 +166,9 @@ def cell_train(spec: dict, pair: str, method: str, variant: str, tmp: Path) -> l
     from dukd_cli.distill.methods import Batch
 
     tr = _trainer(spec, pair, method, variant, tmp)
-    dev = tr.device
+    dev = tr.session.device
     out = []
-    lr, hr = tr.to_device(*_synthetic(spec, tr))
+    lr, hr = tr.session.to_device(*_synthetic(spec, tr))
     reset_peak(dev)
     r = timed_loop(
         lambda: tr.train_step(Batch(lr, hr, 0)), dev, spec["warmup"], spec["iters"], spec["cell_s"]
@@ -183,7 +183,7 @@ def cell_train(spec: dict, pair: str, method: str, variant: str, tmp: Path) -> l
     reset_peak(dev)
     r = timed_loop(real, dev, max(1, spec["warmup"] // 2), spec["iters"], spec["cell_s"])
     out.append({"source": "data", **r, "peak_gpu_mib": peak_mib(dev), "workers": tr.workers})
-    tr.method.close()
+    tr.session.method.close()
     return [{"section": "train", "pair": pair, "method": method, "variant": variant, **o} for o in out]
 
 
@@ -192,8 +192,8 @@ def cell_syncs(spec: dict, pair: str, tmp: Path) -> list[dict]:
     from dukd_cli.distill.methods import Batch
 
     tr = _trainer(spec, pair, "dukd", "eager", tmp)
-    dev = tr.device
-    lr, hr = tr.to_device(*_synthetic(spec, tr))
+    dev = tr.session.device
+    lr, hr = tr.session.to_device(*_synthetic(spec, tr))
     batches = tr.batches(tr.make_loader(start_iter=0))
     rows = []
     for source in ("synthetic", "data"):
@@ -223,7 +223,7 @@ def cell_syncs(spec: dict, pair: str, tmp: Path) -> list[dict]:
                 "examples": sorted(set(msgs))[:3],
             }
         )
-    tr.method.close()
+    tr.session.method.close()
     return rows
 
 

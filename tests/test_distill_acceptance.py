@@ -79,7 +79,7 @@ def _fixed_batch_losses(trainer, model) -> dict[str, float]:
         model.eval()
         sr = model(lr)
         model.train(was)
-        t = trainer.teacher(lr)
+        t = trainer.session.teacher(lr)
     return {"rec": float((sr - hr).abs().mean()), "kd": float((sr - t).abs().mean())}
 
 
@@ -103,9 +103,9 @@ def test_acceptance_slow_dukd_from_real_imdn_teacher_beats_bicubic(
     run = tmp_path / "run"
     trainer = Trainer(cfg, run)
     trainer.setup()
-    before = _fixed_batch_losses(trainer, trainer.student_module)
+    before = _fixed_batch_losses(trainer, trainer.session.student_module)
     result = trainer.fit()
-    after = _fixed_batch_losses(trainer, trainer.ema)
+    after = _fixed_batch_losses(trainer, trainer.session.ema.model)
     # The loss falls: on the same 64 held-out patches, the EMA student is closer to the ground truth
     # and to the teacher than the initial (bicubic) student.
     assert after["rec"] < before["rec"] and after["kd"] < 0.9 * before["kd"], (before, after)

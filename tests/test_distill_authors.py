@@ -197,10 +197,10 @@ def _replica(cfg, where):
     tr = Trainer(cfg, where)
     tr.setup()
     o, t = tr.cfg.method.options, tr.cfg.train
-    assert tr.cfg.train.precision == "fp32" and tr.teacher.training is (not tr.cfg.train.eval_teacher)
+    assert tr.cfg.train.precision == "fp32" and tr.session.teacher.training is (not tr.cfg.train.eval_teacher)
     rel = Released(
-        copy.deepcopy(tr.student_module),
-        copy.deepcopy(tr.teacher),
+        copy.deepcopy(tr.session.student_module),
+        copy.deepcopy(tr.session.teacher),
         scale=4,
         w_pix=o["w_pix"],
         w_kd=o["w_kd"],
@@ -501,7 +501,7 @@ def test_init_from_another_runs_ema_student(pair, run_dukd, tmp_path):
     cfg.student.weights, cfg.student.strict = str(x2 / "student.safetensors"), False
     tr = Trainer(cfg, run)
     tr.setup()
-    assert torch.equal(tr.student_module.head[0].weight, src.head[0].weight)
+    assert torch.equal(tr.session.student_module.head[0].weight, src.head[0].weight)
     assert any("non-strictly" in n for n in tr.notes)
     code, _, err = run_dukd(*args[:-4], "--init-from", tmp_path / "nothing", "--out", tmp_path / "o")
     assert code == 1 and "--init-from" in err and "no such run directory" in err
@@ -531,6 +531,6 @@ def test_teacher_mode_fix_with_a_drop_path_teacher(pair, tmp_path):
         cfg.teacher.name, cfg.teacher.weights, cfg.teacher.args = "swinir", str(w), dict(t_args)
         tr = Trainer(cfg, tmp_path / recipe)
         tr.setup()
-        assert tr.teacher.training is training
-        a, b = tr.method.teacher_forward(x), tr.method.teacher_forward(x)
+        assert tr.session.teacher.training is training
+        a, b = tr.session.method.teacher_forward(x), tr.session.method.teacher_forward(x)
         assert a.grad_fn is None and (not torch.equal(a, b)) is training

@@ -53,12 +53,12 @@ def _worker(rank: int, world: int, port: int, data: str, cache: str, out: str) -
 
     tr = Trainer(_cfg(Path(data), Path(cache), batch=2), os.path.join(out, "run"))
     tr.setup()
-    wrapper = weakref.ref(tr.student)
+    wrapper = weakref.ref(tr.session.student)
     tr.fit()
     # fit() lets go of the DDP wrapper (it holds the process group), so that shutdown() frees the group
     # while the interpreter is alive.
     released = wrapper() is None
-    torch.save(tr.student_module.state_dict(), os.path.join(out, f"rank{rank}.pt"))
+    torch.save(tr.session.student_module.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     ddp.shutdown()
     Path(out, f"released{rank}").write_text(str(released))
 
@@ -89,7 +89,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f"ranks disagree on {k}"
-    ref = single.student_module.state_dict()
+    ref = single.session.student_module.state_dict()
     for k in r0:
         assert torch.allclose(r0[k], ref[k], atol=1e-5, rtol=1e-4), f"DDP differs from one process on {k}"
     assert [(tmp_path / f"released{r}").read_text() for r in range(2)] == ["True", "True"]

@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 from dukd_cli import registry
 from dukd_cli.distill import config as C
 from dukd_cli.distill import features as feat
-from dukd_cli.distill.feature_methods import AT, FSP, FitNet
-from dukd_cli.distill.methods import DUKD, FAKD, KD, Batch, MethodContext
+from dukd_cli.distill.feature_methods import AT, FAKD, FSP, FitNet
+from dukd_cli.distill.methods import DUKD, KD, Batch, MethodContext
 from dukd_cli.distill.teachers import TeacherPanel
 from dukd_cli.distill.trainer import Trainer
 from dukd_cli.errors import DukdError
@@ -422,13 +422,13 @@ def test_authors_recipe_is_the_released_fakd_iteration(setup):
     tr = Trainer(cfg, setup["root"] / "replica")
     tr.setup()
     o, t = tr.cfg.method.options, tr.cfg.train
-    assert o["feature_grad"] is False and t.precision == "fp32" and tr.teacher.training
+    assert o["feature_grad"] is False and t.precision == "fp32" and tr.session.teacher.training
     # The release's positions for these depths: student 3 blocks, teacher 2 blocks.
-    assert tr.method.term.student_layers == ["head", "body.1", "body.2", "body.3"]
-    assert tr.method.term.teacher_layers == ["head", "body.0", "body.1", "body.2"]
+    assert tr.session.method.term.student_layers == ["head", "body.1", "body.2", "body.3"]
+    assert tr.session.method.term.teacher_layers == ["head", "body.0", "body.1", "body.2"]
     rel = Released(
-        copy.deepcopy(tr.student_module),
-        copy.deepcopy(tr.teacher),
+        copy.deepcopy(tr.session.student_module),
+        copy.deepcopy(tr.session.teacher),
         positions_g=["conv_first", 1, 2, "conv_after_body"],
         positions_t=["conv_first", 0, 1, "conv_after_body"],
         w_pix=1 - o["alpha"],
@@ -441,7 +441,7 @@ def test_authors_recipe_is_the_released_fakd_iteration(setup):
     for it in range(1, t.iters + 1):
         b = tr.device_batch(*next(batches))
         rel.train_iteration(it, b.lr, b.hr)
-    tr.method.close()
+    tr.session.method.close()
     want = rel.net_g_ema.state_dict()
     Trainer(cfg, setup["root"] / "authors").fit()
     got = load_file(str(setup["root"] / "authors" / "student.safetensors"))
@@ -560,9 +560,9 @@ def test_two_teachers_of_different_architectures(setup, run_dukd, method):
     assert code == 0, err
     tr = Trainer(C.DistillConfig(), run, resume=True)
     tr.setup()
-    assert isinstance(tr.teacher, TeacherPanel) and tr.teacher.mix == "best"
-    assert [type(t).__name__ for t in tr.teacher.teachers] == ["EDSR", "RCAN"]
-    tr.method.close()
+    assert isinstance(tr.session.teacher, TeacherPanel) and tr.session.teacher.mix == "best"
+    assert [type(t).__name__ for t in tr.session.teacher.teachers] == ["EDSR", "RCAN"]
+    tr.session.method.close()
 
 
 def test_two_teachers_mean_is_the_mean_label(setup):
@@ -579,7 +579,7 @@ def test_two_teachers_mean_is_the_mean_label(setup):
     t_r.load_state_dict(load_file(str(setup["rcan"])))
     with torch.no_grad():
         want = (t_e(b.lr) + t_r(b.lr)) / 2
-    assert torch.allclose(tr.method.teacher_forward(b.lr), want, atol=1e-6)
+    assert torch.allclose(tr.session.method.teacher_forward(b.lr), want, atol=1e-6)
     assert tr.cfg.teacher.mix == "mean"
 
 

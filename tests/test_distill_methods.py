@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from dukd_cli import registry
+from dukd_cli.distill.feature_methods import FAKD
 from dukd_cli.distill.features import spatial_affinity
-from dukd_cli.distill.methods import DUKD, FAKD, KD, Batch, MethodContext, Scratch, model_family
+from dukd_cli.distill.methods import DUKD, KD, Batch, MethodContext, Scratch, model_family
 from dukd_cli.distill.resolve import build_teacher
 from dukd_cli.errors import DukdError
 from dukd_cli.models.factory import create_model, resolve_spec

@@ -137,11 +137,11 @@ def test_quantize_run_distils_from_the_fp32_student_itself(setup):
     trainer = Trainer(_cfg(setup), setup["root"] / "run")
     trainer.setup()
     assert trainer.cfg.teacher.name == "edsr" and trainer.cfg.teacher.weights == str(setup["weights"])
-    assert qat.is_prepared(trainer.student_module) and qat.is_prepared(trainer.ema)
-    assert not qat.is_prepared(trainer.teacher)  # the teacher labels in fp32
+    assert qat.is_prepared(trainer.session.student_module) and qat.is_prepared(trainer.session.ema.model)
+    assert not qat.is_prepared(trainer.session.teacher)  # the teacher labels in fp32
     x = _batch()
     with torch.no_grad():
-        assert torch.equal(trainer.teacher(x), _net(5)(x))
+        assert torch.equal(trainer.session.teacher(x), _net(5)(x))
     assert trainer.cfg.train.qat_observe == 4
 
 

@@ -396,7 +396,8 @@ def test_student_initialised_non_strictly_from_another_scale(setup, tmp_path):
     cfg.student.strict = False
     tr = Trainer(cfg, tmp_path / "loose")
     tr.setup()
-    assert torch.equal(tr.student_module.conv_first.weight, x2.conv_first.weight)  # the shared layer loaded
+    # the shared layer loaded
+    assert torch.equal(tr.session.student_module.conv_first.weight, x2.conv_first.weight)
     assert any("non-strictly" in n for n in tr.notes)
     assert tr.fit().iteration == 1
 
@@ -427,3 +428,24 @@ def test_channels_last_trains_the_same_network_and_resumes_exactly(setup):
     assert cut.interrupted
     Trainer(C.DistillConfig(), root / "cut", resume=True).fit()
     assert _same(b, _weights(root / "cut"))
+
+
+def test_teacher_is_resolved_once(setup, monkeypatch, tmp_path):
+    """A Resolved given to the trainer is used as is; a DistillConfig is resolved once, in setup()."""
+    from dukd_cli.distill import trainer as trainer_mod
+    from dukd_cli.distill.resolve import resolve as real
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].teacher.name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "resolve", counting)
+    res = real(_cfg(setup, iters=2))
+    given = Trainer(res, tmp_path / "given")
+    result = given.fit()
+    assert result.iteration == 2 and calls == []
+    assert given.session.resolved is res and given.cfg is res.cfg
+    Trainer(_cfg(setup, iters=2), tmp_path / "library").fit()
+    assert calls == ["tiny"]

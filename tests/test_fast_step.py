@@ -111,8 +111,8 @@ def test_compile_trains_the_same_network(setup, monkeypatch, method, update):
     _fit(_cfg(setup, method=method, update=update), root / "plain")
     tr, res = _fit(_cfg(setup, method=method, update=update, compile=True), root / "compiled")
     assert res.iteration == 5
-    assert fast.is_compiled(tr.student_module) and fast.is_compiled(tr.teacher)
-    assert not fast.is_compiled(tr.ema)  # the EMA (validated, saved) is the plain module
+    assert fast.is_compiled(tr.session.student_module) and fast.is_compiled(tr.session.teacher)
+    assert not fast.is_compiled(tr.session.ema.model)  # the EMA (validated, saved) is the plain module
     la, lb = _losses(root / "plain"), _losses(root / "compiled")
     assert [sorted(x) for x in la] == [sorted(x) for x in lb]
     for x, y in zip(la, lb, strict=True):
@@ -151,7 +151,7 @@ def test_compiled_run_resumes_exactly_and_compile_may_change_on_resume(setup, mo
 
 def test_fakd_feature_taps_survive_compile(monkeypatch):
     """FAKD's forward hooks sit on submodules: compiling in place keeps their names and calls them."""
-    from dukd_cli.distill.methods import FAKD
+    from dukd_cli.distill.feature_methods import FAKD
 
     class Tapped(torch.nn.Module):
         def __init__(self, n):

@@ -81,7 +81,7 @@ def test_int8_export_is_qdq_smaller_loads_and_keeps_its_score(wide_tiny, tmp_pat
         "12",
     )
     assert code == 0, err
-    assert "nodes_to_exclude" in err  # the sensitivity decision is printed
+    assert "int8: left in float: " in err  # the sensitivity decision is printed
     assert "int8 (" in stdout and "hold-out Y-PSNR" in stdout
     int8, fp32 = out / "model.int8.onnx", out / "model.onnx"
     assert (
@@ -267,3 +267,90 @@ def test_every_zoo_family_has_a_measured_fp16_verdict():
         v = fp16_verdict(arch)
         assert v is not None and "PSNR fp16 vs fp32" in v.evidence, arch
     assert fp16_verdict("tiny") is None  # a plugin's network: not measured, the export's own check decides
+
+
+def test_sensitivity_pass_can_leave_every_quantized_op_type_in_float(tmp_path):
+    """Every op type that ONNX Runtime's QDQ quantizer quantizes in a real SR graph (IMDN: residual
+    sums, concatenations, attention products, splits, activations) is a unit the sensitivity pass
+    tries in float, alone and together. (The pass used to try only the op types with a special QDQ
+    handler, so the residual Adds, Concats and Muls that cost IMDN most were never tried.)"""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from dukd_cli.export.bundle import export_model
+    from dukd_cli.export.int8 import WEIGHTED_OPS, _quiet, _Reader, sensitivity_units
+
+    torch.manual_seed(0)
+    out = tmp_path / "imdn"
+    export_model("imdn", out, scale=2, kwargs={"n_feats": 32, "n_blocks": 2})
+    fp32 = out / "model.onnx"
+    rng = np.random.default_rng(0)
+    lrs = [rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(2)]
+    q = tmp_path / "q.onnx"
+    with _quiet():
+        quantize_static(
+            str(fp32),
+            str(q),
+            _Reader("input", lrs, None),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    qm = onnx.load(str(q))
+    dq_out = {n.output[0] for n in qm.graph.node if n.op_type == "DequantizeLinear"}
+    quantized = {
+        n.op_type
+        for n in qm.graph.node
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear", *WEIGHTED_OPS) and set(n.input) & dq_out
+    }
+    assert {"Add", "Concat", "Mul"} <= quantized  # what the residual stream and the attention are made of
+    units = dict(sensitivity_units(onnx.load(str(fp32))))
+    fm = onnx.load(str(fp32))
+    by_type = {op: sorted(n.name for n in fm.graph.node if n.op_type == op) for op in quantized}
+    for op in quantized:
+        label = next((k for k in units if k.startswith(f"all {op} (")), None)
+        assert label is not None, f"{op} is quantized but never tried in float"
+        assert sorted(units[label]) == by_type[op]
+    convs = [n.name for n in fm.graph.node if n.op_type == "Conv"]
+    assert units["last 3 weighted nodes"] == convs[-3:]  # the tail: fusion, last conv, pixel-shuffle conv
+    together = next(v for k, v in units.items() if k.startswith("all non-weighted ops"))
+    assert {n for names in by_type.values() for n in names} <= set(together)
+
+
+def test_nodes_left_in_float_keep_int8_weights(wide_tiny, tmp_path):
+    """A weighted node the sensitivity pass leaves in float computes in float from int8-stored
+    weights (weight-only quantization): the file stays int8-sized, the outputs stay close."""
+    from dukd_cli.export.bundle import export_model
+    from dukd_cli.export.int8 import CalibData, _Quantizer, run_session, weighted_nodes
+
+    w, _m = wide_tiny
+    out = tmp_path / "exp"
+    export_model("tiny", out, scale=2, weights=str(w), kwargs={"n_feats": 48})
+    fp32 = out / "model.onnx"
+    rng = np.random.default_rng(0)
+    lrs = [rng.random((1, 3, 24, 24), dtype=np.float32) for _ in range(6)]
+    sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    fp32_out = run_session(sess, lrs, 2)
+    q = _Quantizer(fp32, CalibData(lrs, fp32_out, 2, "self-labelled"), None, tmp_path, None)
+    every = weighted_nodes(q.model)
+    q.quantize(tmp_path / "all-int8.onnx", "minmax", [])
+    q.quantize(tmp_path / "float.onnx", "minmax", every)
+    size = (tmp_path / "float.onnx").stat().st_size
+    assert size < 0.6 * fp32.stat().st_size  # 0.48 here; fp32 weights would make it ~1.0x
+    assert size <= 1.1 * (tmp_path / "all-int8.onnx").stat().st_size
+    model = onnx.load(str(tmp_path / "float.onnx"))
+    onnx.checker.check_model(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.name in every:
+            dq = next(n for n in model.graph.node if n.output[0] == node.input[1])
+            assert dq.op_type == "DequantizeLinear"
+            assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
+            assert node.input[0] not in {
+                n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"
+            }
+    outs = run_session(ort.InferenceSession(str(tmp_path / "float.onnx")), lrs, 2)
+    from dukd_cli.export.int8 import mean_psnr_y
+
+    assert mean_psnr_y(outs, fp32_out, 2) > 40.0

@@ -176,7 +176,7 @@ def test_demo_before_row_is_the_trainers_initial_student(tmp_path):
     before = build(resolve(cfg).student)
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.setup()
-    init = trainer.student_module.state_dict()
+    init = trainer.session.student_module.state_dict()
     assert all(torch.equal(v, init[k]) for k, v in before.state_dict().items())
 
 

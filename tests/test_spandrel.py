@@ -161,13 +161,13 @@ def test_distill_from_spandrel_teacher_loss_falls(files, tmp_path):
     cfg.val.every = 0
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.setup()
-    assert isinstance(trainer.teacher, external.SpandrelSR) and not any(
-        p.requires_grad for p in trainer.teacher.parameters()
+    assert isinstance(trainer.session.teacher, external.SpandrelSR) and not any(
+        p.requires_grad for p in trainer.session.teacher.parameters()
     )
     torch.manual_seed(5)
     lr = torch.rand(4, 3, 12, 12)
     with torch.no_grad():
-        target = trainer.teacher(lr)
+        target = trainer.session.teacher(lr)
 
         def kd(model):
             was = model.training
@@ -176,10 +176,10 @@ def test_distill_from_spandrel_teacher_loss_falls(files, tmp_path):
             model.train(was)
             return out
 
-        before = kd(trainer.student_module)
+        before = kd(trainer.session.student_module)
     result = trainer.fit()
     with torch.no_grad():
-        after = kd(trainer.student_module)
+        after = kd(trainer.session.student_module)
     assert result.iteration == 25 and not result.interrupted
     assert after < 0.8 * before, (before, after)
 

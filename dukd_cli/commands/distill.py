@@ -593,7 +593,7 @@ def distill_cmd(
     if dry_run:
         _print_plan(res, run_dir)
         return
-    _fit(Trainer(cfg, run_dir))
+    _fit(Trainer(res, run_dir))  # resolved once, above: the trainer does not resolve again
 
 
 def _fix_options(**opts: Any) -> dict[str, Any]:

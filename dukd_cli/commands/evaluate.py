@@ -32,7 +32,9 @@ def _load(name: str, scale: int, weights: str | None, args: list[str] | None, de
     from dukd_cli.models.factory import build, resolve_spec
     from dukd_cli.upscale.inference import select_device
 
-    with mismatch.hints(options or model_options.EVALUATE):  # help in this command's options, resolving included
+    with mismatch.hints(
+        options or model_options.EVALUATE
+    ):  # help in this command's options, resolving included
         spec = resolve_spec(name, scale, kwargs=model_args(args), weights=weights, pretrained=True)
         if spec.scale != scale:
             raise DukdError(f"model '{name}' is x{spec.scale} but --scale is {scale}")

@@ -25,13 +25,17 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from dukd_cli.errors import DukdError
+if TYPE_CHECKING:
+    from dukd_cli.distill.config import DistillConfig
+    from dukd_cli.distill.data import PatchDataset
+    from dukd_cli.distill.session import Session
+    from dukd_cli.models.spec import ModelSpec
 
 N_PATCHES = 16
 # Sample indices of the probe patches: far above any index the training stream reaches.
@@ -49,7 +53,7 @@ def fixed_patch_keys(n_images: int, seed: int, n: int = N_PATCHES) -> list[tuple
     return [(int(perm[j % n_images]), PROBE_BASE + j) for j in range(int(n))]
 
 
-def fixed_patches(dataset, seed: int, n: int = N_PATCHES) -> tuple[torch.Tensor, torch.Tensor]:
+def fixed_patches(dataset: PatchDataset, seed: int, n: int = N_PATCHES) -> tuple[torch.Tensor, torch.Tensor]:
     """The probe patches of a :class:`~dukd_cli.distill.data.PatchDataset`: uint8 LR (n, 3, p, p)
     and HR (n, 3, sp, sp), a pure function of the dataset and the seed."""
     pairs = [dataset[k] for k in fixed_patch_keys(len(dataset), seed, n)]
@@ -144,19 +148,19 @@ class Probe:
         return patch_agreement(student, self.teacher_u8, self.lr_u8, self.scale, self.device)
 
 
-def _teacher_of(trainer) -> nn.Module | None:
+def _teacher_of(session: Session) -> nn.Module | None:
     """The run's teacher; for a method without one, the teacher the run names (built for validation only)."""
-    if getattr(trainer, "teacher", None) is not None:
-        return trainer.teacher
-    cfg = trainer.cfg
+    if session.teacher is not None:
+        return session.teacher
+    cfg = session.cfg
     if not cfg.teacher.name:
         return None
     from dukd_cli.distill.resolve import build_teacher
 
-    return build_teacher(teacher_spec(cfg), trainer.device)
+    return build_teacher(teacher_spec(cfg), session.device)
 
 
-def teacher_spec(cfg):
+def teacher_spec(cfg: DistillConfig) -> ModelSpec | None:
     """The teacher a configuration names, resolved by the rules of a method that needs one (kd's;
     the run's own method options do not apply to it)."""
     from dukd_cli.distill.methods import KD
@@ -167,28 +171,16 @@ def teacher_spec(cfg):
     return resolve(cfg, KD).teacher
 
 
-def probe_for(trainer) -> Probe | None:
-    """The trainer's probe, built at its first validation (``None``: no teacher, nothing to compare)."""
-    if hasattr(trainer, "_agreement_probe"):
-        return trainer._agreement_probe
-    probe = None
-    try:
-        teacher = _teacher_of(trainer)
-        if teacher is not None:
-            lr_u8, _ = fixed_patches(trainer.dataset, int(trainer.cfg.train.seed))
-            scale = int(trainer.cfg.student.scale)
-            probe = Probe(
-                CachedReference(teacher),
-                lr_u8,
-                sr_patches(teacher, lr_u8, trainer.device),
-                scale,
-                trainer.device,
-            )
-    except DukdError as exc:  # training goes on; the report will say the agreement is missing
-        trainer.display.message(f"[yellow]note:[/] teacher agreement not logged: {exc}")
-        probe = None
-    trainer._agreement_probe = probe
-    return probe
+def build_probe(session: Session, dataset: PatchDataset) -> Probe | None:
+    """A run's probe, built at its first validation (``None``: no teacher, nothing to compare).
+    A teacher that cannot be built raises :class:`DukdError` (the trainer notes it and goes on)."""
+    teacher = _teacher_of(session)
+    if teacher is None:
+        return None
+    lr_u8, _ = fixed_patches(dataset, int(session.cfg.train.seed))
+    scale = int(session.cfg.student.scale)
+    dev = session.device
+    return Probe(CachedReference(teacher), lr_u8, sr_patches(teacher, lr_u8, dev), scale, dev)
 
 
 def record(probe: Probe | None, student: nn.Module, val_result: Any) -> dict[str, float]:

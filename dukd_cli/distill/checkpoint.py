@@ -54,8 +54,6 @@ class CheckpointWriteError(DukdError):
     """A checkpoint could not be written (full or read-only disk); the previous one is kept."""
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------

@@ -198,8 +198,6 @@ def _from_toml(value: Any) -> Any:
     return value
 
 
-
-
 def load(path: str | os.PathLike, base: DistillConfig | None = None) -> DistillConfig:
     return from_dict(load_toml(path), base)
 

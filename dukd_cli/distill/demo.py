@@ -20,12 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dukd_cli.errors import DukdError
 from dukd_cli.registry import DEFAULT_STUDENT, DEFAULT_TEACHER
 from dukd_cli.rundir import RunPaths
+
+if TYPE_CHECKING:
+    from dukd_cli.data.benchmarks import BenchSet
 
 SCALE = 4
 HOLDOUT = ("chelsea.png", "coffee.png")  # built-in photographs the demo never trains on
@@ -85,7 +89,7 @@ def training_photos() -> list[str]:
     return train
 
 
-def holdout_set(run_dir: Path, data_dir: str | os.PathLike | None = None):
+def holdout_set(run_dir: Path, data_dir: str | os.PathLike | None = None) -> BenchSet:
     """The set the table is measured on: Set5 when the benchmark lookup finds it, else the
     held-out photographs (copied into ``run_dir/holdout/`` so the set is a plain folder)."""
     from dukd_cli.data.benchmarks import BenchSet, find_set
@@ -153,7 +157,7 @@ def demo_config(
     return cfg
 
 
-def _measure(model, bench, device: str) -> tuple[float, float]:
+def _measure(model: torch.nn.Module | str, bench: BenchSet, device: str) -> tuple[float, float]:
     from dukd_cli.evaluate.protocol import evaluate
 
     (r,) = evaluate(model, SCALE, [bench], device=device, progress=False)
@@ -165,7 +169,7 @@ def run_demo(
     *,
     data_dir: str | os.PathLike | None = None,
     on_status: Callable[[str], None] | None = None,
-    **config_kwargs,
+    **config_kwargs: Any,
 ) -> DemoResult:
     """Distil for a few hundred iterations and measure bicubic, the student before and after,
     the teacher and the shipped student on one held-out set."""
@@ -195,7 +199,7 @@ def run_demo(
     del before
 
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(res, run_dir)
     try:
         fit = trainer.fit()
     finally:
@@ -222,7 +226,7 @@ def run_demo(
             *_measure(after, bench, device),
         )
     )
-    teacher = trainer.teacher
+    teacher = trainer.session.teacher
     rows.append(
         DemoRow("teacher", DEFAULT_TEACHER, count_parameters(teacher), *_measure(teacher, bench, device))
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # --------------------------------------------------------------------------------------------
 # Display
@@ -13,7 +16,7 @@ class Display:
     """Progress on the console: a rich live bar (it/s, ETA, losses, last PSNR) on a terminal, one
     line per log step otherwise. Only rank 0 shows anything."""
 
-    def __init__(self, console=None, enabled: bool = True) -> None:
+    def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
         from rich.console import Console
 
         self.console = console or Console(stderr=True)

@@ -16,6 +16,7 @@ Nothing here reads a value back to the host: an iteration enqueues its work and 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +43,7 @@ def compile_module(
     """
     compiled = torch.compile(module._call_impl, backend=backend or COMPILE_BACKEND, dynamic=False)
 
-    def call(*args, **kwargs):
+    def call(*args: Any, **kwargs: Any) -> Any:
         args = tuple(a.contiguous(memory_format=memory_format) if isinstance(a, Tensor) else a for a in args)
         return compiled(*args, **kwargs)
 

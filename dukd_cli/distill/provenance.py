@@ -10,16 +10,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dukd_cli.distill.config import DistillConfig
+    from dukd_cli.distill.resolve import Resolved
 
 
-def apply_data_defaults(cfg, *, data_given: bool) -> None:
+def apply_data_defaults(cfg: DistillConfig, *, data_given: bool) -> None:
     """No data named anywhere and a teacher given: the paper's DIV2K. Then record where named data comes from."""
     if not data_given and cfg.teacher.name and list(cfg.data.paths) == ["builtin"]:
         cfg.data.paths = ["div2k"]
     record(cfg)
 
 
-def record(cfg) -> None:
+def record(cfg: DistillConfig) -> None:
     """Fill ``[data] dataset/source/revision`` for catalog data (``div2k``)."""
     from dukd_cli.data.catalog import get
 
@@ -28,7 +33,7 @@ def record(cfg) -> None:
         cfg.data.dataset, cfg.data.source, cfg.data.revision = e.name, e.source, e.revision
 
 
-def data_lines(cfg) -> list[str]:
+def data_lines(cfg: DistillConfig) -> list[str]:
     from dukd_cli.data.catalog import get, target_dir
     from dukd_cli.data.fetch import is_present
 
@@ -53,7 +58,7 @@ def data_lines(cfg) -> list[str]:
     return out
 
 
-def teacher_lines(res) -> list[str]:
+def teacher_lines(res: Resolved) -> list[str]:
     """The teacher file: name, SHA-256 and sources in order (or the weights given), without downloading."""
     from dukd_cli import registry
 
@@ -78,5 +83,5 @@ def teacher_lines(res) -> list[str]:
     return lines
 
 
-def plan_lines(res) -> list[str]:
+def plan_lines(res: Resolved) -> list[str]:
     return teacher_lines(res) + data_lines(res.cfg)

@@ -24,12 +24,16 @@ that declare the option (``dukd``); the others apply to every method.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dukd_cli.errors import DukdError
 from dukd_cli.rundir import RunPaths
+
+if TYPE_CHECKING:
+    from dukd_cli.distill.config import DistillConfig
 
 RECIPES = ("dukd", "authors")
 DEFAULT_RECIPE = "dukd"
@@ -132,7 +136,7 @@ def applicable(fix: Fix, method_options: Mapping[str, Any] | None) -> bool:
     return not fix.method_scoped or (method_options is not None and fix.option in method_options)
 
 
-def apply_recipe(cfg, method_options: Mapping[str, Any]) -> None:
+def apply_recipe(cfg: DistillConfig, method_options: Mapping[str, Any]) -> None:
     """Fill every switch the user left unset (``None`` / absent) with the recipe's value, in place.
 
     ``method_options`` is the method class's declared options (``Method.options``).
@@ -156,7 +160,7 @@ class FixState:
     overridden: bool  # the value differs from what the recipe gives (an explicit option)
 
 
-def fix_states(cfg, method_options: Mapping[str, Any]) -> list[FixState]:
+def fix_states(cfg: DistillConfig, method_options: Mapping[str, Any]) -> list[FixState]:
     """Each applicable switch of a resolved configuration: on or off, and whether the recipe decided it."""
     recipe = check_recipe(cfg.method.recipe)
     out = []
@@ -176,7 +180,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a) == bool(b) if isinstance(b, bool) else a == b
 
 
-def describe(cfg, method_options: Mapping[str, Any]) -> list[str]:
+def describe(cfg: DistillConfig, method_options: Mapping[str, Any]) -> list[str]:
     """Lines for ``--dry-run``: the recipe, the fixes in force, and explicit options that override it."""
     recipe = check_recipe(cfg.method.recipe)
     states = fix_states(cfg, method_options)
@@ -205,7 +209,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def method_summary(cfg) -> str | None:
+def method_summary(cfg: DistillConfig) -> str | None:
     """One line of the upcycling settings in force (dukd only), for ``--dry-run``."""
     if cfg.method.name != "dukd":
         return None
@@ -229,7 +233,7 @@ def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
-def init_weights(run_dir) -> str:
+def init_weights(run_dir: str | os.PathLike) -> str:
     """``--init-from RUN_DIR``: that run's EMA student (``student.safetensors``), as an absolute path."""
     from pathlib import Path
 

@@ -4,6 +4,7 @@ student and teacher specs (nothing is downloaded), and building the frozen teach
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,7 +80,6 @@ def _is_checkpoint(name: str) -> bool:
 def resolve(
     cfg: DistillConfig,
     method_cls: type[Method] | None = None,
-    student_model: nn.Module | None = None,
     *,
     plan: bool = False,
 ) -> Resolved:
@@ -140,8 +140,7 @@ def resolve(
             more["weights"] = spec.weights
             t_specs.append(spec)
     cfg.student.scale = s_spec.scale
-    model = student_model if student_model is not None else _meta_model(s_spec)
-    family = model_family(model, s_spec.arch)
+    family = model_family(_meta_model(s_spec), s_spec.arch)  # built on the meta device: nothing allocated
     cfg.method.options = method_cls.resolve_options(cfg.method.options, family=family, scale=s_spec.scale)
     t = cfg.train
     if t.iters < 1 or t.batch_size < 1 or t.patch_size < 1:
@@ -157,7 +156,15 @@ def resolve(
     return Resolved(cfg, s_spec, t_spec, method_cls, family, t_specs)
 
 
-def _teacher_spec(name, weights, args, scale, s_spec: ModelSpec, plan: bool, number: int = 1) -> ModelSpec:
+def _teacher_spec(
+    name: str,
+    weights: str | None,
+    args: dict[str, Any],
+    scale: int,
+    s_spec: ModelSpec,
+    plan: bool,
+    number: int = 1,
+) -> ModelSpec:
     """One teacher's spec: its scale checked against the student's, its weights decided."""
     which = "the teacher" if number == 1 else f"teacher {number}"
     t_scale = None if is_model_dir(name) else scale

@@ -11,12 +11,17 @@ calibration patches cut from HR training images (the run's ``[data]`` or ``--cal
 2. Calibration method: MinMax, Percentile and Entropy are each tried with every quantizable node in
    int8; the one whose int8 model loses least Y-PSNR (vs HR, as ``dukd evaluate`` scores) on the
    hold-out is kept.
-3. Sensitivity pass: each weighted node (Conv, ConvTranspose, MatMul, Gemm) and each other
-   quantized op type (as one group) is left in float alone; the gain in hold-out PSNR is its
-   sensitivity. Units are then left in float greedily, most sensitive first, each kept only when it
-   gains at least ``MIN_GAIN_DB`` (float nodes cost speed and size), until the loss is at most
-   ``TARGET_FRACTION`` of the allowed drop (margin for images the hold-out does not hold) or at
-   most ``MAX_FLOAT_FRACTION`` of the weighted nodes are float.
+3. Sensitivity pass: each weighted node (Conv, ConvTranspose, MatMul, Gemm), the head and tail
+   of the network as chains of consecutive weighted nodes, each other op type (as one group) and
+   all the other op types together are left in float alone; the gain in hold-out PSNR is its
+   sensitivity. Units are then left in float greedily (those that gain alone, most first, then the
+   chains and groups, whose gain can appear only once their neighbours are float), each kept only
+   when it gains at least ``MIN_GAIN_DB`` on top of what is kept, until the loss is at most
+   ``TARGET_FRACTION`` of the allowed drop (margin for images the hold-out does not hold: a
+   benchmark whose fp32 error is smaller loses more dB for the same noise) or the float weighted
+   nodes would hold more than ``MAX_FLOAT_FRACTION`` of the weights (time grows with them).
+   A weighted node left in float keeps its weights in int8 (a per-channel DequantizeLinear in front:
+   weight-only quantization), so the file stays int8-sized; it computes in float.
 4. The chosen file is checked (QDQ nodes present, loads in ONNX Runtime, smaller than fp32) and its
    hold-out loss compared with ``max_drop``: above it, :class:`DukdError` and nothing is written.
 """
@@ -42,11 +47,16 @@ DEFAULT_CALIB_COUNT = 64
 DEFAULT_CALIB_PATCH = 48
 HOLDOUT_FRACTION = 0.25
 DEFAULT_MAX_DROP = 0.1
-TARGET_FRACTION = 0.5
+TARGET_FRACTION = (
+    0.25  # of --max-drop, on the hold-out: a benchmark whose fp32 error is smaller (Set5) loses ~2x the dB
+)
 MAX_FLOAT_FRACTION = 0.25
 MIN_GAIN_DB = 0.01  # a float node costs speed and size: below this it buys no quality worth having
 METHODS = ("minmax", "percentile", "entropy")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+NEVER_QUANTIZED = ("Cast", "QuantizeLinear", "DequantizeLinear", "Shape", "Constant")
+HEAD_CHAINS = (1, 2)  # the first k weighted nodes in float together
+TAIL_CHAINS = (1, 2, 3, 4, 6, 8)  # the last k
 QUANTIZE_HINT = "pip install dukd[onnx]"
 
 Log = Callable[[str], None]
@@ -280,20 +290,137 @@ def require_quantization() -> None:
         raise DukdError(f"int8 quantization needs onnx and onnxruntime: {QUANTIZE_HINT}") from None
 
 
-def sensitivity_units(model) -> list[tuple[str, list[str]]]:
-    """What the sensitivity pass leaves in float one at a time: each weighted node by name, each
-    other op type the QDQ quantizer handles as one group."""
-    from onnxruntime.quantization.registry import QDQRegistry
+def weighted_nodes(model) -> list[str]:
+    """The weighted nodes' names in graph (topological) order."""
+    return [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
 
-    units: list[tuple[str, list[str]]] = []
+
+def weight_counts(model) -> dict[str, int]:
+    """Weighted node -> how many weights it multiplies by (its constant weight's size; 0 when the
+    weight is computed). Time and file size grow with it."""
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    return {
+        n.name: sizes.get(n.input[1], 0) if len(n.input) > 1 else 0
+        for n in model.graph.node
+        if n.op_type in WEIGHTED_OPS
+    }
+
+
+def sensitivity_units(model) -> list[tuple[str, list[str]]]:
+    """What the sensitivity pass leaves in float one at a time: each weighted node by name, the
+    head and tail of the network as chains of consecutive weighted nodes, each other op type as one
+    group (the QDQ quantizer quantizes every op type by default), and all of those other op types
+    together (their gains are often each small and only add up together).
+
+    Chains matter because a tensor stays 8-bit as long as the node writing it or a node reading it is
+    quantized: one convolution alone in float keeps its 8-bit input and output, so the tail of an SR
+    network (feature fusion, the last conv, the pixel-shuffle conv) only shows its cost as a chain.
+    Leaving a non-weighted op in float costs little time: the convolutions still read 8-bit inputs,
+    only the residual sums, concatenations and products between them stay in float.
+    """
+    weighted = weighted_nodes(model)
+    units: list[tuple[str, list[str]]] = [(name, [name]) for name in weighted]
+    for k in HEAD_CHAINS:
+        if k < len(weighted):
+            units.append((f"first {k} weighted node{'s' if k > 1 else ''}", weighted[:k]))
+    for k in TAIL_CHAINS:
+        if k < len(weighted):
+            units.append((f"last {k} weighted node{'s' if k > 1 else ''}", weighted[-k:]))
     groups: dict[str, list[str]] = {}
     for node in model.graph.node:
-        if node.op_type in WEIGHTED_OPS:
-            units.append((node.name, [node.name]))
-        elif node.op_type in QDQRegistry:
+        if node.op_type not in WEIGHTED_OPS and node.op_type not in NEVER_QUANTIZED:
             groups.setdefault(node.op_type, []).append(node.name)
     units += [(f"all {op} ({len(names)})", names) for op, names in groups.items()]
+    if len(groups) > 1:
+        every = [n for names in groups.values() for n in names]
+        units.append((f"all non-weighted ops ({len(every)})", every))
     return units
+
+
+def weights_to_int8(model, names: set[str]) -> int:
+    """Store the constant weights of the weighted nodes in ``names`` as per-channel symmetric int8
+    with a DequantizeLinear in front (weight-only quantization: the node computes in float, the file
+    stays int8-sized). Returns how many weights were converted."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            readers[i] = readers.get(i, 0) + 1
+    added = []
+    done = 0
+    for node in model.graph.node:
+        if node.name not in names or node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+            continue
+        wname = node.input[1]
+        if wname not in inits or readers.get(wname, 0) != 1:
+            continue
+        w = numpy_helper.to_array(inits[wname]).astype(np.float32)
+        if w.ndim < 2:
+            continue
+        axis = _output_axis(node, w.ndim)
+        keep = [1] * w.ndim
+        keep[axis] = -1
+        amax = np.abs(w).max(axis=tuple(d for d in range(w.ndim) if d != axis))
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.round(w / scale.reshape(keep)), -127, 127).astype(np.int8)
+        model.graph.initializer.remove(inits[wname])
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{wname}_int8"),
+                numpy_helper.from_array(scale, f"{wname}_int8_scale"),
+                numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{wname}_int8_zero"),
+            ]
+        )
+        added.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{wname}_int8", f"{wname}_int8_scale", f"{wname}_int8_zero"],
+                [f"{wname}_dequantized"],
+                name=f"{wname}_weight_DequantizeLinear",
+                axis=axis,
+            )
+        )
+        node.input[1] = f"{wname}_dequantized"
+        done += 1
+    if added:  # constants only in, so first is a topological place
+        nodes = added + list(model.graph.node)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        onnx.checker.check_model(model)
+    return done
+
+
+def _output_axis(node, ndim: int) -> int:
+    """The weight axis of ``node``'s output channels (the per-channel quantization axis)."""
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul":
+        return ndim - 1
+    return 0
+
+
+def describe_nodes(model, names: Sequence[str]) -> str:
+    """``names`` for a person: an op type whose every node is listed as ``all Add (13)``, the rest by name."""
+    chosen = set(names)
+    if not chosen:
+        return "nothing (every node in int8)"
+    by_type: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        by_type.setdefault(node.op_type, []).append(node.name)
+    parts = []
+    for op, nodes in by_type.items():
+        picked = [n for n in nodes if n in chosen]
+        if picked and len(picked) == len(nodes) and len(nodes) > 1:
+            parts.append(f"all {op} ({len(nodes)})")
+        else:
+            parts.extend(picked)
+    return ", ".join(parts)
 
 
 class _Quantizer:
@@ -304,6 +431,7 @@ class _Quantizer:
 
         self.fp32, self.data, self.fixed, self.tmp, self.threads = fp32, data, fixed, tmp, threads
         self.model = onnx.load(str(fp32))
+        self.weighted = weight_counts(self.model)
         self.input_name = self.model.graph.input[0].name
         lr, hr = data.holdout
         self.hold_lr, self.hold_hr = lr, hr
@@ -339,6 +467,12 @@ class _Quantizer:
                 extra_options={"TensorQuantOverrides": self.input_override},
             )
         self.n += 1
+        if any(n in self.weighted for n in exclude):
+            import onnx
+
+            model = onnx.load(str(out))
+            weights_to_int8(model, set(exclude))
+            onnx.save(model, str(out))
 
     def score(self, path: Path) -> tuple[float, float]:
         """(int8 hold-out Y-PSNR vs HR, Y-PSNR vs the fp32 outputs)."""
@@ -399,34 +533,8 @@ def quantize_int8(
         base = tried[method]
         exclude: list[str] = []
         sens: list[tuple[str, float]] = []
-        target = max_drop * TARGET_FRACTION
-        if sensitivity and base > target:
-            units = sensitivity_units(q.model)
-            n_weighted = sum(1 for n in q.model.graph.node if n.op_type in WEIGHTED_OPS)
-            log(f"int8: sensitivity pass over {len(units)} nodes / op groups ({method})")
-            gains = []
-            for label, names in units:
-                gains.append((label, names, base - q.drop(method, names)))
-            gains.sort(key=lambda g: -g[2])
-            sens = [(label, gain) for label, _n, gain in gains]
-            for label, _names, gain in gains[:8]:
-                log(f"int8:   {label}: {gain:+.3f} dB in float")
-            budget = max(1, int(n_weighted * MAX_FLOAT_FRACTION))
-            current = base
-            for label, names, gain in gains:
-                if current <= target or gain < MIN_GAIN_DB:
-                    break
-                weighted = sum(
-                    1 for n in q.model.graph.node if n.name in exclude and n.op_type in WEIGHTED_OPS
-                )
-                adds = sum(1 for n in q.model.graph.node if n.name in names and n.op_type in WEIGHTED_OPS)
-                if weighted + adds > budget:
-                    continue
-                trial = q.drop(method, exclude + names)
-                if trial <= current - MIN_GAIN_DB:
-                    exclude += names
-                    current = trial
-                    log(f"int8:   keep {label} in float: loss {trial:.3f} dB")
+        if sensitivity and base > max_drop * TARGET_FRACTION:
+            exclude, sens = _sensitivity_pass(q, method, base, max_drop * TARGET_FRACTION, log)
         tmp_out = tmp / "final.onnx"
         q.quantize(tmp_out, method, exclude)
         model = onnx.load(str(tmp_out))
@@ -451,7 +559,7 @@ def quantize_int8(
             sensitivity=sens,
             seconds=time.perf_counter() - start,
         )
-        log(f"int8: nodes_to_exclude = {exclude}")
+        log(f"int8: left in float: {describe_nodes(q.model, exclude)}")
         if report.drop > max_drop:
             raise DukdError(
                 f"int8 model loses {report.drop:.3f} dB on the calibration hold-out "
@@ -460,6 +568,49 @@ def quantize_int8(
             )
         os.replace(tmp_out, out) if out.parent == tmp_out.parent else _copy(tmp_out, out)
     return report
+
+
+def _sensitivity_pass(
+    q: _Quantizer, method: str, base: float, target: float, log: Log
+) -> tuple[list[str], list[tuple[str, float]]]:
+    """Measure every unit's gain in float alone, then keep units in float greedily (those that gain
+    alone, most sensitive first, then the chains and groups), each only when it gains ``MIN_GAIN_DB``
+    on top of what is kept already, until the hold-out loss is at most ``target`` or the float
+    weighted nodes would hold more than ``MAX_FLOAT_FRACTION`` of the weights."""
+    units = sensitivity_units(q.model)
+    log(f"int8: sensitivity pass over {len(units)} nodes, chains and op groups ({method})")
+    gains = sorted(
+        ((label, names, base - q.drop(method, names)) for label, names in units), key=lambda g: -g[2]
+    )
+    for label, _names, gain in gains[:8]:
+        log(f"int8:   {label}: {gain:+.3f} dB in float")
+    budget = MAX_FLOAT_FRACTION * max(1, sum(q.weighted.values()))
+    exclude: list[str] = []
+    current = base
+    # The units that gain alone, most first; then the chains and groups that did not: a chain's
+    # tensors can still be quantized by the ops around it until those are in float too.
+    # Those are tried cheapest first (fewest weights computed in float).
+    alone = [g for g in gains if g[2] >= MIN_GAIN_DB]
+    later = [g for g in gains if g[2] < MIN_GAIN_DB and not _single_node(g[0], g[1])]
+    later.sort(key=lambda g: sum(q.weighted.get(n, 0) for n in g[1]))
+    ordered = alone + later
+    for label, names, _gain in ordered:
+        if current <= target:
+            break
+        new = [n for n in names if n not in exclude]
+        if not new or sum(q.weighted.get(n, 0) for n in exclude + new) > budget:
+            continue
+        trial = q.drop(method, exclude + new)
+        if trial <= current - MIN_GAIN_DB:
+            exclude += new
+            current = trial
+            log(f"int8:   keep {label} in float: loss {trial:.3f} dB")
+    return exclude, [(label, gain) for label, _n, gain in gains]
+
+
+def _single_node(label: str, names: Sequence[str]) -> bool:
+    """A per-node unit (labelled by the node's own name), not a chain or a group."""
+    return len(names) == 1 and label == names[0]
 
 
 def _copy(src: Path, dst: Path) -> None:
