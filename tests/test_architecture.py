@@ -28,13 +28,7 @@ LAYERS = [
 MAX_FLAT = 8
 
 # Known climbs, each with the reason it is still there (the list only shrinks).
-ALLOWED = {
-    (
-        "dukd_cli.export.int8",
-        "dukd_cli.distill.data",
-    ): "int8 calibration finds its images with the training-data "
-    "discovery (DIV2K, HR/LR, builtin layouts), which still lives in distill/data.py; it moves to data/ next",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def room(module: str) -> str:

@@ -157,7 +157,7 @@ def test_folder_and_zip_mirrors_are_accepted(env, run_dukd):
 
 
 def test_div2k_training_data(env, run_dukd):
-    from dukd_cli.distill.data import discover
+    from dukd_cli.data.discover import discover
 
     with pytest.raises(DukdError, match="HF_HUB_OFFLINE is set; run 'dukd data fetch div2k'"):
         discover("div2k", 2)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dukd_cli.data.discover import discover
 from dukd_cli.data.imresize import imresize, modcrop
 from dukd_cli.distill import data as D
 from dukd_cli.errors import DukdError
@@ -72,7 +73,7 @@ def test_div2k_layout_uses_the_provided_lr_and_patches_align(tmp_path):
         _save(root / "DIV2K_train_HR" / f"{i:04d}.png", hr)
         _save(root / "DIV2K_train_LR_bicubic" / f"X{s}" / f"{i:04d}x{s}.png", lr)
     _save(root / "DIV2K_valid_HR" / "0900.png", _img(30, 30, 5))  # not training data
-    srcs, layout = D.discover(str(root), s)
+    srcs, layout = discover(str(root), s)
     assert "DIV2K" in layout and len(srcs) == 3 and all(x.lr is not None for x in srcs)
     ts = D.prepare([str(root)], s, 8, tmp_path / "cache")
     ds = D.PatchDataset(ts.items, s, 8, seed=0)
@@ -88,11 +89,11 @@ def test_paired_layout_and_missing_lr(tmp_path):
     lr = _img(10, 11, 0)
     _save(root / "HR" / "img.png", np.repeat(np.repeat(lr, s, 0), s, 1))
     _save(root / "LR" / f"X{s}" / "img.png", lr)
-    srcs, layout = D.discover(str(root), s)
+    srcs, layout = discover(str(root), s)
     assert layout == "HR/LR paired layout" and srcs[0].lr.name == "img.png"
     _save(root / "HR" / "other.png", _img(30, 33, 1))
     with pytest.raises(DukdError, match="no LR image for other.png"):
-        D.discover(str(root), s)
+        discover(str(root), s)
 
 
 def test_wrong_lr_size_is_an_error(tmp_path):
@@ -105,17 +106,17 @@ def test_wrong_lr_size_is_an_error(tmp_path):
 
 def test_errors_for_missing_and_empty(tmp_path):
     with pytest.raises(DukdError, match="not found"):
-        D.discover(str(tmp_path / "nope"), 4)
+        discover(str(tmp_path / "nope"), 4)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DukdError, match="no images"):
-        D.discover(str(tmp_path / "empty"), 4)
+        discover(str(tmp_path / "empty"), 4)
     _save(tmp_path / "tiny" / "a.png", _img(8, 8, 0))
     with pytest.raises(DukdError, match="large enough"):
         D.prepare([str(tmp_path / "tiny")], 4, 48, tmp_path / "cache")
 
 
 def test_builtin_photographs(tmp_path):
-    srcs, layout = D.discover("builtin", 4)
+    srcs, layout = discover("builtin", 4)
     assert len(srcs) >= 5 and "scikit-image" in layout
     ts = D.prepare(["builtin"], 4, 48, tmp_path / "cache")
     assert len(ts.items) == len(srcs)

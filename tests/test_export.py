@@ -12,8 +12,9 @@ from safetensors.torch import save_file
 
 from dukd_cli.errors import DukdError
 from dukd_cli.export import bundle as exp
-from dukd_cli.export.bundle import export_model, read_metrics
+from dukd_cli.export.bundle import export_model
 from dukd_cli.export.onnx import OnnxModel, onnx_parity
+from dukd_cli.export.provenance import read_metrics
 from dukd_cli.models.factory import build, create_model, resolve_spec
 from dukd_cli.models.sizes import pad_to_size
 from dukd_cli.upscale.inference import run_model

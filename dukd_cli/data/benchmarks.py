@@ -12,6 +12,7 @@ LR images are made from the mod-cropped HR with the MATLAB-exact bicubic by defa
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -140,7 +141,9 @@ def find_set(name: str, data_dir: str | os.PathLike | None = None) -> BenchSet:
     )
 
 
-def available_sets(names=PAPER_SETS, data_dir: str | os.PathLike | None = None) -> list[BenchSet]:
+def available_sets(
+    names: Iterable[str] = PAPER_SETS, data_dir: str | os.PathLike | None = None
+) -> list[BenchSet]:
     out = []
     for n in names:
         try:

@@ -221,7 +221,7 @@ def fetch(
 
 
 def _fetch_locked(
-    entry: DataEntry, src: str, target: Path, on_status: Status | None, max_extract_bytes
+    entry: DataEntry, src: str, target: Path, on_status: Status | None, max_extract_bytes: int | str | None
 ) -> Fetched:
     from dukd_cli.data import extract
     from dukd_cli.runtime.pidlock import pid_tag
@@ -307,7 +307,11 @@ def fetch_hint(name: str) -> str:
 
 
 def ensure_benchmarks(
-    names: list[str], *, download: bool, data_dir=None, on_status: Status | None = None
+    names: list[str],
+    *,
+    download: bool,
+    data_dir: str | os.PathLike | None = None,
+    on_status: Status | None = None,
 ) -> None:
     """Fetch each named benchmark set the lookup does not find (``download=False``: say how instead).
 

@@ -369,7 +369,7 @@ def imresize_np(
     return np.ascontiguousarray(out.numpy())
 
 
-def modcrop(img, s: int):
+def modcrop(img: torch.Tensor | np.ndarray, s: int) -> torch.Tensor | np.ndarray:
     """Crop an image so both sides are multiples of ``s``, anchored top-left.
 
     Keeps rows ``[0, h - h % s)`` and columns ``[0, w - w % s)``. Tensors are (..., H, W); numpy

@@ -1,17 +1,7 @@
 """Training data: HR/LR patch pairs from folders, DIV2K, paired layouts or bundled sample photos.
 
-``--data SPEC`` (repeatable) accepts:
-
-* ``div2k``: DIV2K's 800 training images (the paper's data), fetched once from a pinned Hub copy
-  (:mod:`dukd_cli.data.catalog`; about 3.5 GB, announced with its cache path first); LR by the
-  MATLAB-exact bicubic, or DIV2K's official bicubic LR where ``dukd data fetch div2k-lr-x{s}`` got it;
-* ``builtin``: photographs bundled with scikit-image (astronaut, chelsea, coffee, rocket, ...), so
-  ``dukd distill`` runs anywhere with nothing to download;
-* the DIV2K layout: a folder holding ``DIV2K_train_HR`` (and optionally
-  ``DIV2K_train_LR_bicubic/X{s}``), or ``DIV2K_train_HR`` itself;
-* a paired layout: a folder holding ``HR/`` and ``LR/`` (or ``LR/X{s}``, ``LR_bicubic/X{s}``), files
-  matched by name (an LR name may carry ``x{s}``, as DIV2K's ``0001x4.png`` does);
-* any other folder: HR images, searched recursively (folders named like ``LR`` are skipped).
+``--data SPEC`` (repeatable) names the images; :mod:`dukd_cli.data.discover` finds them (DIV2K,
+HR/LR pairs, folders, ``builtin``).
 
 Every image is decoded once with the project's one reader (:mod:`dukd_cli.images.imageio`) into an
 uncompressed ``.npy`` cache (keyed by the file's SHA-256); a missing LR is made with the
@@ -29,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,134 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dukd_cli.data.discover import Source, discover
 from dukd_cli.errors import DukdError
 from dukd_cli.runtime.cache import cache_root
 from dukd_cli.runtime.fsutil import atomic_path, atomic_write_text
 from dukd_cli.runtime.threads import available_cores
 from dukd_cli.sources.hashing import sha256_file  # the project's one SHA-256 helper
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-BUILTIN = "builtin"
-DIV2K = "div2k"  # DIV2K's 800 training images, fetched once from a pinned Hub copy
-# Photographs shipped inside scikit-image's wheel (skimage/data/), RGB.
-BUILTIN_FILES = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-    "hubble_deep_field.jpg",
-    "ihc.png",
-)
-
-
-# --------------------------------------------------------------------------------------------
-# Discovering images
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    """One training image: its HR file and, where the dataset provides one, its LR file."""
-
-    hr: Path
-    lr: Path | None = None
-
-
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    it = folder.rglob("*") if recursive else folder.iterdir()
-    out = []
-    for p in it:
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
-            rel = p.relative_to(folder).parts[:-1]
-            if recursive and any(_looks_lr(d) for d in rel):
-                continue
-            out.append(p)
-    return sorted(out)
-
-
-def _looks_lr(dirname: str) -> bool:
-    return bool(re.search(r"(^|[_\-])LR($|[_\-])", dirname)) or bool(re.fullmatch(r"[xX]\d", dirname))
-
-
-def _lr_dir(candidates: Sequence[Path]) -> Path | None:
-    for c in candidates:
-        if c.is_dir() and _images_in(c, False):
-            return c
-    return None
-
-
-def _pair(hr_files: list[Path], lr_dir: Path | None, scale: int) -> list[Source]:
-    if lr_dir is None:
-        return [Source(p) for p in hr_files]
-    suffix = re.compile(rf"[_\-]?[xX]{scale}$")
-    by_stem = {suffix.sub("", p.stem): p for p in _images_in(lr_dir, False)}
-    out = []
-    for p in hr_files:
-        lr = by_stem.get(p.stem)
-        if lr is None:
-            raise DukdError(
-                f"no LR image for {p.name} in {lr_dir} (expected e.g. {p.stem}x{scale}{p.suffix})"
-            )
-        out.append(Source(p, lr))
-    return out
-
-
-def builtin_sources() -> list[Source]:
-    try:
-        import skimage.data
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise DukdError("--data builtin needs scikit-image (pip install scikit-image)") from None
-    root = Path(skimage.data.__file__).parent
-    found = [root / f for f in BUILTIN_FILES if (root / f).is_file()]
-    if not found:
-        raise DukdError(f"scikit-image's sample photographs were not found in {root}; pass --data FOLDER")
-    return [Source(p) for p in found]
-
-
-def discover(spec: str | os.PathLike, scale: int) -> tuple[list[Source], str]:
-    """The images behind one ``--data`` value, and a short description of the layout found."""
-    s = os.fspath(spec)
-    if s == BUILTIN:
-        return builtin_sources(), "scikit-image sample photographs"
-    if s.lower() == DIV2K and not Path(s).exists():
-        from dukd_cli.distill.provenance import div2k_folder
-
-        path = div2k_folder(scale)  # fetched once from the pinned Hub copy (announced first)
-        srcs, layout = discover(path, scale)
-        return srcs, f"DIV2K from the pinned Hub copy ({layout})"
-    path = Path(s).expanduser()
-    if not path.exists():
-        raise DukdError(f"training data not found: {s} (a folder of HR images, a DIV2K folder, or 'builtin')")
-    if path.is_file():
-        if path.suffix.lower() not in IMAGE_EXTS:
-            raise DukdError(f"{s} is not an image file")
-        return [Source(path)], "one HR image"
-    if (path / "DIV2K_train_HR").is_dir() or path.name == "DIV2K_train_HR":
-        hr_dir = path / "DIV2K_train_HR" if path.name != "DIV2K_train_HR" else path
-        root = hr_dir.parent
-        lr_dir = _lr_dir(
-            [root / "DIV2K_train_LR_bicubic" / f"X{scale}", root / "DIV2K_train_LR_bicubic" / f"x{scale}"]
-        )
-        srcs = _pair(_images_in(hr_dir, False), lr_dir, scale)
-        return srcs, "DIV2K layout, " + (f"LR from {lr_dir.name}/" if lr_dir else "LR made by exact bicubic")
-    if (path / "HR").is_dir():
-        lr_dir = _lr_dir(
-            [
-                path / "LR" / f"X{scale}",
-                path / "LR" / f"x{scale}",
-                path / "LR_bicubic" / f"X{scale}",
-                path / "LR_bicubic" / f"x{scale}",
-                path / "LR",
-            ]
-        )
-        srcs = _pair(_images_in(path / "HR", True), lr_dir, scale)
-        return srcs, "HR/LR paired layout" if lr_dir else "HR folder (LR made by exact bicubic)"
-    files = _images_in(path, True)
-    if not files:
-        raise DukdError(f"no images found in {s} (looked for {', '.join(sorted(IMAGE_EXTS))}, recursively)")
-    return [Source(p) for p in files], "folder of HR images (LR made by exact bicubic)"
-
 
 # --------------------------------------------------------------------------------------------
 # The decode cache

@@ -80,7 +80,7 @@ def default_run_dir() -> Path:
 
 def training_photos() -> list[str]:
     """The built-in photographs the demo trains on (all but :data:`HOLDOUT`), as file paths."""
-    from dukd_cli.distill.data import builtin_sources
+    from dukd_cli.data.discover import builtin_sources
 
     paths = [s.hr for s in builtin_sources()]
     train = [str(p) for p in paths if p.name not in HOLDOUT]
@@ -93,7 +93,7 @@ def holdout_set(run_dir: Path, data_dir: str | os.PathLike | None = None) -> Ben
     """The set the table is measured on: Set5 when the benchmark lookup finds it, else the
     held-out photographs (copied into ``run_dir/holdout/`` so the set is a plain folder)."""
     from dukd_cli.data.benchmarks import BenchSet, find_set
-    from dukd_cli.distill.data import builtin_sources
+    from dukd_cli.data.discover import builtin_sources
 
     try:
         return find_set("set5", data_dir)

@@ -9,12 +9,8 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from dukd_cli.errors import DukdError
 
 if TYPE_CHECKING:
     from dukd_cli.distill.config import DistillConfig
@@ -35,37 +31,6 @@ def record(cfg: DistillConfig) -> None:
     if [str(p).lower() for p in cfg.data.paths] == ["div2k"]:
         e = get("DIV2K")
         cfg.data.dataset, cfg.data.source, cfg.data.revision = e.name, e.source, e.revision
-
-
-def div2k_folder(scale: int, on_status: Callable[[str], None] | None = None) -> Path:
-    """The DIV2K folder (``DIV2K_train_HR`` and any official LR), fetching the HR images once."""
-    from dukd_cli.data.catalog import get, target_dir
-    from dukd_cli.data.fetch import fetch, fetch_hint, is_present
-    from dukd_cli.sources.errors import SourceError
-    from dukd_cli.sources.hub import is_offline
-
-    entry = get("DIV2K")
-    if not is_present(entry):
-        if is_offline():
-            raise DukdError(
-                f"DIV2K is not in {target_dir(entry)} and HF_HUB_OFFLINE is set; run '{fetch_hint('DIV2K')}' "
-                "where the Hub is reachable (or pass --data FOLDER)"
-            )
-        say = on_status or (lambda m: print(m, file=sys.stderr, flush=True))
-        say(
-            f"--data div2k: downloading DIV2K's 800 training images once ({entry.size_label()}) "
-            f"into {target_dir(entry)} (LR made by MATLAB-exact bicubic)"
-        )
-        try:
-            fetch("DIV2K", on_status=say)
-        except SourceError as exc:
-            if not exc.unreachable:
-                raise
-            raise DukdError(
-                f"{exc}; or train on images you have: --data FOLDER (HR images), or "
-                f"'{fetch_hint('DIV2K')} --source ARCHIVE_OR_FOLDER' with a copy of DIV2K"
-            ) from None
-    return target_dir(entry).parent
 
 
 def data_lines(cfg: DistillConfig) -> list[str]:

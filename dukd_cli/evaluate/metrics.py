@@ -32,7 +32,7 @@ __all__ = ["rgb_to_y", "to_uint8", "psnr", "psnr_y", "ssim_y", "ssim", "gaussian
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
 
 
-def to_uint8(t):
+def to_uint8(t: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Quantise a float image in [0, 1] to uint8: clamp to [0, 1], multiply by 255, round.
 
     Accepts a torch tensor (returns a uint8 tensor, same shape and device) or a numpy array
@@ -100,7 +100,7 @@ def _psnr_from_mse(mse: float, data_range: float) -> float:
     return 10.0 * math.log10(data_range * data_range / mse)
 
 
-def psnr(a, b, data_range: float = 1.0) -> float:
+def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, data_range: float = 1.0) -> float:
     """PSNR in dB between two arrays or tensors of the same shape (any layout), in float64.
 
     The generic helper, e.g. for "student output vs teacher output" on [0, 1] tensors

@@ -18,8 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dukd_cli.data.benchmarks import PAPER_SETS, BenchSet, available_sets, find_set, load_pairs, search_roots
+from dukd_cli.data.benchmarks import (
+    PAPER_SETS,
+    BenchSet,
+    Pair,
+    available_sets,
+    find_set,
+    load_pairs,
+    search_roots,
+)
 from dukd_cli.errors import DukdError
+from dukd_cli.models.upscaler import Upscaler, as_upscaler
 
 BICUBIC = "bicubic"
 
@@ -75,8 +84,16 @@ class _Runner:
     """Turns an LR uint8 image into an SR uint8 image with a model or MATLAB bicubic."""
 
     def __init__(
-        self, model, scale, device, precision, self_ensemble, tile, tile_overlap, window_pad="reflect"
-    ):
+        self,
+        model: Upscaler | str,
+        scale: int,
+        device: torch.device,
+        precision: str,
+        self_ensemble: bool,
+        tile: int | None,
+        tile_overlap: int,
+        window_pad: str = "reflect",
+    ) -> None:
         self.model, self.scale, self.device = model, scale, device
         self.window_pad = window_pad
         self.precision, self.self_ensemble = precision, self_ensemble
@@ -103,11 +120,12 @@ class _Runner:
         return _quantise(y)
 
 
-def check_scale(model, scale: int, what: str = "model") -> None:
+def check_scale(model: Upscaler | str, scale: int, what: str = "model") -> None:
+    """``model`` (an upscaler, or ``"bicubic"``) works at ``scale``."""
     if model == BICUBIC:
         return
-    ms = getattr(model, "scale", None)
-    if ms is not None and int(ms) != int(scale):
+    ms = as_upscaler(model).scale
+    if int(ms) != int(scale):
         raise DukdError(f"{what} is x{ms} but --scale is {scale}; evaluate a model at its own scale")
 
 
@@ -134,7 +152,9 @@ def check_tile(tile: int | None) -> int | None:
     return tile
 
 
-def resolve_benches(benches: Sequence[str | BenchSet] | None, data_dir=None) -> list[BenchSet]:
+def resolve_benches(
+    benches: Sequence[str | BenchSet] | None, data_dir: str | os.PathLike | None = None
+) -> list[BenchSet]:
     if benches:
         out = []
         for b in benches:
@@ -152,7 +172,7 @@ def resolve_benches(benches: Sequence[str | BenchSet] | None, data_dir=None) -> 
 
 
 def evaluate(
-    model: torch.nn.Module | str,
+    model: Upscaler | str,
     scale: int,
     benches: Sequence[str | BenchSet] | None = None,
     *,
@@ -165,13 +185,14 @@ def evaluate(
     lr_provided: bool = False,
     save_images: str | os.PathLike | None = None,
     png_level: int | None = None,
-    reference: torch.nn.Module | str | None = None,
+    reference: Upscaler | str | None = None,
     max_images: int | None = None,
     progress: Progress | bool | None = None,
     window_pad: str = "reflect",
     max_pixels: int | None = None,
 ) -> list[BenchResult]:
-    """Evaluate ``model`` (a module, or ``"bicubic"``) at ``scale`` on each benchmark set.
+    """Evaluate ``model`` (an :class:`~dukd_cli.models.upscaler.Upscaler`, or ``"bicubic"``) at ``scale``
+    on each benchmark set.
 
     ``reference``: another model (or ``"bicubic"``) whose outputs on the same inputs are compared with
     this model's (``ref_psnr``: PSNR on Y between the two SR images, the paper's Fig. 5).
@@ -181,8 +202,7 @@ def evaluate(
     (None: :data:`dukd_cli.models.sizeguard.MAX_OUTPUT_PIXELS`).
     The model's train/eval mode is restored afterwards, so training validation can call this.
     """
-    from dukd_cli.evaluate.metrics import psnr_y, ssim_y
-    from dukd_cli.models.sizeguard import check_max_pixels, check_output_pixels
+    from dukd_cli.models.sizeguard import check_max_pixels
     from dukd_cli.upscale.inference import check_window_pad, select_device
 
     window_pad = check_window_pad(window_pad)
@@ -222,37 +242,8 @@ def evaluate(
     try:
         for bench in sets:
             start = time.perf_counter()
-            pairs = list(load_pairs(bench, scale, lr_provided=lr_provided, max_images=max_images))
-            if not pairs:
-                raise DukdError(f"benchmark {bench.name} at {bench.hr_dir} holds no images")
-            side = min_side(scale)
-            usable = [p for p in pairs if min(p.hr.shape[:2]) >= side]
-            if not usable:
-                raise DukdError(
-                    f"benchmark {bench.name}: every image is too small for x{scale} "
-                    f"(each side needs at least {side} px: {SSIM_WINDOW} px for SSIM after cropping {scale} per border)"
-                )
-            skipped, pairs = len(pairs) - len(usable), usable
-            for p in pairs:  # every output's size, before the first is computed
-                check_output_pixels(p.hr.shape[1], p.hr.shape[0], max_pixels, f"{bench.name}/{p.name}")
-            per: list[ImageResult] = []
-            for i, pair in enumerate(pairs):
-                sr = run(pair.lr)
-                if sr.shape != pair.hr.shape:
-                    raise DukdError(
-                        f"model output {sr.shape[1]}x{sr.shape[0]} does not match HR "
-                        f"{pair.hr.shape[1]}x{pair.hr.shape[0]} for {bench.name}/{pair.name}"
-                    )
-                r = ImageResult(pair.name, psnr_y(sr, pair.hr, scale), ssim_y(sr, pair.hr, scale))
-                if ref_run is not None:
-                    r.ref_psnr = psnr_y(sr, ref_run(pair.lr), scale)
-                per.append(r)
-                if save_root is not None:
-                    from dukd_cli.images.imageio import write_image
-
-                    write_image(save_root / bench.name / f"{pair.name}.png", sr, **png_opts)
-                if callable(progress):
-                    progress(bench.name, i + 1, len(pairs))
+            pairs, skipped = _measurable_pairs(bench, scale, lr_provided, max_images, max_pixels)
+            per = _evaluate_pairs(bench.name, pairs, run, ref_run, scale, save_root, png_opts, progress)
             refs = [r.ref_psnr for r in per if r.ref_psnr is not None and np.isfinite(r.ref_psnr)]
             results.append(
                 BenchResult(
@@ -272,3 +263,60 @@ def evaluate(
         for m, t in zip(modules, was_training, strict=False):
             m.train(t)
     return results
+
+
+def _measurable_pairs(
+    bench: BenchSet, scale: int, lr_provided: bool, max_images: int | None, max_pixels: int
+) -> tuple[list[Pair], int]:
+    """The set's pairs large enough to measure at ``scale`` and the number skipped as too small; every
+    output's size is checked against ``max_pixels`` before the first is computed."""
+    from dukd_cli.models.sizeguard import check_output_pixels
+
+    pairs = list(load_pairs(bench, scale, lr_provided=lr_provided, max_images=max_images))
+    if not pairs:
+        raise DukdError(f"benchmark {bench.name} at {bench.hr_dir} holds no images")
+    side = min_side(scale)
+    usable = [p for p in pairs if min(p.hr.shape[:2]) >= side]
+    if not usable:
+        raise DukdError(
+            f"benchmark {bench.name}: every image is too small for x{scale} "
+            f"(each side needs at least {side} px: {SSIM_WINDOW} px for SSIM after cropping {scale} per border)"
+        )
+    for p in usable:
+        check_output_pixels(p.hr.shape[1], p.hr.shape[0], max_pixels, f"{bench.name}/{p.name}")
+    return usable, len(pairs) - len(usable)
+
+
+def _evaluate_pairs(
+    bench_name: str,
+    pairs: list[Pair],
+    run: _Runner,
+    ref_run: _Runner | None,
+    scale: int,
+    save_root: Path | None,
+    png_opts: dict[str, int],
+    progress: Progress | bool | None,
+) -> list[ImageResult]:
+    """PSNR/SSIM on Y of every image (and the PSNR against the reference's output); the SR images
+    are written under ``save_root`` when given."""
+    from dukd_cli.evaluate.metrics import psnr_y, ssim_y
+
+    per: list[ImageResult] = []
+    for i, pair in enumerate(pairs):
+        sr = run(pair.lr)
+        if sr.shape != pair.hr.shape:
+            raise DukdError(
+                f"model output {sr.shape[1]}x{sr.shape[0]} does not match HR "
+                f"{pair.hr.shape[1]}x{pair.hr.shape[0]} for {bench_name}/{pair.name}"
+            )
+        r = ImageResult(pair.name, psnr_y(sr, pair.hr, scale), ssim_y(sr, pair.hr, scale))
+        if ref_run is not None:
+            r.ref_psnr = psnr_y(sr, ref_run(pair.lr), scale)
+        per.append(r)
+        if save_root is not None:
+            from dukd_cli.images.imageio import write_image
+
+            write_image(save_root / bench_name / f"{pair.name}.png", sr, **png_opts)
+        if callable(progress):
+            progress(bench_name, i + 1, len(pairs))
+    return per

@@ -7,10 +7,15 @@ fetches the benchmark sets it has published numbers for (unless offline), evalua
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dukd_cli.errors import DukdError
+
+if TYPE_CHECKING:
+    from dukd_cli.evaluate.protocol import Progress
 
 DEFAULT_TOLERANCE_DB = 0.05
 
@@ -58,13 +63,13 @@ def verify(
     *,
     weights: str | None = None,
     published: Mapping[str, tuple[float, float]] | None = None,
-    data_dir=None,
+    data_dir: str | os.PathLike | None = None,
     download: bool = True,
     tolerance: float = DEFAULT_TOLERANCE_DB,
     max_images: int | None = None,
     device: str = "auto",
     on_status: Callable[[str], None] | None = None,
-    progress=None,
+    progress: Progress | bool | None = None,
 ) -> list[VerifyRow]:
     """Evaluate preset ``name`` at ``scale`` (its declared weights, or ``weights``) against ``published``."""
     from dukd_cli.data.fetch import ensure_benchmarks

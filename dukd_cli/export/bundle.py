@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -44,6 +43,7 @@ from torch import Tensor
 from dukd_cli import __version__
 from dukd_cli.errors import DukdError
 from dukd_cli.export import spandrel as spandrel_layout
+from dukd_cli.export.card import README_FILE, model_card
 from dukd_cli.export.onnx import (
     DEFAULT_OPSET,
     ONNX_FILE,
@@ -55,119 +55,26 @@ from dukd_cli.export.onnx import (
     export_onnx,
     require_onnx,
 )
+from dukd_cli.export.provenance import RunInfo, jsonable, read_run_dir, weights_provenance
 from dukd_cli.models.factory import build, count_parameters, resolve_spec
 from dukd_cli.models.spec import ModelSpec
-from dukd_cli.rundir import EXPORT_CONFIG, EXPORT_WEIGHTS, RUN_CONFIG, RUN_METRICS, RUN_WEIGHTS, load_toml
+from dukd_cli.models.upscaler import size_rules
+from dukd_cli.rundir import EXPORT_CONFIG, EXPORT_WEIGHTS, RUN_CONFIG, RUN_WEIGHTS
 from dukd_cli.rundir import is_run_dir as models_is_run_dir
 from dukd_cli.runtime import stale
 
-README_FILE = "README.md"
+if TYPE_CHECKING:
+    from dukd_cli.export.int8 import CalibData
+
 FORMATS = ("safetensors", "onnx", "onnx-fp16")
 DEFAULT_FORMATS = ("safetensors", "onnx")
 FORMAT_VERSION = 1
 INPUT_RANGE = "[0,1] RGB"
 
 
-# --------------------------------------------------------------------------------------------------
-# distill run directories
-# --------------------------------------------------------------------------------------------------
-
-
 def is_run_dir(path: str | os.PathLike) -> bool:
     """A ``dukd distill`` run directory: ``config.toml`` and ``student.safetensors``."""
     return models_is_run_dir(path) and (Path(path) / RUN_WEIGHTS).is_file()
-
-
-def _table(cfg: Mapping[str, Any], key: str) -> dict[str, Any]:
-    v = cfg.get(key)
-    return dict(v) if isinstance(v, Mapping) else {}
-
-
-def _is_metric_key(k: str) -> bool:
-    k = k.lower()
-    return any(t in k for t in ("psnr", "ssim", "lpips")) or k.startswith("val")
-
-
-def read_metrics(path: Path) -> dict[str, Any]:
-    """The last validation record of a ``metrics.jsonl`` (lines with a PSNR/SSIM-like key), or ``{}``.
-
-    Read defensively: bad lines are skipped, non-numeric values dropped.
-    """
-    if not path.is_file():
-        return {}
-    last: dict[str, Any] = {}
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return {}
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(rec, Mapping):
-            continue
-        metrics = {
-            k: v
-            for k, v in rec.items()
-            if _is_metric_key(str(k)) and isinstance(v, (int, float, str, Mapping))
-        }
-        if not any(isinstance(v, (int, float)) for v in metrics.values()):
-            continue
-        if metrics:
-            step = next(
-                (rec[k] for k in ("iter", "iteration", "step", "it") if isinstance(rec.get(k), int)), None
-            )
-            last = (
-                {"iteration": step, **{str(k): v for k, v in metrics.items()}}
-                if step is not None
-                else metrics
-            )
-    return _jsonable(last)
-
-
-@dataclass
-class RunInfo:
-    """What a distill run directory says about its student."""
-
-    directory: Path
-    student_name: str | None
-    scale: int | None
-    args: dict[str, Any]
-    weights: Path
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-
-def read_run_dir(path: str | os.PathLike) -> RunInfo:
-    """Read ``config.toml`` (tables [student], [teacher], [method], [data], [train]) and ``metrics.jsonl``."""
-    d = Path(path)
-    if not (d / RUN_CONFIG).is_file():
-        raise DukdError(f"{d} is not a distill run directory (no {RUN_CONFIG})")
-    cfg = load_toml(d / RUN_CONFIG)
-    student, teacher = _table(cfg, "student"), _table(cfg, "teacher")
-    method, data, train = _table(cfg, "method"), _table(cfg, "data"), _table(cfg, "train")
-    scale = student.get("scale", cfg.get("scale"))
-    iters = next((train[k] for k in ("iters", "iterations", "total_iters", "steps") if k in train), None)
-    prov: dict[str, Any] = {
-        "run_dir": str(d.resolve()),
-        "teacher": {k: teacher[k] for k in ("name", "weights", "args", "scale") if k in teacher} or None,
-        "method": method.get("name") if method else None,
-        "method_config": method or None,
-        "data": data or None,
-        "iterations": iters,
-        "validation": read_metrics(d / RUN_METRICS) or None,
-    }
-    return RunInfo(
-        directory=d,
-        student_name=student.get("name"),
-        scale=int(scale) if isinstance(scale, (int, str)) and str(scale).isdigit() else None,
-        args=dict(student.get("args", {}) or {}),
-        weights=d / RUN_WEIGHTS,
-        provenance=_jsonable({k: v for k, v in prov.items() if v is not None}),
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,22 +113,6 @@ def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(o for o in FORMATS if o in out)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, (_dt.date, _dt.datetime)):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    return repr(obj)
-
-
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     """The model's state dict as safetensors (contiguous CPU copies; shared storage unshared)."""
     save_state_dict(model.state_dict(), path)
@@ -237,21 +128,6 @@ def save_state_dict(state_dict: Mapping[str, Any], path: Path) -> None:
     save_file(sd, str(path), metadata={"format": "pt", "dukd_version": __version__})
 
 
-def _weights_provenance(spec: ModelSpec) -> dict[str, Any]:
-    from dukd_cli.sources.hashing import sha256_file
-
-    out: dict[str, Any] = {"weights": spec.weights}
-    if spec.weights and not str(spec.weights).startswith("hf://"):
-        p = Path(spec.weights)
-        if p.is_file():
-            out["weights"] = str(p.resolve())
-            out["weights_sha256"] = sha256_file(p)
-    if spec.weights is None:
-        out["weights"] = None
-        out["note"] = "no weights were given: the parameters are the architecture's random initialisation"
-    return out
-
-
 def build_config(
     spec: ModelSpec,
     model: torch.nn.Module,
@@ -263,11 +139,11 @@ def build_config(
     cfg: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "architecture": spec.arch,
-        "arguments": _jsonable(spec.kwargs),
+        "arguments": jsonable(spec.kwargs),
         "scale": scale,
         "preset": spec.preset,
         "parameters": count_parameters(model),
-        "window_size": int(getattr(model, "window_size", 0) or 0) or None,
+        "window_size": size_rules(model).window or None,
         "input_range": INPUT_RANGE,
         "input": "(N, 3, H, W) float32 RGB in [0, 1]",
         "output": f"(N, 3, {scale}H, {scale}W) float32 RGB, nominally [0, 1] (not clamped)",
@@ -280,126 +156,9 @@ def build_config(
         },
         "onnx": onnx_info.to_config() if onnx_info else None,
         "spandrel": dict(spandrel) if spandrel is not None else None,
-        "provenance": _jsonable(provenance),
+        "provenance": jsonable(provenance),
     }
     return cfg
-
-
-def model_card(cfg: Mapping[str, Any], name: str) -> str:
-    """A README.md model card for an exported directory."""
-    scale = cfg["scale"]
-    prov = cfg.get("provenance") or {}
-    args = cfg.get("arguments") or {}
-    lines = [
-        "---",
-        "library_name: dukd",
-        "tags:",
-        "- super-resolution",
-        "- image-to-image",
-        "- dukd",
-        *(["- onnx"] if cfg.get("onnx") else []),
-        "---",
-        "",
-        f"# {name} (x{scale})",
-        "",
-        f"A x{scale} image super-resolution network (`{cfg['architecture']}`, "
-        f"{cfg['parameters'] / 1e6:.2f} M parameters) exported by dukd {cfg['dukd_version']}.",
-        "",
-        "## Model",
-        "",
-        f"- architecture: `{cfg['architecture']}`"
-        + (f" (preset `{cfg['preset']}`)" if cfg.get("preset") else ""),
-        f"- scale: x{scale}",
-        f"- parameters: {cfg['parameters']:,}",
-        f"- input: {cfg['input']}",
-        f"- output: {cfg['output']}; clamp to [0, 1] before quantising",
-    ]
-    if cfg.get("window_size"):
-        lines.append(
-            f"- window size: {cfg['window_size']} (inputs are reflect-padded to a multiple of it internally; "
-            "the ONNX model needs sides of at least that many pixels)"
-        )
-    if args:
-        lines += ["- constructor arguments:", ""]
-        lines += [f"  - `{k}` = `{json.dumps(v)}`" for k, v in args.items()]
-    lines += ["", "## Provenance", ""]
-    if prov.get("run_dir") or prov.get("method"):
-        teacher = prov.get("teacher") or {}
-        lines.append(
-            f"- distilled by dukd (method `{prov.get('method', '?')}`) from run `{prov.get('run_dir', '?')}`"
-        )
-        if teacher:
-            lines.append(
-                f"- teacher: `{teacher.get('name', '?')}`"
-                + (f", weights `{teacher['weights']}`" if teacher.get("weights") else "")
-            )
-        if prov.get("data"):
-            lines.append(f"- data: `{json.dumps(prov['data'])}`")
-        if prov.get("iterations") is not None:
-            lines.append(f"- iterations: {prov['iterations']}")
-        if prov.get("validation"):
-            lines.append(f"- validation (last record): `{json.dumps(prov['validation'])}`")
-    lines.append(f"- weights source: `{prov.get('weights')}`")
-    if prov.get("weights_sha256"):
-        lines.append(f"- weights SHA-256 (source file): `{prov['weights_sha256']}`")
-    if prov.get("note"):
-        lines.append(f"- note: {prov['note']}")
-    lines += [
-        "",
-        "## Files",
-        "",
-        f"- `{EXPORT_WEIGHTS}`: PyTorch weights (safetensors)"
-        + (f"; {line}" if (line := spandrel_layout.describe(cfg)) else ""),
-        f"- `{EXPORT_CONFIG}`: architecture, arguments, scale, provenance",
-    ]
-    onnx_cfg = cfg.get("onnx")
-    if onnx_cfg:
-        if onnx_cfg.get("fixed_input_size"):
-            fh, fw = onnx_cfg["fixed_input_size"]
-            shape = f"fixed input size {fh}x{fw} (dynamic batch): feed exactly that size (tile larger images)"
-        else:
-            shape = "dynamic batch, height and width"
-        lines.append(
-            f"- `{ONNX_FILE}`: ONNX opset {onnx_cfg['opset']}, {shape}; checked against PyTorch "
-            f"(max abs difference {onnx_cfg['parity_max_abs_diff']:.2e} <= {onnx_cfg['parity_tolerance']:g})"
-        )
-    lines += _extra_files_card(cfg)
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```bash",
-        "pip install dukd",
-        "dukd upscale photo.png -o photo_sr.png --model THIS_DIR",
-    ]
-    if onnx_cfg:
-        lines.append("dukd upscale photo.png -o photo_sr.png --model THIS_DIR --runtime onnx  # ONNX Runtime")
-    lines += [
-        "```",
-        "",
-        "```python",
-        "from dukd_cli.models.factory import create_model",
-        "",
-        'model = create_model("THIS_DIR")  # torch.nn.Module',
-        "```",
-    ]
-    if onnx_cfg:
-        lines += [
-            "",
-            "```python",
-            "import numpy as np, onnxruntime as ort",
-            "",
-            f'session = ort.InferenceSession("THIS_DIR/{ONNX_FILE}")',
-            "x = np.random.rand(1, 3, 64, 64).astype(np.float32)  # RGB in [0, 1], NCHW",
-            'y = session.run(None, {"input": x})[0].clip(0, 1)',
-            "```",
-        ]
-    lines += [
-        "",
-        "The license of the weights follows their source (see Provenance); check it before redistributing.",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
@@ -449,41 +208,12 @@ def export_model(
     if "onnx" in fmts:
         require_onnx()
     dest = Path(out_dir).expanduser()
-    kwargs = dict(kwargs or {})
-
-    run: RunInfo | None = None
-    name = model
-    if is_run_dir(model):
-        run = read_run_dir(model)
-        if not run.student_name:
-            raise DukdError(
-                f"{Path(model) / RUN_CONFIG} has no [student] name; cannot tell which network it holds"
-            )
-        name = run.student_name
-        if scale is not None and run.scale is not None and int(scale) != run.scale:
-            raise DukdError(f"run {model} trained a x{run.scale} student, but --scale {scale} was given")
-        scale = scale if scale is not None else run.scale
-        kwargs = {**run.args, **kwargs}
-        weights = weights or str(run.weights)
-    elif Path(model).is_dir() and (Path(model) / RUN_CONFIG).is_file():
-        raise DukdError(
-            f"{model} looks like a distill run directory but has no {RUN_WEIGHTS} (did the run finish?)"
-        )
-    elif run_dir is not None:
-        run = read_run_dir(run_dir)
-
+    name, scale, kwargs, weights, run = _source(model, scale, weights, dict(kwargs or {}), run_dir)
     if quantize is not None:
         _check_quantize(quantize, fmts)
     calib_sources = _calib_sources(calib, run) if quantize else None
     spec = resolve_spec(name, scale, kwargs=kwargs, weights=weights)
-    if dest.exists() and not overwrite:
-        raise DukdError(f"{dest} already exists; pass --overwrite to replace it")
-    if dest.exists() and not dest.is_dir():
-        raise DukdError(f"{dest} exists and is not a directory")
-    if spec.directory and dest.resolve() == Path(spec.directory).resolve():
-        raise DukdError(f"cannot export {spec.directory} onto itself; choose another -o")
-    if run is not None and dest.resolve() == run.directory.resolve():
-        raise DukdError("cannot export into the run directory itself; choose another -o")
+    _check_destination(dest, spec, run, overwrite)
 
     log(
         f"building {spec.arch} x{spec.scale}"
@@ -491,17 +221,7 @@ def export_model(
     )
     net = build(spec, device="cpu").float().eval()
 
-    provenance: dict[str, Any] = {**_weights_provenance(spec), "model": str(model)}
-    if spec.directory:
-        try:
-            old = json.loads((Path(spec.directory) / EXPORT_CONFIG).read_text()).get("provenance") or {}
-        except (OSError, json.JSONDecodeError):
-            old = {}
-        if old:
-            provenance["exported_from"] = old
-    if run is not None:
-        provenance.update(run.provenance)
-
+    provenance = _provenance(spec, model, run)
     calib_data = None
     if calib_sources:
         from dukd_cli.export.int8 import DEFAULT_CALIB_COUNT, calibration_patches
@@ -545,6 +265,61 @@ def export_model(
     return ExportResult(dest, cfg, files, onnx_info)
 
 
+def _source(
+    model: str,
+    scale: int | None,
+    weights: str | None,
+    kwargs: dict[str, Any],
+    run_dir: str | os.PathLike | None,
+) -> tuple[str, int | None, dict[str, Any], str | None, RunInfo | None]:
+    """What to build: a run directory's student (its name, scale, arguments and weights, which the
+    options refine) or ``model`` as given; and the run whose provenance goes into ``config.json``."""
+    if is_run_dir(model):
+        run = read_run_dir(model)
+        if not run.student_name:
+            raise DukdError(
+                f"{Path(model) / RUN_CONFIG} has no [student] name; cannot tell which network it holds"
+            )
+        if scale is not None and run.scale is not None and int(scale) != run.scale:
+            raise DukdError(f"run {model} trained a x{run.scale} student, but --scale {scale} was given")
+        scale = scale if scale is not None else run.scale
+        return run.student_name, scale, {**run.args, **kwargs}, weights or str(run.weights), run
+    if Path(model).is_dir() and (Path(model) / RUN_CONFIG).is_file():
+        raise DukdError(
+            f"{model} looks like a distill run directory but has no {RUN_WEIGHTS} (did the run finish?)"
+        )
+    run = read_run_dir(run_dir) if run_dir is not None else None
+    return model, scale, kwargs, weights, run
+
+
+def _check_destination(dest: Path, spec: ModelSpec, run: RunInfo | None, overwrite: bool) -> None:
+    """``dest`` may be written: new (or ``overwrite``), a directory, neither the source nor the run."""
+    if dest.exists() and not overwrite:
+        raise DukdError(f"{dest} already exists; pass --overwrite to replace it")
+    if dest.exists() and not dest.is_dir():
+        raise DukdError(f"{dest} exists and is not a directory")
+    if spec.directory and dest.resolve() == Path(spec.directory).resolve():
+        raise DukdError(f"cannot export {spec.directory} onto itself; choose another -o")
+    if run is not None and dest.resolve() == run.directory.resolve():
+        raise DukdError("cannot export into the run directory itself; choose another -o")
+
+
+def _provenance(spec: ModelSpec, model: str, run: RunInfo | None) -> dict[str, Any]:
+    """``config.json``'s provenance: the weights' source, an exported source's own provenance
+    (``exported_from``) and the distill run's record."""
+    provenance: dict[str, Any] = {**weights_provenance(spec), "model": str(model)}
+    if spec.directory:
+        try:
+            old = json.loads((Path(spec.directory) / EXPORT_CONFIG).read_text()).get("provenance") or {}
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        if old:
+            provenance["exported_from"] = old
+    if run is not None:
+        provenance.update(run.provenance)
+    return provenance
+
+
 def _check_spandrel(
     net: torch.nn.Module, layout: spandrel_layout.Layout, path: Path, log: Log
 ) -> dict[str, Any]:
@@ -573,7 +348,7 @@ def _check_quantize(quantize: str, fmts: tuple[str, ...]) -> None:
         raise DukdError("--quantize int8 quantizes the ONNX model; add onnx to --format")
 
 
-def _calib_sources(calib, run: RunInfo | None) -> list[str]:
+def _calib_sources(calib: Iterable[str | os.PathLike] | None, run: RunInfo | None) -> list[str]:
     """Folders whose HR images calibrate int8: ``calib``, else the run's ``[data] paths``."""
     if calib:
         out = [str(c) for c in calib]
@@ -594,7 +369,14 @@ def _calib_sources(calib, run: RunInfo | None) -> list[str]:
 
 
 def _extra_onnx(
-    net, arch: str, tmp: Path, onnx_info: OnnxExport, fmts, calib_data, max_drop, log: Log
+    net: torch.nn.Module,
+    arch: str,
+    tmp: Path,
+    onnx_info: OnnxExport,
+    fmts: tuple[str, ...],
+    calib_data: CalibData | None,
+    max_drop: float | None,
+    log: Log,
 ) -> dict[str, Any]:
     """The fp16 and int8 ONNX files beside ``model.onnx`` in ``tmp``: their config.json entries."""
     out: dict[str, Any] = {}
@@ -625,24 +407,6 @@ def _extra_onnx(
         )
         out["onnx_int8"] = report.to_config()
     return out
-
-
-def _extra_files_card(cfg: Mapping[str, Any]) -> list[str]:
-    lines = []
-    fp16 = cfg.get("onnx_fp16")
-    if fp16:
-        lines.append(
-            f"- `{fp16['file']}`: the same network in float16 (float32 input/output); "
-            f"{fp16['parity_psnr_db']:.1f} dB PSNR against fp32 on the check inputs"
-        )
-    int8 = cfg.get("onnx_int8")
-    if int8:
-        lines.append(
-            f"- `{int8['file']}`: int8 (QDQ, per-channel weights, {int8['calibration_method']} calibration"
-            + (f", {len(int8['nodes_to_exclude'])} nodes kept in float" if int8["nodes_to_exclude"] else "")
-            + f"); Y-PSNR {int8['holdout_drop_db']:.3f} dB below fp32 on the calibration hold-out"
-        )
-    return lines
 
 
 def _umask() -> int:

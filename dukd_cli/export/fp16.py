@@ -13,11 +13,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dukd_cli.errors import DukdError
+
+if TYPE_CHECKING:
+    import torch
 
 FP16_FILE = "model.fp16.onnx"
 MIN_PSNR = 40.0
@@ -60,7 +63,7 @@ def psnr01(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def export_fp16(
-    model, fp32_onnx: Path, dst: Path, shapes: Iterable[tuple[int, int, int]], fixed=None
+    model: torch.nn.Module, fp32_onnx: Path, dst: Path, shapes: Iterable[tuple[int, int, int]]
 ) -> Fp16Export:
     """Convert ``fp32_onnx`` to ``dst`` and check it against ``model`` (PyTorch, fp32) on ``shapes``."""
     import torch

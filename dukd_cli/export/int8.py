@@ -106,7 +106,7 @@ def calibration_patches(
     """``count`` random patches of ``patch`` LR pixels from the HR images behind ``sources`` (folders
     as ``dukd distill --data`` takes them, or ``builtin``), images visited in a shuffled round robin."""
     from dukd_cli.data.benchmarks import make_lr
-    from dukd_cli.distill.data import discover
+    from dukd_cli.data.discover import discover
     from dukd_cli.images.imageio import read_rgb_uint8
 
     if count < 2:

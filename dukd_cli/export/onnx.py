@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dukd_cli.errors import DukdError
+from dukd_cli.models.upscaler import size_rules
 from dukd_cli.rundir import EXPORT_CONFIG
 
 DEFAULT_OPSET = 18
@@ -244,7 +245,7 @@ def export_onnx(
     if opset < 17:
         raise DukdError(f"ONNX opset {opset} is too old; use 17 or newer")
     scale = int(model.scale)
-    ws = int(getattr(model, "window_size", 0) or 0)
+    ws = size_rules(model).window
 
     def exportable(fixed: bool) -> torch.nn.Module:
         # A fresh copy per attempt: tracing may leave traced values in a model's caches.
@@ -258,7 +259,7 @@ def export_onnx(
     errors: list[str] = []
     notes: list[str] = []
 
-    def attempt(fixed: bool, h: int, w: int, shapes) -> float | None:
+    def attempt(fixed: bool, h: int, w: int, shapes: list[tuple[int, int, int]]) -> float | None:
         """Export (reference attention first where a model has it), check parity; the diff or None."""
         for reference in (True, False):
             module = exportable(fixed)
@@ -308,11 +309,11 @@ def export_onnx(
 
 
 class OnnxModel:
-    """An exported ``model.onnx`` run with ONNX Runtime, callable like a dukd model (NCHW tensors).
+    """An exported ``model.onnx`` run with ONNX Runtime, callable like a dukd model (NCHW tensors): the
+    ONNX kind of :class:`~dukd_cli.models.upscaler.Upscaler`.
 
-    Has the attributes :func:`dukd_cli.upscale.inference.run_model` reads: ``scale``, ``window_size``,
-    ``fixed_input_size`` (inputs smaller than it are reflect-padded, outputs cropped) and
-    ``device`` (inputs are moved to the CPU and back).
+    ``scale``, and the size rules: ``window_size``, ``fixed_input_size`` (inputs smaller than it are
+    reflect-padded, outputs cropped); ``device`` says inputs are moved to the CPU and back.
     """
 
     def __init__(

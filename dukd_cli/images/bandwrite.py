@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,10 @@ class WritePipeline:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dukd-write")
         self._slots = threading.BoundedSemaphore(max(1, int(depth)))
 
-    def submit(self, fn, *args) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         self._slots.acquire()
 
-        def run():
+        def run() -> Any:
             try:
                 return fn(*args)
             finally:
@@ -63,7 +64,7 @@ class WritePipeline:
     def __enter__(self) -> WritePipeline:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
 

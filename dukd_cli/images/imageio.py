@@ -47,13 +47,17 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from dukd_cli.errors import DukdError
 from dukd_cli.images.pixels import _as_float01
 from dukd_cli.images.pngstream import DEFAULT_PNG_LEVEL, check_png_level, encode_png16
+
+if TYPE_CHECKING:
+    from dukd_cli.images.bandwrite import BandWriter, WritePipeline
 
 __all__ = [
     "LoadedImage",
@@ -213,7 +217,7 @@ def _exif_bytes(im: Image.Image) -> bytes | None:
     return exif.tobytes() or None
 
 
-def _tile_rawmode(tile) -> str | None:
+def _tile_rawmode(tile: ImageFile._Tile | tuple) -> str | None:
     args = tile.args if hasattr(tile, "args") else tile[3]
     if isinstance(args, str):
         return args
@@ -222,7 +226,7 @@ def _tile_rawmode(tile) -> str | None:
     return None
 
 
-def _with_rawmode(tile, rawmode: str):
+def _with_rawmode(tile: ImageFile._Tile, rawmode: str) -> ImageFile._Tile:
     args = tile.args
     new_args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
     return tile._replace(args=new_args)
@@ -447,9 +451,9 @@ def open_writer(
     exif: bytes | None = None,
     quality: int = 95,
     png_level: int = DEFAULT_PNG_LEVEL,
-    pipeline=None,
+    pipeline: WritePipeline | None = None,
     stacklevel: int = 2,
-):
+) -> BandWriter:
     """A :class:`dukd_cli.images.bandwrite.BandWriter` for ``path``, with :func:`write_image`'s rules
     (format from the extension, 16 bits where the format allows, alpha composited over white for
     JPEG/BMP, EXIF orientation dropped); feed it bands of rows in order, then ``close()`` it."""

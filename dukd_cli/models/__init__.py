@@ -1,8 +1,9 @@
 """Networks by name: spec resolution and building (``factory``, ``spec``), weights from files and
 the Hub (``weights``), checkpoint files as models (``checkpoint``), detection of an architecture
 from a state dict (``detect``; each architecture declares its own rules through the registry),
-mismatch hints (``mismatch``), the spandrel adapter (``external``), size rules (``sizes``) and the
-cached parameter counts (``paramcache``). The plugin registry itself is ``dukd_cli.registry``.
+mismatch hints (``mismatch``), the spandrel adapter (``external``), size rules (``sizes``), the
+cached parameter counts (``paramcache``) and the contract every runnable network meets (``upscaler``:
+the ``Upscaler`` protocol, its size rules). The plugin registry itself is ``dukd_cli.registry``.
 
 May import: ``dukd_cli.registry``, ``dukd_cli.sources``, ``dukd_cli.rundir``, ``dukd_cli.runtime``,
 ``dukd_cli.errors``. Never images, upscale, evaluate, export, distill or commands.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +305,7 @@ def count_parameters_of(arch: str, scale: int, kwargs: Mapping[str, Any]) -> int
 
 
 def supported_scales(
-    arch: str, kwargs: Mapping[str, Any] | None = None, candidates=(2, 3, 4, 8)
+    arch: str, kwargs: Mapping[str, Any] | None = None, candidates: Iterable[int] = (2, 3, 4, 8)
 ) -> tuple[int, ...]:
     """Scales an architecture builds at (probed on the meta device)."""
     factory = registry.get_architecture(arch)

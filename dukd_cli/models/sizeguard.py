@@ -20,6 +20,7 @@ This is architecture-agnostic: it needs nothing from the factory but the tensors
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,13 @@ class BuildBudget(TorchFunctionMode):
         self.bytes = 0
         self.elements = 0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Iterable[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         if func in _FACTORIES:
             try:

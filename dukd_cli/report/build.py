@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from dukd_cli.errors import DukdError
 from dukd_cli.report import figures, html
-from dukd_cli.report.measure import measure
+from dukd_cli.report.measure import Measured, measure
 from dukd_cli.report.paper import paper_pair
 from dukd_cli.report.runs import RunData, load_runs
 from dukd_cli.rundir import RunPaths
@@ -58,23 +59,14 @@ def make_report(
     title: str | None = None,
     note: str | None = None,
     speed: bool = True,
-    progress=None,
+    progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
 ) -> ReportResult:
     """Build the report of ``run_dirs`` into ``out`` (an .html path)."""
     from dukd_cli import __version__
-    from dukd_cli.report.measure import student_params
-    from dukd_cli.runtime.fsutil import atomic_write_bytes, atomic_write_text, check_writable_dir
 
     figures.require_matplotlib()  # before any work: one clear line without the extra
-    out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise DukdError(f"-o {out}: the report is an HTML page; give a name ending in .html")
-    if out.is_dir():
-        raise DukdError(f"-o {out} is a folder; give the page's file name (e.g. {out / 'report.html'})")
-    if out.exists() and not overwrite:
-        raise DukdError(f"-o {out} already exists; pass --overwrite to replace it")
-    check_writable_dir(out.parent)  # before minutes of evaluation
+    out = _check_out(Path(out), overwrite)
     say = progress or (lambda _m: None)
     from dukd_cli.report import study as studymod
 
@@ -87,8 +79,65 @@ def make_report(
         for r in runs
         if r.skipped_lines
     ]
+    measured = _measure(runs, bench, data_dir, crops, study, device, speed, say, notes)
+    first = runs[0]
+    paper = paper_pair(first.section("teacher"), first.section("student"), first.scale)
+    import torch
+
+    rep: dict[str, Any] = {
+        "format": "dukd-report",
+        "version": 1,
+        "title": title,
+        "note": note,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "dukd_version": __version__,
+        "scale": first.scale,
+        "device": str(device) if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
+        "json_file": out.with_suffix(".json").name,
+        "runs": _runs_json(runs),
+        "measured": measured.to_json() if measured is not None else None,
+        "paper": paper,
+        "notes": notes,
+    }
+    if study is not None:
+        rep["study"] = study
+    rep = _clean(rep)
+
+    say("drawing the figures")
+    figs = _figures(rep, runs, measured, out.stem)
+    rep["figures"] = {k: v["file"] for k, v in figs.items()}
+    return _write(out, rep, figs)
+
+
+def _check_out(out: Path, overwrite: bool) -> Path:
+    """``out`` names a page that may be written (checked before minutes of evaluation)."""
+    from dukd_cli.runtime.fsutil import check_writable_dir
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise DukdError(f"-o {out}: the report is an HTML page; give a name ending in .html")
+    if out.is_dir():
+        raise DukdError(f"-o {out} is a folder; give the page's file name (e.g. {out / 'report.html'})")
+    if out.exists() and not overwrite:
+        raise DukdError(f"-o {out} already exists; pass --overwrite to replace it")
+    check_writable_dir(out.parent)
+    return out
+
+
+def _measure(
+    runs: list[RunData],
+    bench: list[str] | None,
+    data_dir: str | os.PathLike | None,
+    crops: list[str] | None,
+    study: dict[str, Any] | None,
+    device: str,
+    speed: bool,
+    say: Callable[[str], None],
+    notes: list[str],
+) -> Measured | None:
+    """Evaluate the runs on the benchmark sets (given, or the runs' validation set); where nothing
+    is evaluated, ``notes`` says why."""
     given = bool(bench)
-    benches, dd = (list(bench), data_dir) if given else default_benches(runs)
+    benches, dd = (list(bench or []), data_dir) if given else default_benches(runs)
     if study is not None and not given:
         benches = []  # dukd study evaluated every cell already: its table is on the page
     if not given and data_dir is not None:
@@ -126,6 +175,12 @@ def make_report(
         notes.append(
             "no results table per set, no crops and no final teacher agreement (they need an evaluation)"
         )
+    return measured
+
+
+def _runs_json(runs: list[RunData]) -> list[dict[str, Any]]:
+    """Each run as the page shows it: its record, parameters, wall time and last validation."""
+    from dukd_cli.report.measure import student_params
 
     run_json = []
     for r in runs:
@@ -137,32 +192,14 @@ def make_report(
             {k: lv.get(k) for k in ("iteration", "val_bench", "val_psnr", "val_ssim")} if lv else None
         )
         run_json.append(d)
-    first = runs[0]
-    paper = paper_pair(first.section("teacher"), first.section("student"), first.scale)
-    import torch
+    return run_json
 
-    rep: dict[str, Any] = {
-        "format": "dukd-report",
-        "version": 1,
-        "title": title,
-        "note": note,
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "dukd_version": __version__,
-        "scale": first.scale,
-        "device": str(device) if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
-        "json_file": out.with_suffix(".json").name,
-        "runs": run_json,
-        "measured": measured.to_json() if measured is not None else None,
-        "paper": paper,
-        "notes": notes,
-    }
-    if study is not None:
-        rep["study"] = study
-    rep = _clean(rep)
 
-    say("drawing the figures")
-    stem = out.stem
-    figs: dict[str, Any] = {}
+def _figures(
+    rep: dict[str, Any], runs: list[RunData], measured: Measured | None, stem: str
+) -> dict[str, dict[str, Any]]:
+    """The page's figures by name: PNG bytes, the file beside the page, the alt text."""
+    figs: dict[str, dict[str, Any]] = {}
 
     def add(name: str, png: bytes | None, alt: str) -> None:
         if png:
@@ -184,9 +221,14 @@ def make_report(
         order = ["HR", "bicubic", *[r.label for r in runs], "teacher"]
         for i, (c, px) in enumerate(zip(rep["measured"]["crops"], measured.crop_pixels, strict=True)):
             add(f"crop{i + 1}", figures.crops(c, px, order, {}), f"crops of {c['bench']}/{c['image']}")
-    rep["figures"] = {k: v["file"] for k, v in figs.items()}
+    return figs
 
+
+def _write(out: Path, rep: dict[str, Any], figs: dict[str, dict[str, Any]]) -> ReportResult:
+    """The figures, ``OUT.json`` and the page, each atomically, once everything is computed."""
     import json
+
+    from dukd_cli.runtime.fsutil import atomic_write_bytes, atomic_write_text
 
     page = html.render(rep, figs)
     paths = []

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dukd_cli.errors import DukdError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 DPI = 110
@@ -54,7 +58,7 @@ def colours(labels: list[str]) -> dict[str, str]:
     return {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -63,7 +67,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plain_log_labels(ax) -> None:
+def plain_log_labels(ax: Axes) -> None:
     """Log-axis labels as plain decimals (0.05, not 5 x 10^-2): easier to read, and no slow mathtext."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -80,7 +84,7 @@ def plain_log_labels(ax) -> None:
     ]
     leads = (2, 5) if sum(lo <= t <= hi for t in ticks) >= 2 else tuple(range(2, 10))
 
-    def minor(v, _pos):
+    def minor(v: float, _pos: int | None) -> str:
         lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9)) if v > 0 else 0
         return f"{v:g}" if lead in leads else ""
 

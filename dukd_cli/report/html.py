@@ -194,15 +194,37 @@ def _crop_table(rep: dict[str, Any], c_i: int, crop: dict[str, Any]) -> str:
     )
 
 
+Rows = list[tuple[str, list[str]]]  # (row name, one HTML cell per run)
+
+
+def _sec(r: dict[str, Any], s: str) -> dict[str, Any]:
+    return r["config"].get(s) or {}
+
+
+def _used(r: dict[str, Any], key: str) -> Any:
+    """What the run used (run.json), else what was configured (e.g. "auto")."""
+    return (r.get("used") or {}).get(key) or _sec(r, "train").get(key)
+
+
 def _config_table(rep: dict[str, Any]) -> str:
+    """The runs side by side: what was distilled (:func:`_what_rows`), how it was trained
+    (:func:`_how_rows`), and where it lies."""
     runs = rep["runs"]
-    lines: list[tuple[str, list[str]]] = []
+    lines = _what_rows(runs) + _how_rows(runs)
+    lines.append(("run directory", [f"<code>{esc(r['dir'])}</code>" for r in runs]))
+    head = "<tr><th></th>" + "".join(f"<th>{esc(r['label'])}</th>" for r in runs) + "</tr>"
+    body = "".join(
+        f"<tr><th>{esc(n)}</th>" + "".join(f"<td>{v}</td>" for v in vals) + "</tr>" for n, vals in lines
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def _what_rows(runs: list[dict[str, Any]]) -> Rows:
+    """Method, recipe, teacher, student, parameters, method options, data."""
+    lines: Rows = []
 
     def row(name: str, values: list[str]) -> None:
         lines.append((name, values))
-
-    def sec(r, s):
-        return r["config"].get(s) or {}
 
     row("method", [esc(r["method"]) for r in runs])
     row(
@@ -213,8 +235,8 @@ def _config_table(rep: dict[str, Any]) -> str:
         "teacher",
         [
             (
-                f"{esc(sec(r, 'teacher').get('name'))}<br><code>{esc(sec(r, 'teacher').get('weights') or 'preset default')}</code>"
-                if sec(r, "teacher").get("name")
+                f"{esc(_sec(r, 'teacher').get('name'))}<br><code>{esc(_sec(r, 'teacher').get('weights') or 'preset default')}</code>"
+                if _sec(r, "teacher").get("name")
                 else "<span class='na'>none</span>"
             )
             for r in runs
@@ -222,16 +244,27 @@ def _config_table(rep: dict[str, Any]) -> str:
     )
     row(
         "student",
-        [f"{esc(sec(r, 'student').get('name'))} {esc(sec(r, 'student').get('args') or '')}" for r in runs],
+        [f"{esc(_sec(r, 'student').get('name'))} {esc(_sec(r, 'student').get('args') or '')}" for r in runs],
     )
     row("parameters", [num(r.get("params"), 0, f"runs.{i}.params") for i, r in enumerate(runs)])
     row(
         "method options",
-        [esc(", ".join(f"{k}={v}" for k, v in sec(r, "method").items() if k != "name")) for r in runs],
+        [esc(", ".join(f"{k}={v}" for k, v in _sec(r, "method").items() if k != "name")) for r in runs],
     )
     row(
-        "data", ["<br>".join(f"<code>{esc(p)}</code>" for p in sec(r, "data").get("paths", [])) for r in runs]
+        "data",
+        ["<br>".join(f"<code>{esc(p)}</code>" for p in _sec(r, "data").get("paths", [])) for r in runs],
     )
+    return lines
+
+
+def _how_rows(runs: list[dict[str, Any]]) -> Rows:
+    """Iterations, batch and patch, learning rate, precision and device, validation, hardware, time."""
+    lines: Rows = []
+
+    def row(name: str, values: list[str]) -> None:
+        lines.append((name, values))
+
     row(
         "iterations",
         [
@@ -243,8 +276,8 @@ def _config_table(rep: dict[str, Any]) -> str:
     row(
         "batch, patch",
         [
-            f"{num(sec(r, 'train').get('batch_size'), 0, f'runs.{i}.config.train.batch_size')} &times; "
-            f"{num(sec(r, 'train').get('patch_size'), 0, f'runs.{i}.config.train.patch_size')} px LR"
+            f"{num(_sec(r, 'train').get('batch_size'), 0, f'runs.{i}.config.train.batch_size')} &times; "
+            f"{num(_sec(r, 'train').get('patch_size'), 0, f'runs.{i}.config.train.patch_size')} px LR"
             for i, r in enumerate(runs)
         ],
     )
@@ -252,29 +285,26 @@ def _config_table(rep: dict[str, Any]) -> str:
         "learning rate",
         [
             esc(
-                f"{sec(r, 'train').get('lr')} (x{sec(r, 'train').get('gamma')} at "
-                f"{', '.join(map(str, sec(r, 'train').get('milestones', [])))})"
+                f"{_sec(r, 'train').get('lr')} (x{_sec(r, 'train').get('gamma')} at "
+                f"{', '.join(map(str, _sec(r, 'train').get('milestones', [])))})"
             )
             for r in runs
         ],
     )
 
-    def used(r, key):  # what the run used (run.json), else what was configured (e.g. "auto")
-        return (r.get("used") or {}).get(key) or sec(r, "train").get(key)
-
     row(
         "precision, device",
         [
             esc(
-                f"{used(r, 'precision')}, channels-last {sec(r, 'train').get('channels_last', False)}, "
-                f"{used(r, 'device')}; seed {sec(r, 'train').get('seed')}"
+                f"{_used(r, 'precision')}, channels-last {_sec(r, 'train').get('channels_last', False)}, "
+                f"{_used(r, 'device')}; seed {_sec(r, 'train').get('seed')}"
             )
             for r in runs
         ],
     )
     row(
         "validation",
-        [esc(f"{sec(r, 'val').get('bench')} every {sec(r, 'val').get('every')} iterations") for r in runs],
+        [esc(f"{_sec(r, 'val').get('bench')} every {_sec(r, 'val').get('every')} iterations") for r in runs],
     )
     row(
         "hardware",
@@ -296,12 +326,7 @@ def _config_table(rep: dict[str, Any]) -> str:
         "training speed",
         [num(r.get("train_it_s"), 2, f"runs.{i}.train_it_s", " it/s") for i, r in enumerate(runs)],
     )
-    row("run directory", [f"<code>{esc(r['dir'])}</code>" for r in runs])
-    head = "<tr><th></th>" + "".join(f"<th>{esc(r['label'])}</th>" for r in runs) + "</tr>"
-    body = "".join(
-        f"<tr><th>{esc(n)}</th>" + "".join(f"<td>{v}</td>" for v in vals) + "</tr>" for n, vals in lines
-    )
-    return f"<table>{head}{body}</table>"
+    return lines
 
 
 def render(rep: dict[str, Any], figs: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 
 from dukd_cli.distill.agreement import teacher_spec
 from dukd_cli.errors import DukdError
+from dukd_cli.models.upscaler import Upscaler
 from dukd_cli.report.runs import RunData
 from dukd_cli.rundir import RunPaths
 
@@ -153,13 +155,14 @@ def student_params(run: RunData) -> int | None:
 
 def probe_patches(run: RunData):
     """The run's fixed training patches (uint8 LR), rebuilt from its configuration."""
+    from dukd_cli.data.discover import DIV2K
     from dukd_cli.distill import data as datamod
     from dukd_cli.distill.agreement import fixed_patches
 
     cfg = distill_config(run)
     t = cfg.train
     for spec in cfg.data.paths:  # the report never downloads: catalog data must be here already
-        if str(spec).lower() == getattr(datamod, "DIV2K", "div2k") and not Path(str(spec)).exists():
+        if str(spec).lower() == DIV2K and not Path(str(spec)).exists():
             from dukd_cli.data.catalog import get
             from dukd_cli.data.fetch import is_present
 
@@ -223,7 +226,11 @@ def best_window(diff: np.ndarray, side: int, margin: int) -> tuple[int, int, flo
 
 
 def auto_crops(
-    images, students: list[str], teacher: str | None, scale: int, n: int = AUTO_CROPS
+    images: Iterable[tuple[str, dict[str, np.ndarray]]],
+    students: list[str],
+    teacher: str | None,
+    scale: int,
+    n: int = AUTO_CROPS,
 ) -> list[Crop]:
     """Where the runs differ most: the per-pixel spread (std) of the students' Y; with one student,
     its distance from the teacher (else from HR). One crop per image, the ``n`` best images.
@@ -270,13 +277,12 @@ def measure(
     device: str = "auto",
     crops: list[str] | None = None,
     speed: bool = True,
-    progress=None,
+    progress: Callable[[str], None] | None = None,
 ) -> Measured:
     """Evaluate bicubic, every run's student and the teacher on ``benches``; agreement, speed, crops."""
     from dukd_cli.data.benchmarks import load_pairs
-    from dukd_cli.distill.agreement import CachedReference, patch_agreement, sr_patches
-    from dukd_cli.evaluate.protocol import BICUBIC, evaluate, resolve_benches
-    from dukd_cli.images.imageio import read_rgb_uint8
+    from dukd_cli.distill.agreement import CachedReference
+    from dukd_cli.evaluate.protocol import BICUBIC, resolve_benches
     from dukd_cli.upscale.inference import select_device
 
     say = progress or (lambda _m: None)
@@ -288,39 +294,8 @@ def measure(
 
     # Given crops are checked before anything is evaluated.
     pairs = {(s.name, p.name): p for s in sets for p in load_pairs(s, scale)}
-    chosen: list[Crop] = []
-    for bench, image, (x, y, w, h) in wanted:
-        match = [k for k in pairs if k[1] == image and (bench is None or k[0].lower() == bench.lower())]
-        if not match:
-            raise DukdError(
-                f"--crop: no image '{image}' in {', '.join(out.benches)}"
-                + (f" (set {bench})" if bench else "")
-            )
-        hb, name = match[0]
-        hr = pairs[(hb, name)].hr
-        if x + w > hr.shape[1] or y + h > hr.shape[0]:
-            raise DukdError(
-                f"--crop {image}:{x},{y},{w},{h} leaves the {hr.shape[1]}x{hr.shape[0]} image "
-                f"(HR pixels, after cropping to a multiple of {scale})"
-            )
-        chosen.append(Crop(hb, name, x, y, w, h))
-    teacher = t_spec = None
-    t_params = None
-    t_runs = [r for r in runs if teacher_key(r) is not None]
-    if t_runs:
-        try:
-            teacher, t_spec, t_params = build_run_teacher(t_runs[0], dev)
-            out.teacher = t_spec.name
-        except DukdError as exc:
-            out.notes.append(f"teacher not measured: {exc}")
-        others = {teacher_key(r) for r in t_runs} - {teacher_key(t_runs[0])}
-        if others:
-            out.notes.append(
-                f"the runs name different teachers; the teacher row and every agreement use "
-                f"{t_runs[0].label}'s ({t_runs[0].section('teacher').get('name')})"
-            )
-    else:
-        out.notes.append("no run names a teacher: no teacher row, no teacher agreement")
+    chosen = _given_crops(wanted, pairs, out.benches, scale)
+    teacher, t_params = _teacher(runs, dev, out)
     ref = CachedReference(teacher) if teacher is not None else None
 
     with tempfile.TemporaryDirectory(prefix="dukd-report-") as tmp:
@@ -338,46 +313,13 @@ def measure(
         for key, model in models.items():
             say(f"evaluating {key} on {', '.join(out.benches)}")
             use_ref = ref if key in students else None
-            res = evaluate(model, scale, sets, device=dev, save_images=saved / key, reference=use_ref)
-            row: dict[str, Any] = {
-                "model": key,
-                "kind": "bicubic" if key == "bicubic" else ("teacher" if key == "teacher" else "student"),
-                "results": {
-                    b.bench: {
-                        "psnr": _num(b.psnr),
-                        "ssim": _num(b.ssim),
-                        "n_images": b.n_images,
-                        "agree_psnr": _num(b.ref_psnr),
-                    }
-                    for b in res
-                },
-                "params": None,
-                "speed_ms": None,
-                "agree_train_psnr": None,
-            }
-            if key == "teacher":
-                row["params"] = t_params
-            elif key != "bicubic":
-                row["params"] = student_params(next(r for r in runs if r.label == key))
-            out.rows.append(row)
+            out.rows.append(
+                _evaluated_row(key, model, scale, sets, dev, saved / key, use_ref, runs, t_params)
+            )
 
         # The fixed training patches: the same ones training logged (rebuilt from each config).
         if teacher is not None:
-            cache: dict[tuple, tuple] = {}
-            for r in runs:
-                if r.label not in students:
-                    continue
-                c = r.section("data"), r.section("train").get("patch_size"), r.section("train").get("seed")
-                k = repr(c)
-                try:
-                    if k not in cache:
-                        lr = probe_patches(r)
-                        cache[k] = (lr, sr_patches(teacher, lr, dev))
-                    lr, t_u8 = cache[k]
-                    val = patch_agreement(models[r.label], t_u8, lr, scale, dev)
-                    _row(out, r.label)["agree_train_psnr"] = _num(val)
-                except DukdError as exc:
-                    out.notes.append(f"{r.label}: training-patch agreement not measured: {exc}")
+            _training_agreement(out, runs, students, models, teacher, scale, dev)
 
         if speed:
             timed = {k: (m.teacher if k == "teacher" else m) for k, m in models.items() if k != "bicubic"}
@@ -386,27 +328,162 @@ def measure(
                 _row(out, k)["speed_ms"] = ms
 
         # Crops: given, or where the runs differ most.
-
-        def pixels(bench: str, name: str) -> dict[str, np.ndarray]:
-            px = {"HR": np.asarray(pairs[(bench, name)].hr)}
-            for key in models:
-                px[key] = read_rgb_uint8(saved / key / bench / f"{name}.png")
-            return px
-
-        if not wanted and students:
-            say("choosing crops where the runs differ most")
-            imgs = ((f"{b}/{n}", pixels(b, n)) for (b, n) in pairs)
-            chosen = auto_crops(imgs, students, "teacher" if ref is not None else None, scale)
-        for c in chosen:
-            px = pixels(c.bench, c.image)
-            box = (slice(c.y, c.y + c.h), slice(c.x, c.x + c.w))
-            panels = {k: px[k][box].copy() for k in ["HR", *models]}
-            psnrs = {k: (None if k == "HR" else _num(crop_psnr(px[k], px["HR"], c))) for k in panels}
-            out.crops.append(
-                {**c.to_json(), "psnr": psnrs, "image_size": [int(px["HR"].shape[1]), int(px["HR"].shape[0])]}
-            )
-            out.crop_pixels.append({"full": px["HR"], **panels})
+        _crops(out, chosen, wanted, pairs, models, students, ref is not None, scale, saved, say)
     return out
+
+
+def _given_crops(
+    wanted: list[tuple[str | None, str, tuple[int, int, int, int]]],
+    pairs: dict[tuple[str, str], Any],
+    benches: list[str],
+    scale: int,
+) -> list[Crop]:
+    """``--crop`` values as crops of the evaluated images (checked: the image exists, the box fits)."""
+    chosen: list[Crop] = []
+    for bench, image, (x, y, w, h) in wanted:
+        match = [k for k in pairs if k[1] == image and (bench is None or k[0].lower() == bench.lower())]
+        if not match:
+            raise DukdError(
+                f"--crop: no image '{image}' in {', '.join(benches)}" + (f" (set {bench})" if bench else "")
+            )
+        hb, name = match[0]
+        hr = pairs[(hb, name)].hr
+        if x + w > hr.shape[1] or y + h > hr.shape[0]:
+            raise DukdError(
+                f"--crop {image}:{x},{y},{w},{h} leaves the {hr.shape[1]}x{hr.shape[0]} image "
+                f"(HR pixels, after cropping to a multiple of {scale})"
+            )
+        chosen.append(Crop(hb, name, x, y, w, h))
+    return chosen
+
+
+def _teacher(
+    runs: list[RunData], dev: torch.device, out: Measured
+) -> tuple[torch.nn.Module | None, int | None]:
+    """The first run's teacher and its parameter count (None where no run names one, or it cannot be
+    built: ``out.notes`` says so)."""
+    teacher = t_params = None
+    t_runs = [r for r in runs if teacher_key(r) is not None]
+    if not t_runs:
+        out.notes.append("no run names a teacher: no teacher row, no teacher agreement")
+        return None, None
+    try:
+        teacher, t_spec, t_params = build_run_teacher(t_runs[0], dev)
+        out.teacher = t_spec.name
+    except DukdError as exc:
+        out.notes.append(f"teacher not measured: {exc}")
+    others = {teacher_key(r) for r in t_runs} - {teacher_key(t_runs[0])}
+    if others:
+        out.notes.append(
+            f"the runs name different teachers; the teacher row and every agreement use "
+            f"{t_runs[0].label}'s ({t_runs[0].section('teacher').get('name')})"
+        )
+    return teacher, t_params
+
+
+def _evaluated_row(
+    key: str,
+    model: Upscaler | str,
+    scale: int,
+    sets: list[Any],
+    dev: torch.device,
+    save_to: Path,
+    reference: Upscaler | None,
+    runs: list[RunData],
+    t_params: int | None,
+) -> dict[str, Any]:
+    """One row of the results table: ``model`` evaluated on every set (its SR images saved under
+    ``save_to`` for the crops; a student's agreement with the teacher through ``reference``)."""
+    from dukd_cli.evaluate.protocol import evaluate
+
+    res = evaluate(model, scale, sets, device=dev, save_images=save_to, reference=reference)
+    row: dict[str, Any] = {
+        "model": key,
+        "kind": "bicubic" if key == "bicubic" else ("teacher" if key == "teacher" else "student"),
+        "results": {
+            b.bench: {
+                "psnr": _num(b.psnr),
+                "ssim": _num(b.ssim),
+                "n_images": b.n_images,
+                "agree_psnr": _num(b.ref_psnr),
+            }
+            for b in res
+        },
+        "params": None,
+        "speed_ms": None,
+        "agree_train_psnr": None,
+    }
+    if key == "teacher":
+        row["params"] = t_params
+    elif key != "bicubic":
+        row["params"] = student_params(next(r for r in runs if r.label == key))
+    return row
+
+
+def _training_agreement(
+    out: Measured,
+    runs: list[RunData],
+    students: list[str],
+    models: dict[str, Any],
+    teacher: torch.nn.Module,
+    scale: int,
+    dev: torch.device,
+) -> None:
+    """Each student's PSNR against the teacher on its run's fixed training patches (runs with the
+    same data, patch size and seed share the patches and the teacher's outputs)."""
+    from dukd_cli.distill.agreement import patch_agreement, sr_patches
+
+    cache: dict[tuple, tuple] = {}
+    for r in runs:
+        if r.label not in students:
+            continue
+        c = r.section("data"), r.section("train").get("patch_size"), r.section("train").get("seed")
+        k = repr(c)
+        try:
+            if k not in cache:
+                lr = probe_patches(r)
+                cache[k] = (lr, sr_patches(teacher, lr, dev))
+            lr, t_u8 = cache[k]
+            val = patch_agreement(models[r.label], t_u8, lr, scale, dev)
+            _row(out, r.label)["agree_train_psnr"] = _num(val)
+        except DukdError as exc:
+            out.notes.append(f"{r.label}: training-patch agreement not measured: {exc}")
+
+
+def _crops(
+    out: Measured,
+    chosen: list[Crop],
+    wanted: list[Any],
+    pairs: dict[tuple[str, str], Any],
+    models: dict[str, Any],
+    students: list[str],
+    has_teacher: bool,
+    scale: int,
+    saved: Path,
+    say: Callable[[str], None],
+) -> None:
+    """The crops (given, else where the runs differ most): every model's panel and its PSNR."""
+    from dukd_cli.images.imageio import read_rgb_uint8
+
+    def pixels(bench: str, name: str) -> dict[str, np.ndarray]:
+        px = {"HR": np.asarray(pairs[(bench, name)].hr)}
+        for key in models:
+            px[key] = read_rgb_uint8(saved / key / bench / f"{name}.png")
+        return px
+
+    if not wanted and students:
+        say("choosing crops where the runs differ most")
+        imgs = ((f"{b}/{n}", pixels(b, n)) for (b, n) in pairs)
+        chosen = auto_crops(imgs, students, "teacher" if has_teacher else None, scale)
+    for c in chosen:
+        px = pixels(c.bench, c.image)
+        box = (slice(c.y, c.y + c.h), slice(c.x, c.x + c.w))
+        panels = {k: px[k][box].copy() for k in ["HR", *models]}
+        psnrs = {k: (None if k == "HR" else _num(crop_psnr(px[k], px["HR"], c))) for k in panels}
+        out.crops.append(
+            {**c.to_json(), "psnr": psnrs, "image_size": [int(px["HR"].shape[1]), int(px["HR"].shape[0])]}
+        )
+        out.crop_pixels.append({"full": px["HR"], **panels})
 
 
 def _row(m: Measured, key: str) -> dict[str, Any]:

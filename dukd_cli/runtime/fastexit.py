@@ -26,6 +26,7 @@ import atexit
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from typing import NoReturn
 
 #: Set (to anything but 0) for Python's normal interpreter teardown.
@@ -51,7 +52,7 @@ def foreign_code_ran(provider: str) -> None:
     foreign.add(provider)
 
 
-def wanted(environ=os.environ) -> bool:
+def wanted(environ: Mapping[str, str] = os.environ) -> bool:
     value = environ.get(ENV, "")
     return (value == "" or value == "0") and not observed() and not foreign
 

@@ -77,14 +77,14 @@ def cache_path(src: UrlSource, sha256: str | None = None, name: str | None = Non
     return path
 
 
-def _open(url: str, start: int):
+def _open(url: str, start: int) -> http.client.HTTPResponse:
     req = urllib.request.Request(url, headers={"User-Agent": "dukd"})
     if start:
         req.add_header("Range", f"bytes={start}-")
     return urllib.request.urlopen(req, timeout=TIMEOUT_S)  # http(s) only, checked above
 
 
-def _total(resp, start: int) -> int | None:
+def _total(resp: http.client.HTTPResponse, start: int) -> int | None:
     rng = resp.headers.get("Content-Range")
     if rng and "/" in rng and not rng.endswith("/*"):
         return int(rng.rsplit("/", 1)[1])

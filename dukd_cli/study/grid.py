@@ -15,10 +15,13 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dukd_cli.errors import DukdError
 from dukd_cli.rundir import RunPaths
+
+if TYPE_CHECKING:
+    from dukd_cli.distill.config import DistillConfig
 
 PLAN_FILE = "study.json"
 PLAN_FORMAT = "dukd-study"
@@ -227,7 +230,7 @@ def cell_config(
     device: str = "auto",
     cache_dir: str | None = None,
     workers: int | None = None,
-):
+) -> DistillConfig:
     """The :class:`DistillConfig` of one cell (validation off: the study evaluates each finished cell)."""
     from dukd_cli.distill.config import DistillConfig
 
@@ -258,7 +261,7 @@ def cell_config(
     return cfg
 
 
-def check_cell(plan: StudyPlan, cell: Cell, cfg) -> None:
+def check_cell(plan: StudyPlan, cell: Cell, cfg: DistillConfig) -> None:
     """Resolve a cell without training or downloading: one line naming the cell if it cannot run."""
     from dukd_cli.distill.resolve import resolve
 

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dukd_cli.errors import DukdError
 from dukd_cli.rundir import RunPaths
@@ -35,6 +35,9 @@ from dukd_cli.study.grid import (
     read_eval,
     save_plan,
 )
+
+if TYPE_CHECKING:
+    from dukd_cli.distill.config import DistillConfig
 
 TABLE_MD = "study.md"
 TABLE_JSON = "study-table.json"
@@ -103,7 +106,7 @@ def _evaluate_cell(plan: StudyPlan, cell: Cell, run_dir: Path, device: str) -> N
     atomic_write_text(run_dir / EVAL_FILE, json.dumps(rec, indent=1) + "\n")
 
 
-def _train_cell(cfg, run_dir: Path, callbacks: Sequence[Callable]) -> Any:
+def _train_cell(cfg: DistillConfig, run_dir: Path, callbacks: Sequence[Callable]) -> Any:
     from dukd_cli.distill import ddp
     from dukd_cli.distill.config import DistillConfig
     from dukd_cli.distill.trainer import Trainer

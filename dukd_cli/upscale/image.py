@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dukd_cli.errors import DukdError
+from dukd_cli.models.upscaler import Upscaler, as_upscaler
 from dukd_cli.upscale.inference import (
     MIN_TILE,
     auto_tile,
     model_device,
-    model_scale,
     run_model,
 )
+
+if TYPE_CHECKING:
+    from dukd_cli.images.imageio import LoadedImage
 
 OUTPUT_EXTS = ("png", "jpg", "webp")
 EXT_ALIASES = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
@@ -77,7 +80,12 @@ def check_overlap(tile: int | str | None, overlap: int | None) -> int | None:
 
 
 def resolve_tile(
-    tile: int | str | None, model: Any, h: int, w: int, precision: str = "fp32", overlap: int | None = None
+    tile: int | str | None,
+    model: Upscaler,
+    h: int,
+    w: int,
+    precision: str = "fp32",
+    overlap: int | None = None,
 ) -> int | None:
     """The tile side for an ``h`` x ``w`` image: ``auto`` picks it from free memory (at least four
     times an explicit ``overlap``, so that the overlap stays within its limit of tile/4)."""
@@ -141,8 +149,8 @@ def resolve_overlap(tile: int | None, overlap: int | None) -> int:
 
 
 def upscale_image(
-    model: Any,
-    image: Any,
+    model: Upscaler,
+    image: LoadedImage,
     *,
     tile: int | str | None = None,
     tile_overlap: int | None = None,
@@ -158,7 +166,8 @@ def upscale_image(
     """
     if alpha_mode not in ALPHA_MODES:
         raise DukdError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, not '{alpha_mode}'")
-    scale = model_scale(model)
+    model = as_upscaler(model)
+    scale = int(model.scale)
     rgb_in = np.asarray(image.rgb, dtype=np.float32)
     if rgb_in.ndim != 3 or rgb_in.shape[2] != 3:
         raise DukdError(f"expected an HxWx3 image, got shape {rgb_in.shape}")

@@ -10,11 +10,12 @@ that turns an LR tensor into an SR tensor does it the same way.
   with a raised-cosine ramp (no seams), optionally with the x8 self-ensemble.
 - :func:`auto_tile` picks a tile size from the free memory of the device.
 
-A "model" here is anything callable on an NCHW float tensor with an integer ``scale`` attribute: a
-``torch.nn.Module`` following the model contract, or :class:`dukd_cli.export.bundle.OnnxModel`. Optional
-attributes used: ``window_size`` (inputs are reflect-padded to a multiple of it, outputs cropped),
-``fixed_input_size`` (an ``(h, w)`` the model only accepts; inputs are tiled at that size) and
-``device`` (for non-modules: where inputs must live).
+A "model" here is an :class:`~dukd_cli.models.upscaler.Upscaler`: callable on an NCHW float tensor,
+with an integer ``scale`` (a ``torch.nn.Module`` following the model contract, spandrel's wrapper,
+or :class:`dukd_cli.export.onnx.OnnxModel`), and the size rules of
+:func:`~dukd_cli.models.upscaler.size_rules` (a window: inputs are reflect-padded to a multiple of
+it, outputs cropped; a fixed input size: inputs are tiled at that size). A non-module may say where
+its inputs must live (``device``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from dukd_cli.errors import DukdError
 from dukd_cli.models.sizes import pad_to_multiple
+from dukd_cli.models.upscaler import Upscaler, as_upscaler, size_rules
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 MIN_TILE = 16
@@ -116,14 +117,7 @@ def autocast(device: torch.device | str, precision: str = "fp32") -> Iterator[No
 # --------------------------------------------------------------------------------------------------
 
 
-def model_scale(model: Any) -> int:
-    s = getattr(model, "scale", None)
-    if s is None:
-        raise DukdError(f"{type(model).__name__} has no 'scale' attribute (the model contract requires one)")
-    return int(s)
-
-
-def model_device(model: Any, default: torch.device) -> torch.device:
+def model_device(model: Upscaler, default: torch.device) -> torch.device:
     """Where the model computes: its first parameter's (or buffer's) device, its ``device``, or ``default``."""
     if isinstance(model, torch.nn.Module):
         for t in model.parameters():
@@ -180,12 +174,10 @@ def _inverse_transform(y: Tensor, k: int) -> Tensor:
     return y
 
 
-def _call(model: Any, x: Tensor, scale: int, precision: str, device: torch.device) -> Tensor:
+def _call(model: Upscaler, x: Tensor, scale: int, precision: str, device: torch.device) -> Tensor:
     """One forward pass on a batch already on ``device``: window padding, precision, shape check, crop."""
     h, w = x.shape[-2:]
-    fixed = getattr(model, "fixed_input_size", None)
-    ws = int(getattr(model, "window_size", 0) or 0)
-    xp = pad_to_multiple(x, ws) if ws > 1 and fixed is None else x
+    xp = pad_to_multiple(x, size_rules(model).multiple)
     if isinstance(model, torch.nn.Module):
         with autocast(device, precision):
             y = model(xp)
@@ -203,7 +195,7 @@ def _call(model: Any, x: Tensor, scale: int, precision: str, device: torch.devic
 
 
 def _run_piece(
-    model: Any, x: Tensor, scale: int, precision: str, device: torch.device, self_ensemble: bool
+    model: Upscaler, x: Tensor, scale: int, precision: str, device: torch.device, self_ensemble: bool
 ) -> Tensor:
     """Forward one piece (a tile or the whole image), optionally as the mean of the 8 dihedral transforms."""
     x = x.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -297,7 +289,7 @@ def axis_weights(length: int, spans: list[tuple[int, int]], scale: int, device: 
 
 
 def run_model(
-    model: Callable[[Tensor], Tensor] | torch.nn.Module,
+    model: Upscaler,
     x: Tensor,
     *,
     tile: int | None = None,
@@ -327,15 +319,11 @@ def run_model(
     """
     plan = _TilePlan.make(model, x, tile, tile_overlap, precision)
     n, _, h, w = x.shape
-    ws = int(getattr(model, "window_size", 0) or 0)
-    if (
-        check_window_pad(window_pad) == "swinir"
-        and ws > 1
-        and getattr(model, "fixed_input_size", None) is None
-    ):
+    rules = size_rules(model)
+    if check_window_pad(window_pad) == "swinir" and rules.multiple > 1:
         y = run_model(
             model,
-            pad_swinir(x, ws),
+            pad_swinir(x, rules.multiple),
             tile=tile,
             tile_overlap=tile_overlap,
             precision=precision,
@@ -366,27 +354,27 @@ class _TilePlan:
         self.tile, self.overlap, self.align = tile, overlap, align
 
     @classmethod
-    def make(cls, model: Any, x: Tensor, tile: int | None, tile_overlap: int, precision: str) -> _TilePlan:
+    def make(cls, model: object, x: Tensor, tile: int | None, tile_overlap: int, precision: str) -> _TilePlan:
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise DukdError(f"run_model expects an (N, 3, h, w) tensor, got {shape}")
         if x.shape[-1] == 0 or x.shape[-2] == 0 or x.shape[0] == 0:
             raise DukdError(f"cannot upscale an empty tensor of shape {tuple(x.shape)}")
-        scale = model_scale(model)
+        model = as_upscaler(model)
+        scale = int(model.scale)
         device = model_device(model, x.device)
         precision = check_precision(precision, device)
         if not isinstance(model, torch.nn.Module) and precision != "fp32":
             raise DukdError(f"{type(model).__name__} runs in fp32 only; drop --precision {precision}")
-        fixed = getattr(model, "fixed_input_size", None)
-        ws = int(getattr(model, "window_size", 0) or 0)
-        if fixed is not None:
-            tile = int(fixed[0])  # a fixed-size model is always run at its own (square) size
+        rules = size_rules(model)
+        if rules.fixed is not None:
+            tile = rules.fixed[0]  # a fixed-size model is always run at its own (square) size
         if tile is not None:
             tile = int(tile)
             if tile < MIN_TILE:
                 raise DukdError(f"tile size {tile} is too small (at least {MIN_TILE})")
-            if ws > 1 and fixed is None:
-                tile = -(-tile // ws) * ws  # whole windows per tile: no padding inside the image
+            ws = rules.multiple
+            tile = -(-tile // ws) * ws  # whole windows per tile: no padding inside the image
             tile_overlap = int(tile_overlap)
             if tile_overlap < 0:
                 raise DukdError(f"tile overlap must be >= 0, got {tile_overlap}")
@@ -395,8 +383,7 @@ class _TilePlan:
         h, w = x.shape[-2:]
         if tile is not None and h <= tile and w <= tile:
             tile = None
-        align = ws if ws > 1 and fixed is None else 1
-        return cls(scale, device, precision, tile, int(tile_overlap), align)
+        return cls(scale, device, precision, tile, int(tile_overlap), rules.multiple)
 
     def grid(self, h: int, w: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """The tile spans along H and W (one span each for a whole-image run)."""
@@ -407,7 +394,7 @@ class _TilePlan:
 
 
 def tile_count(
-    model: Any, x: Tensor, *, tile: int | None = None, tile_overlap: int = 16, precision: str = "fp32"
+    model: Upscaler, x: Tensor, *, tile: int | None = None, tile_overlap: int = 16, precision: str = "fp32"
 ) -> int:
     """How many pieces :func:`run_model` / :func:`iter_bands` run for ``x`` (1 for a whole image)."""
     plan = _TilePlan.make(model, x, tile, tile_overlap, precision)
@@ -416,7 +403,7 @@ def tile_count(
 
 
 def iter_bands(
-    model: Callable[[Tensor], Tensor] | torch.nn.Module,
+    model: Upscaler,
     x: Tensor,
     *,
     tile: int | None = None,
@@ -440,7 +427,11 @@ def iter_bands(
 
 
 def _bands(
-    model: Any, x: Tensor, plan: _TilePlan, self_ensemble: bool, on_tile: Callable[[int, int], None] | None
+    model: Upscaler,
+    x: Tensor,
+    plan: _TilePlan,
+    self_ensemble: bool,
+    on_tile: Callable[[int, int], None] | None,
 ) -> Iterator[tuple[int, int, Tensor]]:
     n, _, h, w = x.shape
     s = plan.scale
@@ -509,7 +500,7 @@ def available_memory(device: torch.device) -> int:
         return 4 << 30
 
 
-def bytes_per_input_pixel(model: Any, precision: str = "fp32") -> float:
+def bytes_per_input_pixel(model: Upscaler, precision: str = "fp32") -> float:
     """Rough activation memory per LR input pixel of one forward pass (inference mode).
 
     Heuristic (``C`` = widest conv/linear output, ``s`` = scale): 6 live maps of ``C`` channels at
@@ -518,7 +509,7 @@ def bytes_per_input_pixel(model: Any, precision: str = "fp32") -> float:
     ``3 * heads * window^2`` attention scores per token (scores and softmax temporaries). Half
     precisions halve the feature maps. It errs on the generous side: a budget, not a measurement.
     """
-    scale = int(getattr(model, "scale", 4) or 4)
+    scale = int(model.scale)
     width, heads = 64, 0
     if isinstance(model, torch.nn.Module):
         widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -528,14 +519,14 @@ def bytes_per_input_pixel(model: Any, precision: str = "fp32") -> float:
         heads = max((int(getattr(m, "num_heads", 0) or 0) for m in model.modules()), default=0)
     elem = 4 if precision == "fp32" else 2
     per_px = elem * width * 6 + elem * width * scale * scale / 2 + 4 * 3 * scale * scale * 2
-    ws = int(getattr(model, "window_size", 0) or 0)
+    ws = size_rules(model).window
     if ws > 1 and heads:
         per_px += elem * heads * ws * ws * 3
     return float(per_px)
 
 
 def auto_tile(
-    model: Any,
+    model: Upscaler,
     h: int,
     w: int,
     device: torch.device | str,
@@ -559,13 +550,12 @@ def auto_tile(
     per_px = bytes_per_input_pixel(model, precision)
     side = int(math.sqrt(max(budget, 0) / per_px))
     step = 16
-    ws = int(getattr(model, "window_size", 0) or 0)
-    if ws > 1:
-        step = step * ws // math.gcd(step, ws)
+    rules = size_rules(model)
+    if rules.window > 1:
+        step = step * rules.window // math.gcd(step, rules.window)
     side = max(64, min(side, 2048) // step * step)
-    fixed = getattr(model, "fixed_input_size", None)
-    if fixed is not None:
-        return int(fixed[0])
+    if rules.fixed is not None:
+        return rules.fixed[0]
     if h <= side and w <= side:
         return None
     return side

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,7 +24,22 @@ import torch.nn.functional as F
 
 from dukd_cli.errors import DukdError
 from dukd_cli.images.pngstream import DEFAULT_PNG_LEVEL
-from dukd_cli.upscale.inference import iter_bands, model_scale
+from dukd_cli.models.upscaler import Upscaler, as_upscaler
+from dukd_cli.upscale.inference import iter_bands
+
+if TYPE_CHECKING:
+    from dukd_cli.images.bandwrite import WritePipeline
+    from dukd_cli.images.imageio import LoadedImage
+
+
+@dataclass
+class Job:
+    """One input file and its planned output (see :func:`dukd_cli.upscale.paths.plan_outputs`)."""
+
+    source: Path
+    dest: Path | None
+    status: str = "todo"  # todo | skipped | failed | done
+    message: str = ""
 
 
 def bicubic_rows(a: torch.Tensor, scale: int, r0: int, r1: int) -> torch.Tensor:
@@ -43,7 +59,9 @@ def bicubic_rows(a: torch.Tensor, scale: int, r0: int, r1: int) -> torch.Tensor:
 class _AlphaRows:
     """The upscaled alpha plane, one band of output rows at a time (bicubic, or through the model)."""
 
-    def __init__(self, model: Any, alpha: np.ndarray, scale: int, mode: str, bands_args: dict) -> None:
+    def __init__(
+        self, model: Upscaler, alpha: np.ndarray, scale: int, mode: str, bands_args: dict[str, Any]
+    ) -> None:
         h, w = alpha.shape[:2]
         a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).view(1, 1, h, w)
         self.scale, self.a = scale, a
@@ -58,8 +76,8 @@ class _AlphaRows:
 
 
 def upscale_to_file(
-    model: Any,
-    image: Any,
+    model: Upscaler,
+    image: LoadedImage,
     dest: str | Path,
     *,
     tile: int | None,
@@ -70,7 +88,7 @@ def upscale_to_file(
     bit_depth: int = 8,
     quality: int = 95,
     png_level: int = DEFAULT_PNG_LEVEL,
-    pipeline: Any = None,
+    pipeline: WritePipeline | None = None,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> Path | Future:
     """Upscale ``image`` (a :class:`~dukd_cli.images.imageio.LoadedImage`) into ``dest`` at the model's scale.
@@ -83,7 +101,8 @@ def upscale_to_file(
     from dukd_cli.images.imageio import open_writer
     from dukd_cli.upscale.image import exif_upright
 
-    scale = model_scale(model)
+    model = as_upscaler(model)
+    scale = int(model.scale)
     rgb_in = np.asarray(image.rgb, dtype=np.float32)
     if rgb_in.ndim != 3 or rgb_in.shape[2] != 3:
         raise DukdError(f"expected an HxWx3 image, got shape {rgb_in.shape}")
@@ -126,22 +145,22 @@ def upscale_to_file(
 
 
 def upscale_job(
-    model,
-    img,
-    job,
-    tile,
-    tile_overlap,
-    precision,
-    self_ensemble,
-    alpha_mode,
-    outscale,
-    quality,
-    png_level,
-    pipeline,
-    on_tile,
+    model: Upscaler,
+    img: LoadedImage,
+    job: Job,
+    tile: int | str | None,
+    tile_overlap: int | None,
+    precision: str,
+    self_ensemble: bool,
+    alpha_mode: str,
+    outscale: float | None,
+    quality: int,
+    png_level: int,
+    pipeline: WritePipeline | None,
+    on_tile: Callable[[Job, int, int], None] | None,
     *,
-    max_pixels=None,
-):
+    max_pixels: int | None = None,
+) -> Path | Future:
     """Start upscaling one read image into ``job.dest``; returns a future of the finished file.
     An output above ``max_pixels`` (None: the default bound) is refused before anything is computed."""
     from concurrent.futures import Future
@@ -151,13 +170,14 @@ def upscale_job(
     from dukd_cli.upscale.image import _outscale_size, resolve_overlap, resolve_tile, upscale_image
 
     ih, iw = img.rgb.shape[:2]
-    factor = float(outscale) if outscale is not None else float(model_scale(model))
+    model = as_upscaler(model)
+    factor = float(outscale) if outscale is not None else float(model.scale)
     oh, ow = _outscale_size(ih, iw, factor)
     check_output_pixels(ow, oh, max_pixels, str(job.source))
     out_ext = job.dest.suffix.lower().lstrip(".")
     bit_depth = int(getattr(img, "bit_depth", 8) or 8) if out_ext == "png" else 8
     job.dest.parent.mkdir(parents=True, exist_ok=True)
-    scale = model_scale(model)
+    scale = int(model.scale)
     if outscale is not None and float(outscale) != float(scale):
         # A final resize needs the whole output: the whole-image path.
         res = upscale_image(

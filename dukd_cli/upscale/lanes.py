@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from dukd_cli.errors import DukdError
+from dukd_cli.models.upscaler import Upscaler, size_rules
 
 #: At most this many lanes when chosen automatically (more cost memory and gain little).
 MAX_AUTO_LANES = 8
@@ -68,12 +69,12 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
-def whole_side(model: Any, device: torch.device, precision: str, lanes: int) -> int | None:
+def whole_side(model: Upscaler, device: torch.device, precision: str, lanes: int) -> int | None:
     """The largest side an image may have to be processed whole in one of ``lanes`` lanes (None:
     the model takes fixed-size tiles only)."""
     from dukd_cli.upscale.inference import auto_tile
 
-    if getattr(model, "fixed_input_size", None) is not None:
+    if size_rules(model).fixed is not None:
         return None
     huge = 1 << 20
     side = auto_tile(
@@ -89,7 +90,7 @@ def whole_side(model: Any, device: torch.device, precision: str, lanes: int) -> 
 
 
 def plan(
-    model: Any,
+    model: Upscaler,
     sources: Sequence[Path],
     *,
     device: torch.device,

@@ -28,13 +28,14 @@ import torch
 
 from dukd_cli.errors import DukdError
 from dukd_cli.images.pngstream import DEFAULT_PNG_LEVEL
+from dukd_cli.models.upscaler import Upscaler, as_upscaler
 from dukd_cli.upscale.image import ALPHA_MODES, EXT_ALIASES, IMAGE_EXTS, OUTPUT_EXTS, check_overlap
 from dukd_cli.upscale.inference import (
     MIN_TILE,
     check_precision,
     model_device,
-    model_scale,
 )
+from dukd_cli.upscale.job import Job
 
 GLOB_CHARS = "*?["
 #: Images up to this many input pixels have the next image read while they compute.
@@ -117,14 +118,6 @@ def _default_ext(src: Path) -> str:
 
 def format_factor(f: float) -> str:
     return str(int(f)) if float(f).is_integer() else f"{f:g}"
-
-
-@dataclass
-class Job:
-    source: Path
-    dest: Path | None
-    status: str = "todo"  # todo | skipped | failed | done
-    message: str = ""
 
 
 def _output_is_file(output: Path, n_inputs: int, named_dir: bool) -> bool:
@@ -262,7 +255,7 @@ def check_suffix(suffix: str | None) -> None:
 
 
 def upscale_paths(
-    model: Any,
+    model: Upscaler,
     inputs: Iterable[str | os.PathLike],
     output: str | os.PathLike | None = None,
     *,
@@ -299,16 +292,44 @@ def upscale_paths(
     ``max_pixels`` pixels (None: :data:`dukd_cli.models.sizeguard.MAX_OUTPUT_PIXELS`) fails its input before
     any computing.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from dukd_cli.upscale import lanes
 
-    from dukd_cli.images.bandwrite import WritePipeline
-    from dukd_cli.images.imageio import read_image
+    model = as_upscaler(model)
+    say: Report = report or (lambda kind, msg: None)
+    max_pixels, tile_overlap, png_level, precision = _check_options(
+        model, tile, tile_overlap, precision, alpha_mode, outscale, suffix, png_level, max_pixels
+    )
+    summary, todo = _plan(model, inputs, output, outscale, suffix, ext, overwrite, say, on_plan, on_advance)
+    outcomes = _Outcomes(say, on_advance)
+    args = (tile, tile_overlap, precision, self_ensemble, alpha_mode, outscale, quality, png_level)
+    device = model_device(model, torch.device("cpu"))
+    plan = lanes.plan(
+        model, [j.source for j in todo], device=device, precision=precision, tile=tile, jobs=parallel
+    )
+    summary.lanes = plan.lanes
+    if plan.lanes > 1:
+        _run_lanes(model, todo, args, max_pixels, plan.lanes, plan.threads, outcomes)
+    else:
+        _run_overlapped(model, todo, args, max_pixels, on_tile, outcomes)
+    return summary
+
+
+def _check_options(
+    model: Upscaler,
+    tile: int | str | None,
+    tile_overlap: int | None,
+    precision: str,
+    alpha_mode: str,
+    outscale: float | None,
+    suffix: str | None,
+    png_level: int,
+    max_pixels: int | None,
+) -> tuple[int, int, int, str]:
+    """The options checked once, before any file: ``(max_pixels, tile_overlap, png_level, precision)``
+    as they will be used."""
     from dukd_cli.images.pngstream import check_png_level
     from dukd_cli.models.sizeguard import check_max_pixels
-    from dukd_cli.upscale import lanes
-    from dukd_cli.upscale.job import upscale_job
 
-    say: Report = report or (lambda kind, msg: None)
     if alpha_mode not in ALPHA_MODES:
         raise DukdError(f"--alpha must be one of {', '.join(ALPHA_MODES)}, not '{alpha_mode}'")
     if outscale is not None and float(outscale) <= 0:
@@ -324,12 +345,29 @@ def upscale_paths(
     precision = check_precision(precision, model_device(model, torch.device("cpu")))  # once, not per file
     if not isinstance(model, torch.nn.Module) and precision != "fp32":
         raise DukdError(f"{type(model).__name__} runs in fp32 only; drop --precision {precision}")
+    return max_pixels, tile_overlap, png_level, precision
+
+
+def _plan(
+    model: Upscaler,
+    inputs: Iterable[str | os.PathLike],
+    output: str | os.PathLike | None,
+    outscale: float | None,
+    suffix: str | None,
+    ext: str | None,
+    overwrite: bool,
+    say: Report,
+    on_plan: Callable[[list[Job]], None] | None,
+    on_advance: Callable[[Job], None] | None,
+) -> tuple[UpscaleSummary, list[Job]]:
+    """Collect the inputs and plan every output; report what cannot be read, what is skipped and
+    what fails already. Returns the summary and the jobs still to do."""
     inputs = list(inputs)
     files, in_errors = collect_inputs(inputs)
     summary = UpscaleSummary(input_errors=in_errors)
     for e in in_errors:
         say("error", e.message)
-    scale = model_scale(model)
+    scale = int(model.scale)
     label = format_factor(float(outscale) if outscale is not None else scale)
     single = (
         len(inputs) == 1
@@ -351,9 +389,22 @@ def upscale_paths(
             say("error", job.message)
         if job.status != "todo" and on_advance:
             on_advance(job)
-    todo = [j for j in jobs if j.status == "todo"]
+    return summary, [j for j in jobs if j.status == "todo"]
 
-    def fail(job: Job, exc: BaseException) -> None:
+
+#: What one file's failure may raise: reported for that file, the others go on.
+_EXPECTED = (DukdError, RuntimeError, ValueError, OSError, MemoryError)
+
+
+class _Outcomes:
+    """Records and reports each job's end, in the jobs' order: the futures of files whose last bands
+    may still be encoding wait in ``writing`` until they are collected."""
+
+    def __init__(self, say: Report, on_advance: Callable[[Job], None] | None) -> None:
+        self.say, self.on_advance = say, on_advance
+        self.writing: list[tuple[Job, Any]] = []
+
+    def fail(self, job: Job, exc: BaseException) -> None:
         if isinstance(exc, DukdError):
             job.status, job.message = "failed", _about(job.source, _short(exc))
         else:
@@ -362,42 +413,69 @@ def upscale_paths(
                 "failed",
                 _about(job.source, f"{type(exc).__name__}: {_short(exc)}{hint}"),
             )
-        say("error", job.message)
+        self.say("error", job.message)
 
-    expected = (DukdError, RuntimeError, ValueError, OSError, MemoryError)
-    writing: list[tuple[Job, Any]] = []  # jobs whose last bands may still be encoding, in order
-
-    def finish(job: Job, fut: Any) -> None:
+    def finish(self, job: Job, fut: Any) -> None:
         try:
             fut.result()
-        except expected as exc:
-            fail(job, exc)
+        except _EXPECTED as exc:
+            self.fail(job, exc)
         else:
             job.status, job.message = "done", f"{job.source} -> {job.dest}"
-            say("done", job.message)
-        if on_advance:
-            on_advance(job)
+            self.say("done", job.message)
+        if self.on_advance:
+            self.on_advance(job)
 
-    def collect(wait: bool) -> None:
-        while writing and (wait or writing[0][1].done()):
-            finish(*writing.pop(0))
+    def failed_early(self, job: Job, exc: BaseException) -> None:
+        """``job`` failed before its writing started: report it after those before it."""
+        self.collect(wait=True)  # keep the reports in order
+        self.fail(job, exc)
+        if self.on_advance:
+            self.on_advance(job)
 
-    device = model_device(model, torch.device("cpu"))
-    plan = lanes.plan(
-        model, [j.source for j in todo], device=device, precision=precision, tile=tile, jobs=parallel
-    )
-    summary.lanes = plan.lanes
-    if plan.lanes > 1:
+    def collect(self, wait: bool) -> None:
+        while self.writing and (wait or self.writing[0][1].done()):
+            self.finish(*self.writing.pop(0))
 
-        def work(job: Job) -> Any:
-            img = read_image(job.source)
-            args = (tile, tile_overlap, precision, self_ensemble, alpha_mode, outscale, quality, png_level)
-            res = upscale_job(model, img, job, *args, None, None, max_pixels=max_pixels)  # this lane, whole
-            return res.result() if hasattr(res, "result") else res
 
-        for job, fut in lanes.run(todo, work, plan.lanes, plan.threads):
-            finish(job, fut)
-        return summary
+def _run_lanes(
+    model: Upscaler,
+    todo: list[Job],
+    args: tuple[Any, ...],
+    max_pixels: int,
+    n_lanes: int,
+    threads: int,
+    outcomes: _Outcomes,
+) -> None:
+    """Several images at once, each whole in its own lane (see :mod:`dukd_cli.upscale.lanes`)."""
+    from dukd_cli.images.imageio import read_image
+    from dukd_cli.upscale import lanes
+    from dukd_cli.upscale.job import upscale_job
+
+    def work(job: Job) -> Any:
+        img = read_image(job.source)
+        res = upscale_job(model, img, job, *args, None, None, max_pixels=max_pixels)  # this lane, whole
+        return res.result() if hasattr(res, "result") else res
+
+    for job, fut in lanes.run(todo, work, n_lanes, threads):
+        outcomes.finish(job, fut)
+
+
+def _run_overlapped(
+    model: Upscaler,
+    todo: list[Job],
+    args: tuple[Any, ...],
+    max_pixels: int,
+    on_tile: Callable[[Job, int, int], None] | None,
+    outcomes: _Outcomes,
+) -> None:
+    """One image at a time, overlapped: the next is read (one reader thread) while this one computes,
+    and the previous one's bands encode on the write pipeline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dukd_cli.images.bandwrite import WritePipeline
+    from dukd_cli.images.imageio import read_image
+    from dukd_cli.upscale.job import upscale_job
 
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dukd-read")
     pipeline = WritePipeline(depth=2)
@@ -417,38 +495,19 @@ def upscale_paths(
                 # inputs at once would cost more memory than the overlap saves time).
                 if img.rgb.shape[0] * img.rgb.shape[1] <= PREFETCH_PIXELS:
                     ahead = read_next()
-                fut = upscale_job(
-                    model,
-                    img,
-                    job,
-                    tile,
-                    tile_overlap,
-                    precision,
-                    self_ensemble,
-                    alpha_mode,
-                    outscale,
-                    quality,
-                    png_level,
-                    pipeline,
-                    on_tile,
-                    max_pixels=max_pixels,
-                )
+                fut = upscale_job(model, img, job, *args, pipeline, on_tile, max_pixels=max_pixels)
                 del img
-            except expected as exc:
-                collect(wait=True)  # keep the reports in order
-                fail(job, exc)
-                if on_advance:
-                    on_advance(job)
+            except _EXPECTED as exc:
+                outcomes.failed_early(job, exc)
             else:
-                writing.append((job, fut))
+                outcomes.writing.append((job, fut))
             if ahead is None:
                 ahead = read_next()
-            collect(wait=False)
-        collect(wait=True)
+            outcomes.collect(wait=False)
+        outcomes.collect(wait=True)
         ok = True
     finally:
         if ahead is not None and not ok:
             ahead.cancel()
         reader.shutdown(wait=True, cancel_futures=not ok)
         pipeline.shutdown()  # let queued encodes finish: every started file ends whole or removed
-    return summary
