@@ -62,6 +62,7 @@ VARIANTS: dict[str, tuple[Callable[[Path], object], str]] = {
     "int8 PTQ ORT": (_onnx("model.int8.onnx"), "model.int8.onnx"),
 }
 
+
 # label -> dukd export arguments (model, weights, scale)
 def _shipped_student() -> str:
     from zoo.shipped import STUDENT_NAME, weight_file

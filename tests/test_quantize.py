@@ -171,7 +171,8 @@ def test_max_drop_refusal_writes_nothing(wide_tiny, tmp_path, run_dukd):
 def test_api_refuses_an_int8_model_that_loses_more_than_max_drop(wide_tiny, tmp_path):
     """Hold-out "HR" = the fp32 model's own outputs: any int8 error is a loss, so a bound of 0.01 dB refuses."""
     from dukd_cli.export.bundle import export_model
-    from dukd_cli.export.int8 import CalibData, quantize_int8, run_session
+    from dukd_cli.export.calib import CalibData, run_session
+    from dukd_cli.export.int8 import quantize_int8
 
     w, _m = wide_tiny
     out = tmp_path / "exp"
@@ -322,7 +323,8 @@ def test_nodes_left_in_float_keep_int8_weights(wide_tiny, tmp_path):
     """A weighted node the sensitivity pass leaves in float computes in float from int8-stored
     weights (weight-only quantization): the file stays int8-sized, the outputs stay close."""
     from dukd_cli.export.bundle import export_model
-    from dukd_cli.export.int8 import CalibData, _Quantizer, run_session, weighted_nodes
+    from dukd_cli.export.calib import CalibData, mean_psnr_y, run_session
+    from dukd_cli.export.int8 import _Quantizer, weighted_nodes
 
     w, _m = wide_tiny
     out = tmp_path / "exp"
@@ -351,6 +353,4 @@ def test_nodes_left_in_float_keep_int8_weights(wide_tiny, tmp_path):
                 n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"
             }
     outs = run_session(ort.InferenceSession(str(tmp_path / "float.onnx")), lrs, 2)
-    from dukd_cli.export.int8 import mean_psnr_y
-
     assert mean_psnr_y(outs, fp32_out, 2) > 40.0

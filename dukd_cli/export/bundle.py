@@ -64,7 +64,7 @@ from dukd_cli.rundir import is_run_dir as models_is_run_dir
 from dukd_cli.runtime import stale
 
 if TYPE_CHECKING:
-    from dukd_cli.export.int8 import CalibData
+    from dukd_cli.export.calib import CalibData
 
 FORMATS = ("safetensors", "onnx", "onnx-fp16")
 DEFAULT_FORMATS = ("safetensors", "onnx")
@@ -224,7 +224,7 @@ def export_model(
     provenance = _provenance(spec, model, run)
     calib_data = None
     if calib_sources:
-        from dukd_cli.export.int8 import DEFAULT_CALIB_COUNT, calibration_patches
+        from dukd_cli.export.calib import DEFAULT_CALIB_COUNT, calibration_patches
 
         calib_data = calibration_patches(calib_sources, spec.scale, count=calib_count or DEFAULT_CALIB_COUNT)
     try:

@@ -4,9 +4,7 @@ ONNX Runtime's static quantizer (``onnxruntime.quantization.quantize_static``: Q
 int8 weights, uint8 activations) does the rewriting; this module decides how, by measurement on
 calibration patches cut from HR training images (the run's ``[data]`` or ``--calib DIR``):
 
-1. ``count`` patches (``DEFAULT_CALIB_COUNT`` of ``DEFAULT_CALIB_PATCH`` LR pixels, LR made by
-   MATLAB-exact bicubic, or cut from the dataset's own LR files) are split into calibration patches
-   and a hold-out (``HOLDOUT_FRACTION``). The hold-out never calibrates anything.
+1. Calibration patches and a hold-out that never calibrates anything (:mod:`dukd_cli.export.calib`).
    The input tensor's range is fixed to [0, 1] (an 8-bit image is then represented exactly).
 2. Calibration method: MinMax, Percentile and Entropy are each tried with every quantizable node in
    int8; the one whose int8 model loses least Y-PSNR (vs HR, as ``dukd evaluate`` scores) on the
@@ -41,11 +39,15 @@ from typing import Any
 import numpy as np
 
 from dukd_cli.errors import DukdError
+from dukd_cli.export.calib import (
+    CalibData,
+    mean_psnr_y,
+    pad_to_fixed,
+    run_session,
+    session,
+)
 
 INT8_FILE = "model.int8.onnx"
-DEFAULT_CALIB_COUNT = 64
-DEFAULT_CALIB_PATCH = 48
-HOLDOUT_FRACTION = 0.25
 DEFAULT_MAX_DROP = 0.1
 TARGET_FRACTION = (
     0.25  # of --max-drop, on the hold-out: a benchmark whose fp32 error is smaller (Set5) loses ~2x the dB
@@ -64,142 +66,6 @@ Log = Callable[[str], None]
 
 def _nolog(_msg: str) -> None:
     pass
-
-
-# --------------------------------------------------------------------------------------------------
-# calibration data
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CalibData:
-    """LR patches (1, 3, p, p) float32 in [0, 1] with their HR patches (p*s, p*s, 3) uint8."""
-
-    lr: list[np.ndarray]
-    hr: list[np.ndarray]
-    scale: int
-    description: str
-    holdout_fraction: float = HOLDOUT_FRACTION
-
-    @property
-    def n_holdout(self) -> int:
-        return max(1, round(len(self.lr) * self.holdout_fraction))
-
-    @property
-    def calibration(self) -> list[np.ndarray]:
-        return self.lr[: len(self.lr) - self.n_holdout]
-
-    @property
-    def holdout(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        k = len(self.lr) - self.n_holdout
-        return self.lr[k:], self.hr[k:]
-
-
-def calibration_patches(
-    sources: Sequence[str | os.PathLike],
-    scale: int,
-    *,
-    count: int = DEFAULT_CALIB_COUNT,
-    patch: int = DEFAULT_CALIB_PATCH,
-    seed: int = 0,
-) -> CalibData:
-    """``count`` random patches of ``patch`` LR pixels from the HR images behind ``sources`` (folders
-    as ``dukd distill --data`` takes them, or ``builtin``), images visited in a shuffled round robin."""
-    from dukd_cli.data.benchmarks import make_lr
-    from dukd_cli.data.discover import discover
-    from dukd_cli.images.imageio import read_rgb_uint8
-
-    if count < 2:
-        raise DukdError(f"--calib-count must be at least 2 (calibration + hold-out), got {count}")
-    if patch < 8:
-        raise DukdError(f"calibration patches must be at least 8 pixels, got {patch}")
-    found = []
-    for s in sources:
-        srcs, _layout = discover(s, scale)
-        found.extend(srcs)
-    if not found:
-        raise DukdError(f"no calibration images found in {', '.join(map(str, sources))}")
-    rng = np.random.default_rng(seed)
-    order = list(rng.permutation(len(found)))
-    hp = patch * scale
-    lrs: list[np.ndarray] = []
-    hrs: list[np.ndarray] = []
-    decoded: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-    usable = list(order)
-    i = 0
-    while len(lrs) < count and usable:
-        k = usable[i % len(usable)]
-        if k not in decoded:
-            src = found[k]
-            decoded[k] = (
-                read_rgb_uint8(src.hr),
-                read_rgb_uint8(src.lr) if src.lr is not None else None,
-            )
-        hr, lr_full = decoded[k]
-        h, w = hr.shape[0] // scale, hr.shape[1] // scale
-        if h < patch or w < patch:
-            usable.remove(k)
-            continue
-        y, x = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
-        hr_p = np.ascontiguousarray(hr[y * scale : y * scale + hp, x * scale : x * scale + hp])
-        if lr_full is not None and lr_full.shape[0] >= y + patch and lr_full.shape[1] >= x + patch:
-            lr_p = lr_full[y : y + patch, x : x + patch]
-        else:
-            lr_p = make_lr(hr_p, scale)
-        lrs.append(np.ascontiguousarray(lr_p.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0)
-        hrs.append(hr_p)
-        i += 1
-        if len(decoded) > 64:  # keep memory bounded on big folders
-            decoded.pop(next(iter(decoded)))
-    if len(lrs) < count:
-        raise DukdError(
-            f"no calibration image in {', '.join(map(str, sources))} is at least {hp}x{hp} pixels "
-            f"({patch} LR pixels at x{scale})"
-        )
-    names = ", ".join(str(s) for s in sources)
-    return CalibData(lrs, hrs, int(scale), f"{count} patches of {patch}x{patch} LR pixels from {names}")
-
-
-# --------------------------------------------------------------------------------------------------
-# scoring
-# --------------------------------------------------------------------------------------------------
-
-
-def _session(model: str | Path | bytes, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def _fit(x: np.ndarray, fixed: tuple[int, int] | None) -> np.ndarray:
-    if fixed is None:
-        return x
-    fh, fw = fixed
-    h, w = x.shape[-2:]
-    return np.pad(x, ((0, 0), (0, 0), (0, fh - h), (0, fw - w)), mode="reflect")
-
-
-def run_session(sess, lrs: Sequence[np.ndarray], scale: int, fixed=None) -> list[np.ndarray]:
-    """Outputs as the evaluator stores them: HxWx3 uint8 (clamped, x255, rounded)."""
-    name = sess.get_inputs()[0].name
-    out = []
-    for x in lrs:
-        h, w = x.shape[-2:]
-        y = sess.run(None, {name: _fit(x, fixed)})[0][0, :, : h * scale, : w * scale]
-        out.append(np.round(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0))
-    return out
-
-
-def mean_psnr_y(srs: Sequence[np.ndarray], hrs: Sequence[np.ndarray], scale: int) -> float:
-    from dukd_cli.evaluate.metrics import psnr_y
-
-    vals = [psnr_y(a, b, scale) for a, b in zip(srs, hrs, strict=True)]
-    return float(np.mean([v for v in vals if np.isfinite(v)] or [float("inf")]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,7 +145,7 @@ class _Reader:
 
     def get_next(self):
         x = next(self.it, None)
-        return None if x is None else {self.name: _fit(x, self.fixed)}
+        return None if x is None else {self.name: pad_to_fixed(x, self.fixed)}
 
     def rewind(self) -> None:
         self.it = iter(self.patches)
@@ -438,7 +304,7 @@ class _Quantizer:
         self.input_name = self.model.graph.input[0].name
         lr, hr = data.holdout
         self.hold_lr, self.hold_hr = lr, hr
-        sess = _session(fp32, threads)
+        sess = session(fp32, threads)
         self.fp32_out = run_session(sess, lr, data.scale, fixed)
         self.fp32_psnr = mean_psnr_y(self.fp32_out, hr, data.scale)
         self.n = 0
@@ -479,7 +345,7 @@ class _Quantizer:
 
     def score(self, path: Path) -> tuple[float, float]:
         """(int8 hold-out Y-PSNR vs HR, Y-PSNR vs the fp32 outputs)."""
-        outs = run_session(_session(path, self.threads), self.hold_lr, self.data.scale, self.fixed)
+        outs = run_session(session(path, self.threads), self.hold_lr, self.data.scale, self.fixed)
         return (
             mean_psnr_y(outs, self.hold_hr, self.data.scale),
             mean_psnr_y(outs, self.fp32_out, self.data.scale),
