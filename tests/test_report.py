@@ -319,3 +319,45 @@ def test_report_shows_the_precision_and_device_used_not_auto(report, runs):
     page = report.html.read_text()
     assert "fp32, channels-last False, cpu; seed 3" in page
     assert "auto, channels-last" not in page
+
+
+def test_report_shows_the_deployed_onnx_files_beside_their_run(runs, run_dukd, tmp_path):
+    """``--export DIR`` (a ``dukd export`` of a run, fp32 + int8 ONNX): rows beside that run, each
+    number the evaluator's for the file that ships, the int8 file's size on the page."""
+    pytest.importorskip("onnxruntime.quantization")
+    from dukd_cli.evaluate.protocol import evaluate
+    from dukd_cli.export.bundle import export_model
+    from dukd_cli.export.runtimes import load_onnx_runtime
+
+    kd = runs["root"] / "kd"
+    exp = tmp_path / "kd-export"
+    calib = _images(tmp_path / "calib", 3, 128, 5)
+    export_model(str(kd), exp, formats="safetensors,onnx", quantize="int8", calib=[calib], max_drop=50.0)
+    out = tmp_path / "deployed.html"
+    code, _o, err = run_dukd("report", kd, "--export", exp, "-o", out, "--device", "cpu")
+    assert code == 0, err
+    rep = json.loads(out.with_suffix(".json").read_text())
+    rows = rep["measured"]["rows"]
+    assert [r["model"] for r in rows] == ["bicubic", "kd", "kd · onnx", "kd · onnx-int8", "teacher"]
+    by = {r["model"]: r for r in rows}
+    bench = runs["bench"]
+    for rt in ("onnx", "onnx-int8"):
+        (res,) = evaluate(load_onnx_runtime(exp, rt), 2, [str(bench)], device="cpu")
+        assert by[f"kd · {rt}"]["results"]["Tiny"]["psnr"] == pytest.approx(res.psnr, abs=1e-9)
+        assert by[f"kd · {rt}"]["speed_ms"] > 0
+    # fp32 ONNX computes what the run's torch student computes; int8 is another file, a quarter the size.
+    assert by["kd · onnx"]["results"]["Tiny"]["psnr"] == pytest.approx(
+        by["kd"]["results"]["Tiny"]["psnr"], abs=0.01
+    )
+    assert by["kd · onnx-int8"]["file_bytes"] == (exp / "model.int8.onnx").stat().st_size
+    page = out.read_text()
+    assert "kd · onnx-int8" in page and "what ships" in page
+    for path, digits, text in NUM.findall(page):  # every number on the page is the JSON's
+        value = _lookup(rep, path)
+        assert text == (f"{value:,.0f}" if int(digits) == 0 else f"{value:.{int(digits)}f}"), path
+
+    code, _o, err = run_dukd("report", kd, "--export", tmp_path / "calib", "-o", tmp_path / "x.html")
+    assert (
+        code == 1 and "not a directory written by dukd export" in err and len(err.strip().splitlines()) == 1
+    )
+    assert not (tmp_path / "x.html").exists()

@@ -42,6 +42,12 @@ def report_cmd(
     title: str = typer.Option(None, "--title", help="The page's title (default: the runs' labels)."),
     note: str = typer.Option(None, "--note", help="A line shown under the title (e.g. what these runs are)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N, for the evaluation."),
+    export: list[Path] = typer.Option(
+        None,
+        "--export",
+        help="A directory written by dukd export (repeatable): its ONNX files (fp32, int8, fp16) are "
+        "evaluated through ONNX Runtime and shown beside the run they came from.",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing page (and its JSON and figures)."
     ),
@@ -61,6 +67,7 @@ def report_cmd(
         data_dir=data_dir,
         crops=crop or None,
         device=device,
+        exports=list(export) if export else None,
         title=title,
         note=note,
         overwrite=overwrite,

@@ -61,8 +61,10 @@ def make_report(
     speed: bool = True,
     progress: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    exports: list[str | os.PathLike] | None = None,
 ) -> ReportResult:
-    """Build the report of ``run_dirs`` into ``out`` (an .html path)."""
+    """Build the report of ``run_dirs`` into ``out`` (an .html path). ``exports``: directories of
+    ``dukd export`` whose ONNX files (fp32, int8, fp16) get rows beside their runs."""
     from dukd_cli import __version__
 
     figures.require_matplotlib()  # before any work: one clear line without the extra
@@ -79,7 +81,7 @@ def make_report(
         for r in runs
         if r.skipped_lines
     ]
-    measured = _measure(runs, bench, data_dir, crops, study, device, speed, say, notes)
+    measured = _measure(runs, bench, data_dir, crops, study, device, speed, say, notes, exports)
     first = runs[0]
     paper = paper_pair(first.section("teacher"), first.section("student"), first.scale)
     import torch
@@ -133,6 +135,7 @@ def _measure(
     speed: bool,
     say: Callable[[str], None],
     notes: list[str],
+    exports: list[str | os.PathLike] | None = None,
 ) -> Measured | None:
     """Evaluate the runs on the benchmark sets (given, or the runs' validation set); where nothing
     is evaluated, ``notes`` says why."""
@@ -144,15 +147,24 @@ def _measure(
         dd = data_dir
     if crops and not benches:
         raise DukdError("--crop needs a benchmark set: pass --bench NAME (and --data-dir DIR)")
+    if exports and not benches:
+        raise DukdError("--export needs a benchmark set: pass --bench NAME (and --data-dir DIR)")
 
     measured = None
     if benches and any(RunPaths(r.root).student.is_file() for r in runs):
         try:
             measured = measure(
-                runs, benches, data_dir=dd, device=device, crops=crops, speed=speed, progress=say
+                runs,
+                benches,
+                data_dir=dd,
+                device=device,
+                crops=crops,
+                speed=speed,
+                progress=say,
+                exports=exports,
             )
         except DukdError as exc:
-            if given or crops:
+            if given or crops or exports:
                 raise
             notes.append(
                 f"no benchmark evaluated: the runs' validation set ({', '.join(benches)}) was not found "

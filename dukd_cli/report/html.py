@@ -96,9 +96,14 @@ def _results_table(rep: dict[str, Any]) -> str:
     )
     body = []
     for i, r in enumerate(m["rows"]):
-        cls = {"bicubic": "ref", "teacher": "ref"}.get(r["kind"], "best")
+        cls = {"bicubic": "ref", "teacher": "ref", "deployed": "deployed"}.get(r["kind"], "best")
+        size = (
+            f" <span class='sub'>({num(r['file_mb'], 2, f'measured.rows.{i}.file_mb')} MB)</span>"
+            if r.get("file_mb")
+            else ""
+        )
         cells = [
-            f"<td>{esc(r['model'])}</td>",
+            f"<td>{esc(r['model'])}{size}</td>",
             f"<td class='n'>{num(r.get('params'), 0, f'measured.rows.{i}.params')}</td>",
         ]
         for b in benches:
@@ -115,6 +120,12 @@ def _results_table(rep: dict[str, Any]) -> str:
         for b in benches
     )
     table = "<table>" + head + "".join(body) + "</table>"
+    if any(r["kind"] == "deployed" for r in m["rows"]):
+        table += (
+            "<p class='sub'>Rows <em>LABEL · onnx / onnx-int8 / onnx-fp16</em>: the files <code>dukd "
+            "export</code> wrote (size in brackets), run by ONNX Runtime and scored by the same evaluator: "
+            "the numbers of what ships.</p>"
+        )
     paper = rep.get("paper")
     if paper:
         p_rows = []

@@ -13,7 +13,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,8 +278,12 @@ def measure(
     crops: list[str] | None = None,
     speed: bool = True,
     progress: Callable[[str], None] | None = None,
+    exports: Sequence[str | os.PathLike] | None = None,
 ) -> Measured:
-    """Evaluate bicubic, every run's student and the teacher on ``benches``; agreement, speed, crops."""
+    """Evaluate bicubic, every run's student and the teacher on ``benches``; agreement, speed, crops.
+
+    ``exports``: directories written by ``dukd export`` (of these runs): each of their ONNX files
+    (fp32, int8, fp16) is evaluated through ONNX Runtime and shown beside its run's row."""
     from dukd_cli.data.benchmarks import load_pairs
     from dukd_cli.distill.agreement import CachedReference
     from dukd_cli.evaluate.protocol import BICUBIC, resolve_benches
@@ -295,6 +299,7 @@ def measure(
     # Given crops are checked before anything is evaluated.
     pairs = {(s.name, p.name): p for s in sets for p in load_pairs(s, scale)}
     chosen = _given_crops(wanted, pairs, out.benches, scale)
+    deployed = deployed_models(exports or [], runs, scale, dev)
     teacher, t_params = _teacher(runs, dev, out)
     ref = CachedReference(teacher) if teacher is not None else None
 
@@ -317,12 +322,18 @@ def measure(
                 _evaluated_row(key, model, scale, sets, dev, saved / key, use_ref, runs, t_params)
             )
 
+        for d in deployed:
+            say(f"evaluating {d.key} on {', '.join(out.benches)}")
+            out.rows.append(_deployed_row(d, scale, sets, dev, saved / "deployed" / d.key))
+        _order_rows(out, deployed)
+
         # The fixed training patches: the same ones training logged (rebuilt from each config).
         if teacher is not None:
             _training_agreement(out, runs, students, models, teacher, scale, dev)
 
         if speed:
             timed = {k: (m.teacher if k == "teacher" else m) for k, m in models.items() if k != "bicubic"}
+            timed.update({d.key: d.model for d in deployed})
             say(f"timing {', '.join(timed)}")
             for k, ms in time_models(timed, dev).items():
                 _row(out, k)["speed_ms"] = ms
@@ -330,6 +341,91 @@ def measure(
         # Crops: given, or where the runs differ most.
         _crops(out, chosen, wanted, pairs, models, students, ref is not None, scale, saved, say)
     return out
+
+
+@dataclass
+class Deployed:
+    """One ONNX file of an exported directory, as a row: ``key`` is ``LABEL · RUNTIME``."""
+
+    key: str
+    runtime: str
+    file: Path
+    model: Upscaler
+    run: str | None  # the label of the run it was exported from, when that run is on the page
+    params: int | None
+
+
+def deployed_models(
+    exports: Sequence[str | os.PathLike], runs: list[RunData], scale: int, dev: torch.device
+) -> list[Deployed]:
+    """Every ONNX file (fp32, int8, fp16) of each exported directory, loaded in ONNX Runtime (checked
+    before anything is evaluated: an export of another scale, or with no ONNX file, is an error)."""
+    import json
+
+    from dukd_cli.export.runtimes import ONNX_RUNTIMES, load_onnx_runtime
+    from dukd_cli.rundir import EXPORT_CONFIG
+
+    by_root = {r.root.resolve(): r.label for r in runs}
+    out: list[Deployed] = []
+    for e in exports:
+        d = Path(e).expanduser()
+        if not (d / EXPORT_CONFIG).is_file():
+            raise DukdError(f"--export {e}: not a directory written by dukd export (no {EXPORT_CONFIG})")
+        try:
+            cfg = json.loads((d / EXPORT_CONFIG).read_text())
+        except (OSError, ValueError) as exc:
+            raise DukdError(f"--export {e}: cannot read {EXPORT_CONFIG}: {exc}") from None
+        run_dir = (cfg.get("provenance") or {}).get("run_dir")
+        run = by_root.get(Path(run_dir).resolve()) if isinstance(run_dir, str) else None
+        found = [(rt, d / f) for rt, (f, _how) in ONNX_RUNTIMES.items() if (d / f).is_file()]
+        if not found:
+            raise DukdError(f"--export {e} holds no ONNX file (export it with --format onnx)")
+        params = cfg.get("parameters") if isinstance(cfg.get("parameters"), int) else None
+        for rt, f in found:
+            model = load_onnx_runtime(d, rt, scale=scale, device="cuda" if dev.type == "cuda" else "cpu")
+            out.append(Deployed(f"{run or d.name} · {rt}", rt, f, model, run, params))
+    keys = [x.key for x in out]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup:
+        raise DukdError(f"--export: two exports would both be shown as '{dup}'; give each run's export once")
+    return out
+
+
+def _deployed_row(
+    d: Deployed, scale: int, sets: list[Any], dev: torch.device, save_to: Path
+) -> dict[str, Any]:
+    from dukd_cli.evaluate.protocol import evaluate
+
+    res = evaluate(d.model, scale, sets, device=dev, save_images=save_to)
+    return {
+        "model": d.key,
+        "kind": "deployed",
+        "runtime": d.runtime,
+        "run": d.run,
+        "file_bytes": d.file.stat().st_size,
+        "file_mb": d.file.stat().st_size / 1e6,
+        "results": {
+            b.bench: {"psnr": _num(b.psnr), "ssim": _num(b.ssim), "n_images": b.n_images, "agree_psnr": None}
+            for b in res
+        },
+        "params": d.params,
+        "speed_ms": None,
+        "agree_train_psnr": None,
+    }
+
+
+def _order_rows(out: Measured, deployed: list[Deployed]) -> None:
+    """Each deployed row right after its run's row (the others before the teacher's)."""
+    rows = [r for r in out.rows if r["kind"] != "deployed"]
+    extra = {d.key: next(r for r in out.rows if r["model"] == d.key) for d in deployed}
+    for d in deployed:
+        at = next((i for i, r in enumerate(rows) if r["model"] == d.run), None)
+        if at is None:
+            at = next((i for i, r in enumerate(rows) if r["kind"] == "teacher"), len(rows)) - 1
+        while at + 1 < len(rows) and rows[at + 1]["kind"] == "deployed":
+            at += 1
+        rows.insert(at + 1, extra[d.key])
+    out.rows[:] = rows
 
 
 def _given_crops(
