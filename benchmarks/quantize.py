@@ -70,8 +70,8 @@ def _shipped_student() -> str:
     return str(weight_file(STUDENT_NAME))
 
 
-# Weights are always named: export_model() builds a preset without weights from its random
-# initialisation (the command line, not the API, fills in a preset's declared weights).
+# Weights are named explicitly (a preset exports its declared weights by default; naming them
+# keeps the table from ever measuring a random initialisation again).
 MODELS = {
     "student": ("dukd-student-x4", _shipped_student(), 4),
     "imdn": ("imdn", str(SHARED / "models" / "imdn" / "IMDN_x4.pth"), 4),

@@ -352,3 +352,20 @@ def test_push_failure_is_one_line(tiny_plugin, tmp_path, monkeypatch):
     with pytest.raises(DukdError, match="401 Unauthorized") as ei:
         exp.push_to_hub(out, "me/x")
     assert "\n" not in str(ei.value)
+
+
+def test_api_export_of_a_preset_holds_its_declared_weights(tmp_path):
+    """``export_model("dukd-student-x4", ...)`` without weights exports the shipped network, as
+    ``dukd export --model dukd-student-x4`` does (it used to export a random initialisation through
+    the API: a benchmark's "shipped student" rows scored 12.4 dB)."""
+    from safetensors.torch import load_file
+
+    from dukd_cli.export.bundle import export_model
+    from zoo.shipped import STUDENT_NAME, weight_file
+
+    out = tmp_path / "student"
+    export_model(STUDENT_NAME, out, formats="safetensors")
+    shipped = load_file(str(weight_file(STUDENT_NAME)))
+    exported = load_file(str(out / "model.safetensors"))
+    assert set(exported) == set(shipped)
+    assert all(torch.equal(exported[k], shipped[k]) for k in shipped)

@@ -70,20 +70,13 @@ def export_cmd(
     options.use(options.EXPORT)  # a checkpoint that does not fit: help in this command's options
 
     if weights is None and not is_run_dir(model) and not Path(model).is_dir():
+        from dukd_cli.export.bundle import declared_weights
         from dukd_cli.models.factory import resolve_spec
 
         spec = resolve_spec(model, scale, kwargs=model_args(arg), pretrained=False)
-        from dukd_cli import registry
-
-        preset = registry.get_preset(model) if spec.preset else None
-        declared = (
-            registry.source_of(preset.weights[spec.scale])
-            if preset and preset.weights.get(spec.scale)
-            else None
-        )
-        if declared is not None and (declared.source or declared.filename):
-            weights = declared.source or declared.filename  # as resolve_spec(pretrained=True) takes it
-        elif spec.weights is None:  # a checkpoint file given as the model carries its own weights
+        # export_model() builds a preset with its declared weights; anything else without --weights
+        # (except a checkpoint file, which carries its own) is its random initialisation.
+        if declared_weights(model, scale, model_args(arg)) is None and spec.weights is None:
             warn(escape(f"no --weights for '{model}': exporting its random initialisation"))
 
     def log(message: str) -> None:

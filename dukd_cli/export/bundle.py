@@ -289,7 +289,24 @@ def _source(
             f"{model} looks like a distill run directory but has no {RUN_WEIGHTS} (did the run finish?)"
         )
     run = read_run_dir(run_dir) if run_dir is not None else None
+    if weights is None and not Path(model).is_dir():
+        weights = declared_weights(model, scale, kwargs)
     return model, scale, kwargs, weights, run
+
+
+def declared_weights(model: str, scale: int | None, kwargs: Mapping[str, Any]) -> str | None:
+    """A preset's declared weights at ``scale`` (its file, or its source as ``resolve_spec(pretrained=True)``
+    takes it), or None: an architecture, or a preset that declares none at that scale, is exported
+    from its random initialisation unless weights are given."""
+    from dukd_cli import registry
+    from dukd_cli.models.factory import resolve_spec
+
+    spec = resolve_spec(model, scale, kwargs=dict(kwargs), pretrained=False)
+    preset = registry.get_preset(model) if spec.preset else None
+    if preset is None or not preset.weights.get(spec.scale):
+        return None
+    declared = registry.source_of(preset.weights[spec.scale])
+    return (declared.source or declared.filename) or None
 
 
 def _check_destination(dest: Path, spec: ModelSpec, run: RunInfo | None, overwrite: bool) -> None:
