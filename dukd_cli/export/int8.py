@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from dukd_cli.export.calib import (
     run_session,
     session,
 )
+
+if TYPE_CHECKING:
+    import onnx
 
 INT8_FILE = "model.int8.onnx"
 DEFAULT_MAX_DROP = 0.1
@@ -139,7 +142,7 @@ def _quiet():
 
 
 class _Reader:
-    def __init__(self, name: str, patches: Sequence[np.ndarray], fixed) -> None:
+    def __init__(self, name: str, patches: Sequence[np.ndarray], fixed: tuple[int, int] | None) -> None:
         self.name, self.patches, self.fixed = name, patches, fixed
         self.it = iter(patches)
 
@@ -159,12 +162,12 @@ def require_quantization() -> None:
         raise DukdError(f"int8 quantization needs onnx and onnxruntime: {QUANTIZE_HINT}") from None
 
 
-def weighted_nodes(model) -> list[str]:
+def weighted_nodes(model: onnx.ModelProto) -> list[str]:
     """The weighted nodes' names in graph (topological) order."""
     return [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
 
 
-def weight_counts(model) -> dict[str, int]:
+def weight_counts(model: onnx.ModelProto) -> dict[str, int]:
     """Weighted node -> how many weights it multiplies by (its constant weight's size; 0 when the
     weight is computed). Time and file size grow with it."""
     sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
@@ -175,7 +178,7 @@ def weight_counts(model) -> dict[str, int]:
     }
 
 
-def sensitivity_units(model) -> list[tuple[str, list[str]]]:
+def sensitivity_units(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     """What the sensitivity pass leaves in float one at a time: each weighted node by name, the
     head and tail of the network as chains of consecutive weighted nodes, each other op type as one
     group (the QDQ quantizer quantizes every op type by default), and all of those other op types
@@ -206,7 +209,7 @@ def sensitivity_units(model) -> list[tuple[str, list[str]]]:
     return units
 
 
-def weights_to_int8(model, names: set[str]) -> int:
+def weights_to_int8(model: onnx.ModelProto, names: set[str]) -> int:
     """Store the constant weights of the weighted nodes in ``names`` as per-channel symmetric int8
     with a DequantizeLinear in front (weight-only quantization: the node computes in float, the file
     stays int8-sized). Returns how many weights were converted."""
@@ -262,7 +265,7 @@ def weights_to_int8(model, names: set[str]) -> int:
     return done
 
 
-def _output_axis(node, ndim: int) -> int:
+def _output_axis(node: onnx.NodeProto, ndim: int) -> int:
     """The weight axis of ``node``'s output channels (the per-channel quantization axis)."""
     if node.op_type == "ConvTranspose":
         return 1
@@ -274,7 +277,7 @@ def _output_axis(node, ndim: int) -> int:
     return 0
 
 
-def describe_nodes(model, names: Sequence[str]) -> str:
+def describe_nodes(model: onnx.ModelProto, names: Sequence[str]) -> str:
     """``names`` for a person: an op type whose every node is listed as ``all Add (13)``, the rest by name."""
     chosen = set(names)
     if not chosen:
@@ -295,7 +298,9 @@ def describe_nodes(model, names: Sequence[str]) -> str:
 class _Quantizer:
     """Quantizes one fp32 model again and again with cached calibration ranges and scores the results."""
 
-    def __init__(self, fp32: Path, data: CalibData, fixed, tmp: Path, threads: int | None) -> None:
+    def __init__(
+        self, fp32: Path, data: CalibData, fixed: tuple[int, int] | None, tmp: Path, threads: int | None
+    ) -> None:
         import onnx
 
         self.fp32, self.data, self.fixed, self.tmp, self.threads = fp32, data, fixed, tmp, threads
