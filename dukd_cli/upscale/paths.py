@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,15 +58,28 @@ class InputError:
     message: str
 
 
-def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[InputError]]:
-    """Expand files, folders (their image files, sorted, not recursive) and glob patterns.
+@dataclass
+class Inputs:
+    """What the command line's inputs named, looked at once: the files (deduplicated, in order), one
+    :class:`InputError` per input that named nothing usable, and whether the inputs were exactly one
+    plain file (the only case where ``-o`` may name the output file). Unpacks as ``files, errors``."""
 
-    Returns the files (deduplicated, in order) and one :class:`InputError` per input that named
-    nothing usable (missing path, empty folder, pattern without matches).
-    """
+    files: list[Path]
+    errors: list[InputError]
+    single_file: bool
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.files, self.errors))
+
+
+def collect_inputs(inputs: Iterable[str | os.PathLike]) -> Inputs:
+    """Expand files, folders (their image files, sorted, not recursive) and glob patterns, each
+    input looked at once (missing path, empty folder, pattern without matches: an error)."""
     files: list[Path] = []
     errors: list[InputError] = []
     seen: set[str] = set()
+    plain = 0  # inputs that named one existing file as such (not a folder, not a pattern)
+    inputs = list(inputs)
 
     def add(p: Path) -> None:
         key = os.path.realpath(p)
@@ -91,6 +104,7 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
                 add(c)
         elif p.exists():
             add(p)
+            plain += 1
         elif any(ch in text for ch in GLOB_CHARS):
             matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
             matches = [m for m in matches if m.is_file()]
@@ -100,7 +114,7 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
                 add(m)
         else:
             errors.append(InputError(text, f"no such file or folder: {text}"))
-    return files, errors
+    return Inputs(files, errors, single_file=len(inputs) == 1 and plain == 1 and len(files) == 1)
 
 
 def normalise_ext(ext: str | None) -> str | None:
@@ -362,19 +376,14 @@ def _plan(
 ) -> tuple[UpscaleSummary, list[Job]]:
     """Collect the inputs and plan every output; report what cannot be read, what is skipped and
     what fails already. Returns the summary and the jobs still to do."""
-    inputs = list(inputs)
-    files, in_errors = collect_inputs(inputs)
+    found = collect_inputs(inputs)
+    files, in_errors = found.files, found.errors
     summary = UpscaleSummary(input_errors=in_errors)
     for e in in_errors:
         say("error", e.message)
     scale = int(model.scale)
     label = format_factor(float(outscale) if outscale is not None else scale)
-    single = (
-        len(inputs) == 1
-        and len(files) == 1
-        and not Path(os.fspath(inputs[0])).is_dir()
-        and not any(c in os.fspath(inputs[0]) for c in GLOB_CHARS)
-    )
+    single = found.single_file
     jobs = plan_outputs(
         files, output, factor_label=label, suffix=suffix, ext=ext, overwrite=overwrite, single_input=single
     )
