@@ -1,7 +1,7 @@
 """``dukd distill``'s options have one source, :data:`dukd_cli.distill.options.TABLE` (issue 20): the
 command's parameters, the option -> configuration key map, the ``--demo`` refusal, the
-configuration overrides, the recipe fixes' flags and the options another command shares with
-``dukd distill`` (:func:`dukd_cli.commands._options.distill_options`) are all drawn from it. A Typer parameter declared anywhere else fails here."""
+configuration overrides, the recipe fixes' flags and the options ``dukd study`` shares with
+``dukd distill`` are all drawn from it. A Typer parameter declared anywhere else fails here."""
 
 from __future__ import annotations
 
@@ -169,3 +169,65 @@ def test_a_command_takes_a_table_option_only_as_the_table_types_it():
     assert base == (str | None) and sig.parameters["teacher"].default is None
     assert (info.default, *info.param_decls) == options.BY_NAME["teacher"].flags
     assert info.help == options.BY_NAME["teacher"].help + " Once."
+
+
+# ------------------------------------------------------------------------------------------------
+# dukd study: the options it shares with dukd distill are the table's
+# ------------------------------------------------------------------------------------------------
+
+#: dukd study's own options whose flag is also one of dukd distill's, and why they are not the table's.
+STUDY_OWN = {
+    "method": "a grid axis: repeatable, NAME or NAME+FEATURE",
+    "student": "a grid axis: repeatable, NAME:key=value,...",
+    "threads": "no --workers in a study (its help would name an option the study lacks)",
+    "dry_run": "prints the plan and checks every cell",
+}
+
+
+def test_study_takes_the_options_it_shares_with_distill_from_the_table():
+    by_flag = {f: o for o in TABLE for fl in o.flags for f in fl.split("/")}
+    study = [p for p in _command("study").params if p.name != "help"]
+    shared = []
+    for p in study:
+        flags = p.opts + p.secondary_opts
+        hits = {by_flag[f].name for f in flags if f in by_flag}
+        if not hits or p.name in STUDY_OWN:
+            continue
+        shared.append(p.name)
+        (name,) = hits
+        o = options.BY_NAME[name]
+        # the table's entry: its name (so its configuration key), every flag of it, its help
+        assert p.name == o.name and sorted(flags) == sorted(f for fl in o.flags for f in fl.split("/")), (
+            p.name
+        )
+        assert p.help.startswith(o.help), p.name  # then what a study adds
+        assert not o.distill_only or o.distill_only not in p.help, p.name
+        assert not p.multiple or o.many, p.name
+    assert shared == [
+        "teacher", "teacher_weights", "scale", "data", "iters", "batch_size", "patch_size", "lr",
+        "data_dir", "csd_width", "csd_vgg_weights", "device", "cache_dir",
+    ]  # fmt: skip
+    assert [p.name for p in study if p.name in STUDY_OWN] == list(STUDY_OWN)
+    flags = [f for p in study for f in p.opts + p.secondary_opts]
+    assert len(flags) == len(set(flags)), flags  # no short flag taken twice (-m, -s, -t, -d, -b)
+
+
+def test_study_dry_run_plans_with_the_shared_options(tmp_path, tiny_x2, run_dukd):
+    weights, _ = tiny_x2
+    data = tmp_path / "photos"
+    data.mkdir()
+    root = tmp_path / "study"
+    code, out, err = run_dukd(
+        "study", root, "-m", "kd", "-s", "edsr:n_feats=8,n_resblocks=1", "-t", "tiny",
+        "--teacher-weights", weights, "--scale", "2", "-d", data, "--iters", "3", "--batch-size", "2",
+        "--patch-size", "8", "--lr", "0.001", "--seeds", "0", "--data-dir", tmp_path, "--csd-width", "0.5",
+        "--device", "cpu", "--cache-dir", tmp_path / "cache", "--dry-run",
+    )  # fmt: skip
+    assert code == 0, out + err
+    assert f"teacher: tiny (weights {weights.resolve()})" in out
+    assert f"data: {data.resolve()}" in out
+    assert "training: iters 3, batch_size 2, patch_size 8, lr 0.001" in out
+    assert f"evaluated on: set5 in {tmp_path.resolve()}" in out
+    assert "csd: {'width': 0.5}" in out and "x2" in out
+    assert "edsr-n_feats8-n_resblocks1/kd/seed0: to run" in out and "1 cells" in out
+    assert not root.exists()
