@@ -8,14 +8,15 @@ from __future__ import annotations
 import inspect
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from dukd_cli.commands._common import console, warn
-from dukd_cli.distill.options import TABLE, Opt
+from dukd_cli.commands._options import table_parameter
+from dukd_cli.distill.options import TABLE
 from dukd_cli.errors import DukdError
 
 if TYPE_CHECKING:  # torch-heavy: for the annotations only
@@ -118,20 +119,9 @@ def _values(opts: dict[str, Any]) -> dict[str, Any]:
     return {o.name: opts.get(o.name, o.default) for o in TABLE}
 
 
-def _parameter(o: Opt) -> inspect.Parameter:
-    """The Typer parameter of a table entry: ``name: Annotated[type, typer.Option(*flags, help=...)] = default``."""
-    kind: Any = list[o.type] if o.many else o.type
-    return inspect.Parameter(
-        o.name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=o.default,
-        annotation=Annotated[kind, typer.Option(*o.flags, help=o.help)],
-    )
-
-
 # Typer reads the parameters from the signature: the table's, in its order.
 distill_cmd.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [_parameter(o) for o in TABLE], return_annotation=None
+    [table_parameter(o, o.distill_help, o.default) for o in TABLE], return_annotation=None
 )
 
 

@@ -4,58 +4,90 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from dukd_cli.commands._common import console
-from dukd_cli.commands._options import Device
+from dukd_cli.commands._options import distill_options
 from dukd_cli.errors import DukdError
 
+#: What a study adds to the help of a training option it shares with ``dukd distill``.
+PER_CELL = "Per cell; --preset may set another default."
 
+
+# The options a study shares with dukd distill are dukd distill's (dukd_cli.distill.options.TABLE: flags
+# and help, then what a study adds); the command declares their types and defaults, and its own options.
+@distill_options(
+    teacher="One teacher for every cell (default: the preset's).",
+    teacher_weights="",
+    scale="Default: the preset's.",
+    data="Default: the preset's, else 'builtin'.",
+    iters=PER_CELL,
+    batch_size=PER_CELL,
+    patch_size=PER_CELL,
+    lr=PER_CELL,
+    data_dir="For --bench; --preset may set another default.",
+    csd_width="",
+    csd_vgg_weights="",
+    device="",
+    cache_dir="",
+)
 def study_cmd(
-    out: Path = typer.Argument(..., metavar="STUDY_DIR", help="The study folder (created, or continued)."),
-    preset: str = typer.Option(
-        None,
-        "--preset",
-        help="paper-table2 (the paper's EDSR x4 setting: EDSR-L teacher, EDSR-S student, DIV2K, 250k "
-        "iterations, 3 seeds) or cpu-short (IMDN x4 teacher, EDSR 32x4 student, the 291 images, short runs).",
-    ),
-    method: list[str] = typer.Option(
-        None,
-        "--method",
-        "-m",
-        help="A method of the grid (repeatable): a registry name (scratch, kd, dukd, fakd, csd, ...) or "
-        "NAME+FEATURE for --method NAME --feature-loss FEATURE (e.g. dukd+at). Default: the preset's.",
-    ),
-    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the preset's)."),
-    student: list[str] = typer.Option(
-        None,
-        "--student",
-        "-s",
-        help="A student of the grid (repeatable): NAME or NAME:key=value,... (e.g. edsr:n_feats=32,n_resblocks=4).",
-    ),
-    teacher: str = typer.Option(None, "--teacher", "-t", help="The teacher (default: the preset's)."),
-    teacher_weights: str = typer.Option(None, "--teacher-weights", help="The teacher's weights."),
-    scale: int = typer.Option(None, "--scale", help="Upscaling factor (default: the preset's)."),
-    data: list[str] = typer.Option(None, "--data", "-d", help="Training data (repeatable)."),
-    iters: int = typer.Option(None, "--iters", help="Iterations per cell."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Patches per iteration."),
-    patch_size: int = typer.Option(None, "--patch-size", help="LR patch side in pixels."),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate."),
-    bench: str = typer.Option(None, "--bench", "-b", help="Comma-separated sets each cell is evaluated on."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Folder holding the benchmark sets."),
-    csd_width: float = typer.Option(None, "--csd-width", help="csd cells: the student's channel fraction."),
-    csd_vgg_weights: str = typer.Option(None, "--csd-vgg-weights", help="csd cells: VGG-19 weights file."),
-    device: Device = "auto",
-    cache_dir: str = typer.Option(None, "--cache-dir", help="Cache of decoded training images."),
-    threads: int = typer.Option(
-        None, "--threads", help="CPU threads (default: the cores this process may use)."
-    ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the plan and check every cell; train nothing."
-    ),
+    out: Annotated[
+        Path, typer.Argument(metavar="STUDY_DIR", help="The study folder (created, or continued).")
+    ],
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="paper-table2 (the paper's EDSR x4 setting: EDSR-L teacher, EDSR-S student, DIV2K, 250k "
+            "iterations, 3 seeds) or cpu-short (IMDN x4 teacher, EDSR 32x4 student, the 291 images, short runs).",
+        ),
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method",
+            "-m",
+            help="A method of the grid (repeatable): a registry name (scratch, kd, dukd, fakd, csd, ...) or "
+            "NAME+FEATURE for --method NAME --feature-loss FEATURE (e.g. dukd+at). Default: the preset's.",
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="Comma-separated seeds (default: the preset's).")
+    ] = None,
+    student: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--student",
+            "-s",
+            help="A student of the grid (repeatable): NAME or NAME:key=value,... (e.g. edsr:n_feats=32,n_resblocks=4).",
+        ),
+    ] = None,
+    teacher: str | None = None,
+    teacher_weights: str | None = None,
+    scale: int | None = None,
+    data: list[str] | None = None,
+    iters: int | None = None,
+    batch_size: int | None = None,
+    patch_size: int | None = None,
+    lr: float | None = None,
+    bench: Annotated[
+        str | None, typer.Option("--bench", "-b", help="Comma-separated sets each cell is evaluated on.")
+    ] = None,
+    data_dir: str | None = None,
+    csd_width: float | None = None,
+    csd_vgg_weights: str | None = None,
+    device: str | None = None,
+    cache_dir: str | None = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads (default: the cores this process may use).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and check every cell; train nothing.")
+    ] = False,
 ) -> None:
     """Run a grid of methods x seeds (x students) on one teacher and data; write STUDY_DIR/study.md and
     study-table.json (Table 2's shape: mean ± std over seeds, the paired DUKD - KD difference per seed).
@@ -69,6 +101,7 @@ def study_cmd(
     from dukd_cli.study.grid import build_plan, describe_plan, load_plan
     from dukd_cli.study.runner import run_study
 
+    device = device or "auto"
     budget = threads_mod.apply(threads_mod.plan(threads, workers=0))
     if budget.note:
         console.print(f"[yellow]note:[/] {budget.note}")

@@ -3,8 +3,11 @@ key it sets, and whether ``--demo`` takes it.
 
 Everything else is derived from :data:`TABLE`: the command's parameters (``dukd_cli.commands.distill``
 builds its Typer signature from it), :data:`dukd_cli.distill.validate.KEYMAP` (option -> key, and
-so the option named in messages), the ``--demo`` refusal and the configuration overrides
-(:func:`to_overrides`). Adding an option is one :class:`Opt` here (plus the configuration field,
+so the option named in messages), the ``--demo`` refusal, the configuration overrides
+(:func:`to_overrides`), the flags ``--dry-run`` names for the recipe's fixes
+(``dukd_cli.distill.recipes``) and the options ``dukd study`` shares with ``dukd distill``
+(``dukd_cli.commands.study`` takes them from here, with :attr:`Opt.help` and without
+:attr:`Opt.distill_only`). Adding an option is one :class:`Opt` here (plus the configuration field,
 when it is a new one). No Typer here: the library stays importable without the CLI.
 """
 
@@ -25,13 +28,20 @@ class Opt:
 
     name: str  #: the Python parameter name (``teacher_weights``)
     flags: tuple[str, ...]  #: as Typer takes them: ``("--teacher", "-t")``, ``("--zoom-out/--no-zoom-out",)``
-    help: str
+    help: str  #: what the option means in every command that takes it (``dukd study`` takes some)
     type: type = str  #: str, int, float, bool or Path
     key: str | None = None  #: the configuration key it sets (None: it sets none, or several: see ``kind``)
     kind: str = ""  #: how the value becomes configuration ("" = as given; see :data:`_CONVERT`)
     many: bool = False  #: repeatable (a list)
     default: Any = None  #: None: not given (the configuration's value applies)
     demo: bool = False  #: ``--demo`` takes it (every other option given with --demo is refused)
+    #: what holds for ``dukd distill``'s own run only (several teachers, --resume, torchrun), after ``help``
+    distill_only: str = ""
+
+    @property
+    def distill_help(self) -> str:
+        """The help ``dukd distill`` shows: :attr:`help`, then :attr:`distill_only`."""
+        return f"{self.help} {self.distill_only}" if self.distill_only else self.help
 
     @property
     def flag(self) -> str:
@@ -63,11 +73,11 @@ TABLE: tuple[Opt, ...] = (
     # the teacher(s): the three together become teacher.* and teacher.extra (kind "teacher")
     Opt("teacher", ("--teacher", "-t"), many=True, key="teacher.name", kind="teacher",
         help="Teacher: preset, architecture, exported model or run directory, or a checkpoint file of any "
-        "architecture the zoo or spandrel detects (e.g. RRDB_x4.pth). Repeatable (kd, dukd): several "
-        "teachers combined by --teacher-mix."),
+        "architecture the zoo or spandrel detects (e.g. RRDB_x4.pth).",
+        distill_only="Repeatable (kd, dukd): several teachers combined by --teacher-mix."),
     Opt("teacher_weights", ("--teacher-weights",), many=True, key="teacher.weights", kind="teacher",
-        help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source. "
-        "With several --teacher: once per teacher, in order ('-' keeps that teacher's default)."),
+        help="Teacher weights: file, hf://OWNER/REPO/FILE@REV, or preset. Default: the preset's declared source.",
+        distill_only="With several --teacher: once per teacher, in order ('-' keeps that teacher's default)."),
     Opt("teacher_arg", ("--teacher-arg",), many=True, key="teacher.args", kind="teacher",
         help="Teacher constructor argument key=value (repeatable); N:key=value for the N-th --teacher."),
     Opt("teacher_mix", ("--teacher-mix",), key="teacher.mix",
@@ -131,10 +141,11 @@ TABLE: tuple[Opt, ...] = (
         help="Any method option key=value (repeatable), e.g. max_side=48 for fakd."),
     # data and training
     Opt("data", ("--data", "-d"), many=True, key="data.paths", kind="paths",
-        help="Training data (repeatable): 'div2k' (DIV2K's 800 images, fetched once; the default with a teacher), "
-        "HR folder, DIV2K folder, HR/+LR/ folder, or 'builtin' (scikit-image's photos)."),
+        help="Training data (repeatable): 'div2k' (DIV2K's 800 images, fetched once), HR folder, DIV2K folder, "
+        "HR/+LR/ folder, or 'builtin' (scikit-image's photos).",
+        distill_only="Default with a teacher: 'div2k'."),
     Opt("iters", ("--iters",), type=int, key="train.iters", demo=True,
-        help="Total iterations (default 250000). On --resume it may be raised."),
+        help="Total iterations (default 250000).", distill_only="On --resume it may be raised."),
     Opt("batch_size", ("--batch-size",), type=int, key="train.batch_size", demo=True,
         help="Patches per iteration per process (default 16)."),
     Opt("patch_size", ("--patch-size",), type=int, key="train.patch_size",
@@ -172,7 +183,8 @@ TABLE: tuple[Opt, ...] = (
     Opt("data_dir", ("--data-dir",), key="val.data_dir", kind="path", demo=True,
         help="Folder holding the benchmark sets (default: $DUKD_DATA, then the cache)."),
     Opt("device", ("--device",), key="train.device", demo=True,
-        help="auto, cpu, cuda, cuda:N (default auto). Under torchrun each rank uses cuda:LOCAL_RANK."),
+        help="auto, cpu, cuda, cuda:N (default auto).",
+        distill_only="Under torchrun each rank uses cuda:LOCAL_RANK."),
     Opt("workers", ("--workers",), type=int, key="data.workers", demo=True,
         help="Data worker processes (default 0 on the CPU, min(8, cores/2) on CUDA)."),
     Opt("threads", ("--threads",), type=int, demo=True,
@@ -202,6 +214,8 @@ TABLE: tuple[Opt, ...] = (
 )  # fmt: skip
 
 BY_NAME: dict[str, Opt] = {o.name: o for o in TABLE}
+#: The option that sets each configuration key (``dukd_cli.distill.recipes`` names its fixes' flags so).
+BY_KEY: dict[str, Opt] = {o.key: o for o in TABLE if o.key is not None}
 
 #: Options the demo takes that are not configuration of its run (the command handles them itself).
 _DEMO_OWN = ("out", "data_dir", "threads", "demo")

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dukd_cli.distill.options import BY_KEY
 from dukd_cli.errors import DukdError
 
 if TYPE_CHECKING:
@@ -45,9 +46,14 @@ class Fix:
     key: str  # dotted configuration key
     on: Any  # the value under the dukd recipe
     off: Any  # the released value (the authors recipe)
-    flag: str  # the command-line option that sets the key
     what: str  # what the fix does
     released: str  # what the released code does instead
+
+    @property
+    def flag(self) -> str:
+        """The command-line option that sets :attr:`key`, as ``dukd distill``'s option table declares it
+        (``--true-inverse/--no-true-inverse``)."""
+        return BY_KEY[self.key].flags[0]
 
     @property
     def method_scoped(self) -> bool:
@@ -64,7 +70,6 @@ FIXES: tuple[Fix, ...] = (
         "method.true_inverse",
         True,
         False,
-        "--true-inverse/--no-true-inverse",
         "D^-1 applies the true inverse of each operation in reverse order",
         "re-applies the same operations in the same order (a transpose with one flip becomes a 180-degree "
         "rotation: the target of ~13% of zoom-in samples at p 0.3 is misaligned)",
@@ -74,7 +79,6 @@ FIXES: tuple[Fix, ...] = (
         "train.eval_teacher",
         True,
         False,
-        "--eval-teacher/--no-eval-teacher",
         "the teacher runs in eval mode (deterministic labels)",
         "keeps the teacher in train mode (a SwinIR teacher's drop-path stays active: random labels)",
     ),
@@ -83,7 +87,6 @@ FIXES: tuple[Fix, ...] = (
         "method.clamp_zoom_out",
         True,
         False,
-        "--clamp-zoom-out/--no-clamp-zoom-out",
         "the zoom-out input is clamped to [0, 1] like every real input",
         "keeps the bicubic overshoot (values below 0 and above 1)",
     ),
@@ -92,7 +95,6 @@ FIXES: tuple[Fix, ...] = (
         "train.ema_warmup",
         True,
         False,
-        "--ema-warmup/--no-ema-warmup",
         "EMA decay min(d, (1 + t) / (10 + t)): a short run is not dominated by the initial weights",
         "uses the constant decay 0.999 from the first iteration",
     ),
@@ -101,7 +103,6 @@ FIXES: tuple[Fix, ...] = (
         "train.precision",
         "auto",
         "fp32",
-        "--precision",
         "bf16 autocast on CUDA (precision auto; fp32 on the CPU)",
         "trains in fp32",
     ),
@@ -110,7 +111,6 @@ FIXES: tuple[Fix, ...] = (
         "method.feature_grad",
         True,
         False,
-        "--feature-grad/--no-feature-grad",
         "the feature term's gradient reaches the student (fakd, fitnet, at, fsp, dukd --feature-loss)",
         "sums the feature losses through torch.tensor([...]), which drops their gradient: the term is "
         "logged but trains nothing (its FAKD trains like KD)",
