@@ -1,6 +1,7 @@
 """Deployable artifacts: safetensors + config and the Hub push (``bundle``), the model card
 (``card``), what ``config.json`` records of the weights and the distill run (``provenance``), ONNX
-with its parity check and ONNX Runtime model (``onnx``), fp16 and int8 ONNX (``fp16``, ``int8``),
+with its parity check and ONNX Runtime model (``onnx``), fp16 and int8 ONNX (``fp16``, ``int8``;
+the int8 calibration patches and hold-out scoring in ``calib``),
 spandrel's layout (``spandrel``), the ONNX runtimes of ``--runtime`` (``runtimes``).
 
 May import: ``dukd_cli.models``, ``dukd_cli.upscale``, ``dukd_cli.evaluate``, ``dukd_cli.rundir``,
