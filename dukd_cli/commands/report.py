@@ -45,6 +45,7 @@ def report_cmd(
     export: list[Path] = typer.Option(
         None,
         "--export",
+        metavar="DIR",
         help="A directory written by dukd export (repeatable): its ONNX files (fp32, int8, fp16) are "
         "evaluated through ONNX Runtime and shown beside the run they came from.",
     ),
