@@ -14,6 +14,7 @@ figure is the median over rounds of the mean seconds per image, with ``--threads
 
     python benchmarks/quantize.py --calib ../shared/data/train/bsd200        # student + IMDN x4
     python benchmarks/quantize.py --models imdn --sets set5,set14 --rounds 5
+    python benchmarks/quantize.py --models imdn --qat imdn=runs/imdn-qat   # + rows after QAT
 """
 
 from __future__ import annotations
@@ -78,10 +79,16 @@ MODELS = {
 }
 
 
-def export_dir(label: str, work: Path, calib: list[str], max_drop: float, log) -> Path:
+def export_dir(
+    label: str, work: Path, calib: list[str], max_drop: float, log, run_dir: str | None = None
+) -> Path:
+    """``work/LABEL``: MODELS[label] exported (fp32 + int8); with ``run_dir`` (a QAT run of that
+    network), ``work/LABEL-qat``: the run's student exported the same way."""
     from dukd_cli.export.bundle import export_model
 
     model, weights, scale = MODELS[label]
+    if run_dir is not None:
+        model, weights, scale, label = run_dir, None, None, f"{label}-qat"
     out = work / label
     if (out / "model.int8.onnx").is_file():
         log(f"{label}: reusing {out}")
@@ -142,6 +149,14 @@ def main(argv=None) -> int:
         "--calib", default=str(SHARED / "data" / "train" / "bsd200"), help="HR images to calibrate on"
     )
     ap.add_argument("--max-drop", type=float, default=0.1)
+    ap.add_argument(
+        "--qat",
+        action="append",
+        default=[],
+        metavar="LABEL=RUN_DIR",
+        help="a `dukd distill --quantize int8` run of LABEL's network: its fp32 and int8 exports are "
+        "two more rows of LABEL (repeatable)",
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "quantize-exports"))
@@ -167,16 +182,22 @@ def main(argv=None) -> int:
         f"{args.time_sets} LR images",
         "models": {},
     }
+    qat = dict(q.split("=", 1) for q in args.qat)
     for label in [m for m in args.models.split(",") if m]:
         d = export_dir(label, work, [args.calib], args.max_drop, log)
         cfg = json.loads((d / "config.json").read_text())
         scale = int(cfg["scale"])
         loaded = {n: loader(d) for n, (loader, _f) in VARIANTS.items() if (d / VARIANTS[n][1]).is_file()}
+        files = {n: d / VARIANTS[n][1] for n in loaded}
+        if label in qat:  # the same network after teacher-guided QAT, exported the same way
+            qd = export_dir(label, work, [args.calib], args.max_drop, log, run_dir=qat[label])
+            for n, f in (("fp32 ORT after QAT", "model.onnx"), ("int8 after QAT", "model.int8.onnx")):
+                loaded[n], files[n] = _onnx(f)(qd), qd / f
         rows: dict[str, dict] = {}
         for n, m in loaded.items():
             res = evaluate(m, scale, sets, data_dir=args.data_dir, device="cpu")
             rows[n] = {
-                "bytes": (d / VARIANTS[n][1]).stat().st_size,
+                "bytes": files[n].stat().st_size,
                 "scores": {r.bench: {"psnr": round(r.psnr, 4), "ssim": round(r.ssim, 5)} for r in res},
             }
             log(f"{label} {n}: " + ", ".join(f"{r.bench} {r.psnr:.3f}/{r.ssim:.4f}" for r in res))
