@@ -369,3 +369,27 @@ def test_api_export_of_a_preset_holds_its_declared_weights(tmp_path):
     exported = load_file(str(out / "model.safetensors"))
     assert set(exported) == set(shipped)
     assert all(torch.equal(exported[k], shipped[k]) for k in shipped)
+
+
+def test_cli_export_warns_only_when_it_exports_random_weights(tiny_plugin, tmp_path, run_dukd):
+    """Through the installed script: a preset exports its shipped weights without a warning; an
+    architecture without --weights exports its random initialisation and says so in one line."""
+    from safetensors.torch import load_file
+
+    from zoo.shipped import STUDENT_NAME, weight_file
+
+    code, _o, err = run_dukd(
+        "export", "--model", STUDENT_NAME, "--format", "safetensors", "-o", tmp_path / "s"
+    )
+    assert code == 0, err
+    assert "random initialisation" not in err
+    shipped = load_file(str(weight_file(STUDENT_NAME)))
+    exported = load_file(str(tmp_path / "s" / "model.safetensors"))
+    assert all(torch.equal(exported[k], shipped[k]) for k in shipped)
+
+    code, _o, err = run_dukd(
+        "export", "--model", "tiny", "--scale", "2", "--format", "safetensors", "-o", tmp_path / "t"
+    )
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "random initialisation" in line]
+    assert len(warned) == 1 and "no --weights for 'tiny'" in warned[0]

@@ -63,21 +63,11 @@ def export_cmd(
     private: bool = typer.Option(False, "--private", help="Create the Hub repo as private."),
 ) -> None:
     """Export a model: model.safetensors, config.json, model.onnx (checked against PyTorch) and a README model card."""
-    from dukd_cli.export.bundle import export_model, is_run_dir
+    from dukd_cli.export.bundle import export_model
     from dukd_cli.export.bundle import push_to_hub as push
     from dukd_cli.models import options
 
     options.use(options.EXPORT)  # a checkpoint that does not fit: help in this command's options
-
-    if weights is None and not is_run_dir(model) and not Path(model).is_dir():
-        from dukd_cli.export.bundle import declared_weights
-        from dukd_cli.models.factory import resolve_spec
-
-        spec = resolve_spec(model, scale, kwargs=model_args(arg), pretrained=False)
-        # export_model() builds a preset with its declared weights; anything else without --weights
-        # (except a checkpoint file, which carries its own) is its random initialisation.
-        if declared_weights(model, scale, model_args(arg)) is None and spec.weights is None:
-            warn(escape(f"no --weights for '{model}': exporting its random initialisation"))
 
     def log(message: str) -> None:
         if message.startswith("ONNX: height/width"):
@@ -102,6 +92,10 @@ def export_cmd(
         calib_count=calib_count,
         max_drop=max_drop,
     )
+    if (result.config.get("provenance") or {}).get("weights") is None:
+        # export_model() gives a preset its declared weights; anything else without --weights is its
+        # random initialisation (a checkpoint file given as the model carries its own).
+        warn(escape(f"no --weights for '{model}': exported its random initialisation"))
     onnx = result.onnx
     line = f"exported {result.config['architecture']} x{result.config['scale']} to {result.directory}: {', '.join(result.files)}"
     console.print(line, highlight=False, soft_wrap=True)
