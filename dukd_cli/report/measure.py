@@ -397,13 +397,14 @@ def _deployed_row(
     from dukd_cli.evaluate.protocol import evaluate
 
     res = evaluate(d.model, scale, sets, device=dev, save_images=save_to)
+    size = d.file.stat().st_size
     return {
         "model": d.key,
         "kind": "deployed",
         "runtime": d.runtime,
         "run": d.run,
-        "file_bytes": d.file.stat().st_size,
-        "file_mb": d.file.stat().st_size / 1e6,
+        "file_bytes": size,
+        "file_mb": size / 1e6,
         "results": {
             b.bench: {"psnr": _num(b.psnr), "ssim": _num(b.ssim), "n_images": b.n_images, "agree_psnr": None}
             for b in res
