@@ -344,13 +344,59 @@ def test_nodes_left_in_float_keep_int8_weights(wide_tiny, tmp_path):
     model = onnx.load(str(tmp_path / "float.onnx"))
     onnx.checker.check_model(model)
     inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:
         if node.name in every:
-            dq = next(n for n in model.graph.node if n.output[0] == node.input[1])
-            assert dq.op_type == "DequantizeLinear"
-            assert inits[dq.input[0]].data_type == onnx.TensorProto.INT8
+            mul = producer[node.input[1]]  # weight = Cast(int8) * per-channel scale
+            assert mul.op_type == "Mul"
+            cast = producer[mul.input[0]]
+            assert cast.op_type == "Cast" and inits[cast.input[0]].data_type == onnx.TensorProto.INT8
+            assert mul.input[1] in inits
             assert node.input[0] not in {
                 n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"
             }
+    # ONNX Runtime folds Cast + Mul into a float constant when it loads the file (a DequantizeLinear
+    # there would stay and keep the conv off the fp32 kernels): no Cast, no Mul left in its graph
+    # (this network has no Mul of its own).
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    ort.InferenceSession(str(tmp_path / "float.onnx"), opts, providers=["CPUExecutionProvider"])
+    loaded = {n.op_type for n in onnx.load(str(tmp_path / "loaded.onnx")).graph.node}
+    assert "Cast" not in loaded and "Mul" not in loaded
     outs = run_session(ort.InferenceSession(str(tmp_path / "float.onnx")), lrs, 2)
     assert mean_psnr_y(outs, fp32_out, 2) > 40.0
+
+
+def test_channel_attention_convs_on_pooled_tensors_stay_float(tmp_path):
+    """IMDN's squeeze/excite convolutions run on one pixel per image: int8 there saves no time, so
+    they are left in float before any measuring, and the written file computes them in float."""
+    from dukd_cli.export.bundle import export_model
+    from dukd_cli.export.calib import CalibData, run_session
+    from dukd_cli.export.int8 import pooled_weighted_nodes, quantize_int8
+
+    torch.manual_seed(0)
+    out = tmp_path / "imdn"
+    export_model("imdn", out, scale=2, kwargs={"n_feats": 32, "n_blocks": 2})
+    fm = onnx.load(str(out / "model.onnx"))
+    inits = {i.name: list(i.dims) for i in fm.graph.initializer}
+    convs = {n.name: inits[n.input[1]] for n in fm.graph.node if n.op_type == "Conv"}
+    # the attention's convs: 1x1, 32 -> 2 (squeeze) and 2 -> 32 (excite), one pair per block
+    attention = sorted(n for n, d in convs.items() if d[2:] == [1, 1] and 2 in d[:2])
+    assert len(attention) == 4
+    assert sorted(pooled_weighted_nodes(fm)) == attention
+    rng = np.random.default_rng(0)
+    lrs = [rng.random((1, 3, 20, 20), dtype=np.float32) for _ in range(6)]
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    data = CalibData(lrs, run_session(sess, lrs, 2), 2, "self-labelled")
+    dst = tmp_path / "q.onnx"
+    report = quantize_int8(
+        out / "model.onnx", dst, data, max_drop=float("inf"), methods=("minmax",), sensitivity=False
+    )
+    assert set(attention) <= set(report.nodes_to_exclude)
+    qm = onnx.load(str(dst))
+    producer = {o: n.op_type for n in qm.graph.node for o in n.output}
+    for node in qm.graph.node:
+        if node.name in attention:
+            assert producer[node.input[1]] == "Mul"  # float weights (int8-stored): a float conv
+        elif node.op_type == "Conv":
+            assert producer[node.input[1]] == "DequantizeLinear"  # the others are int8

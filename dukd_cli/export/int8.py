@@ -6,6 +6,8 @@ calibration patches cut from HR training images (the run's ``[data]`` or ``--cal
 
 1. Calibration patches and a hold-out that never calibrates anything (:mod:`dukd_cli.export.calib`).
    The input tensor's range is fixed to [0, 1] (an 8-bit image is then represented exactly).
+   The quantizer reads a copy whose convolution weights are already rounded to its int8 grid, their
+   biases corrected for the rounding's mean error (:mod:`dukd_cli.export.int8_weights`).
 2. Calibration method: MinMax, Percentile and Entropy are each tried with every quantizable node in
    int8; the one whose int8 model loses least Y-PSNR (vs HR, as ``dukd evaluate`` scores) on the
    hold-out is kept.
@@ -18,8 +20,9 @@ calibration patches cut from HR training images (the run's ``[data]`` or ``--cal
    ``TARGET_FRACTION`` of the allowed drop (margin for images the hold-out does not hold: a
    benchmark whose fp32 error is smaller loses more dB for the same noise) or the float weighted
    nodes would hold more than ``MAX_FLOAT_FRACTION`` of the weights (time grows with them).
-   A weighted node left in float keeps its weights in int8 (a per-channel DequantizeLinear in front:
-   weight-only quantization), so the file stays int8-sized; it computes in float.
+   A weighted node left in float keeps its weights in int8 (dequantized by a constant Cast and Mul
+   that ONNX Runtime folds at load: weight-only quantization), so the file stays int8-sized; it
+   computes in float.
 4. The chosen file is checked (QDQ nodes present, loads in ONNX Runtime, smaller than fp32) and its
    hold-out loss compared with ``max_drop``: above it, :class:`DukdError` and nothing is written.
 """
@@ -46,6 +49,7 @@ from dukd_cli.export.calib import (
     run_session,
     session,
 )
+from dukd_cli.export.int8_weights import WEIGHTED_OPS, round_and_correct, weights_to_int8
 
 if TYPE_CHECKING:
     import onnx
@@ -58,7 +62,6 @@ TARGET_FRACTION = (
 MAX_FLOAT_FRACTION = 0.25
 MIN_GAIN_DB = 0.01  # a float node costs speed and size: below this it buys no quality worth having
 METHODS = ("minmax", "percentile", "entropy")
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 NEVER_QUANTIZED = ("Cast", "QuantizeLinear", "DequantizeLinear", "Shape", "Constant")
 HEAD_CHAINS = (1, 2)  # the first k weighted nodes in float together
 TAIL_CHAINS = (1, 2, 3, 4, 6, 8)  # the last k
@@ -105,7 +108,7 @@ class Int8Report:
             "file": INT8_FILE,
             "tool": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
             "format": "QDQ",
-            "weights": "int8, per channel",
+            "weights": "int8, per channel (symmetric); convolution biases corrected for the rounding",
             "activations": "uint8, per tensor",
             "calibration_method": self.method,
             "calibration": self.calibration,
@@ -113,7 +116,7 @@ class Int8Report:
             "holdout_patches": self.n_holdout,
             "nodes_to_exclude": list(self.nodes_to_exclude),
             "left_in_float": self.left_in_float or "nothing (every node in int8)",
-            "float_weighted_nodes": "compute in float from int8 weights (weight-only DequantizeLinear)",
+            "float_weighted_nodes": "compute in float from int8 weights (Cast + Mul, folded at load)",
             "holdout_psnr_fp32": round(self.fp32_psnr, 4),
             "holdout_psnr_int8": round(self.int8_psnr, 4),
             "holdout_drop_db": round(self.drop, 4),
@@ -167,6 +170,24 @@ def weighted_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS]
 
 
+def pooled_weighted_nodes(model: onnx.ModelProto) -> list[str]:
+    """Weighted nodes whose input is known (by ONNX shape inference) to be 1x1 in space, such as
+    the squeeze and excite convolutions of channel attention after a global pool: int8 would save
+    them no time worth having (one pixel per image) and can only add error, so they stay float."""
+    import onnx
+
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # shapes are a help here, not a requirement
+        return []
+    pooled = set()
+    for v in list(g.value_info) + list(g.input):
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) >= 3 and all(d.HasField("dim_value") and d.dim_value == 1 for d in dims[2:]):
+            pooled.add(v.name)
+    return [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.input[0] in pooled]
+
+
 def weight_counts(model: onnx.ModelProto) -> dict[str, int]:
     """Weighted node -> how many weights it multiplies by (its constant weight's size; 0 when the
     weight is computed). Time and file size grow with it."""
@@ -209,74 +230,6 @@ def sensitivity_units(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     return units
 
 
-def weights_to_int8(model: onnx.ModelProto, names: set[str]) -> int:
-    """Store the constant weights of the weighted nodes in ``names`` as per-channel symmetric int8
-    with a DequantizeLinear in front (weight-only quantization: the node computes in float, the file
-    stays int8-sized). Returns how many weights were converted."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            readers[i] = readers.get(i, 0) + 1
-    added = []
-    done = 0
-    for node in model.graph.node:
-        if node.name not in names or node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
-            continue
-        wname = node.input[1]
-        if wname not in inits or readers.get(wname, 0) != 1:
-            continue
-        w = numpy_helper.to_array(inits[wname]).astype(np.float32)
-        if w.ndim < 2:
-            continue
-        axis = _output_axis(node, w.ndim)
-        keep = [1] * w.ndim
-        keep[axis] = -1
-        amax = np.abs(w).max(axis=tuple(d for d in range(w.ndim) if d != axis))
-        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-        q = np.clip(np.round(w / scale.reshape(keep)), -127, 127).astype(np.int8)
-        model.graph.initializer.remove(inits[wname])
-        model.graph.initializer.extend(
-            [
-                numpy_helper.from_array(q, f"{wname}_int8"),
-                numpy_helper.from_array(scale, f"{wname}_int8_scale"),
-                numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{wname}_int8_zero"),
-            ]
-        )
-        added.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{wname}_int8", f"{wname}_int8_scale", f"{wname}_int8_zero"],
-                [f"{wname}_dequantized"],
-                name=f"{wname}_weight_DequantizeLinear",
-                axis=axis,
-            )
-        )
-        node.input[1] = f"{wname}_dequantized"
-        done += 1
-    if added:  # constants only in, so first is a topological place
-        nodes = added + list(model.graph.node)
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-        onnx.checker.check_model(model)
-    return done
-
-
-def _output_axis(node: onnx.NodeProto, ndim: int) -> int:
-    """The weight axis of ``node``'s output channels (the per-channel quantization axis)."""
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    if node.op_type == "MatMul":
-        return ndim - 1
-    return 0
-
-
 def describe_nodes(model: onnx.ModelProto, names: Sequence[str]) -> str:
     """``names`` for a person: an op type whose every node is listed as ``all Add (13)``, the rest by name."""
     chosen = set(names)
@@ -305,6 +258,13 @@ class _Quantizer:
 
         self.fp32, self.data, self.fixed, self.tmp, self.threads = fp32, data, fixed, tmp, threads
         self.model = onnx.load(str(fp32))
+        # What the quantizer reads: the network with its convolutions' weights on the int8 grid and
+        # their biases corrected (the fp32 file and the reference outputs below stay the original).
+        prepared = onnx.load(str(fp32))
+        patches = [pad_to_fixed(x, fixed) for x in data.calibration]
+        self.corrected = round_and_correct(prepared, patches, threads)
+        self.source = tmp / "prepared.onnx"
+        onnx.save(prepared, str(self.source))
         self.weighted = weight_counts(self.model)
         self.input_name = self.model.graph.input[0].name
         lr, hr = data.holdout
@@ -328,7 +288,7 @@ class _Quantizer:
         reader = _Reader(self.input_name, self.data.calibration, self.fixed)
         with _quiet():
             quantize_static(
-                str(self.fp32),
+                str(self.source),
                 str(out),
                 reader,
                 quant_format=QuantFormat.QDQ,
@@ -404,11 +364,17 @@ def quantize_int8(
             tried[m] = q.drop(m, [])
             log(f"int8: calibration {m}: hold-out loss {tried[m]:.3f} dB with every node in int8")
         method = min(tried, key=lambda k: tried[k])
+        exclude = pooled_weighted_nodes(q.model)
         base = tried[method]
-        exclude: list[str] = []
+        if exclude:
+            base = q.drop(method, exclude)
+            log(
+                f"int8: {len(exclude)} weighted nodes on 1x1 (pooled) tensors stay in float (no time to "
+                f"save there): hold-out loss {base:.3f} dB"
+            )
         sens: list[tuple[str, float]] = []
         if sensitivity and base > max_drop * TARGET_FRACTION:
-            exclude, sens = _sensitivity_pass(q, method, base, max_drop * TARGET_FRACTION, log)
+            exclude, sens = _sensitivity_pass(q, method, base, max_drop * TARGET_FRACTION, log, exclude)
         tmp_out = tmp / "final.onnx"
         q.quantize(tmp_out, method, exclude)
         model = onnx.load(str(tmp_out))
@@ -446,21 +412,25 @@ def quantize_int8(
 
 
 def _sensitivity_pass(
-    q: _Quantizer, method: str, base: float, target: float, log: Log
+    q: _Quantizer, method: str, base: float, target: float, log: Log, start: Sequence[str] = ()
 ) -> tuple[list[str], list[tuple[str, float]]]:
-    """Measure every unit's gain in float alone, then keep units in float greedily (those that gain
-    alone, most sensitive first, then the chains and groups), each only when it gains ``MIN_GAIN_DB``
-    on top of what is kept already, until the hold-out loss is at most ``target`` or the float
-    weighted nodes would hold more than ``MAX_FLOAT_FRACTION`` of the weights."""
-    units = sensitivity_units(q.model)
+    """Measure every unit's gain in float alone (on top of ``start``, already float), then keep units
+    in float greedily (those that gain alone, most sensitive first, then the chains and groups), each
+    only when it gains ``MIN_GAIN_DB`` on top of what is kept already, until the hold-out loss is at
+    most ``target`` or the float weighted nodes would hold more than ``MAX_FLOAT_FRACTION`` of the
+    weights."""
+    first = list(start)
+    units = [(label, [n for n in names if n not in first]) for label, names in sensitivity_units(q.model)]
+    units = [(label, names) for label, names in units if names]
     log(f"int8: sensitivity pass over {len(units)} nodes, chains and op groups ({method})")
     gains = sorted(
-        ((label, names, base - q.drop(method, names)) for label, names in units), key=lambda g: -g[2]
+        ((label, names, base - q.drop(method, first + names)) for label, names in units),
+        key=lambda g: -g[2],
     )
     for label, _names, gain in gains[:8]:
         log(f"int8:   {label}: {gain:+.3f} dB in float")
     budget = MAX_FLOAT_FRACTION * max(1, sum(q.weighted.values()))
-    exclude: list[str] = []
+    exclude = list(first)
     current = base
     # The units that gain alone, most first; then the chains and groups that did not: a chain's
     # tensors can still be quantized by the ops around it until those are in float too.

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dukd_cli.errors import DukdError
+from dukd_cli.export.graph import optimize_exported
 from dukd_cli.models.upscaler import size_rules
 from dukd_cli.rundir import EXPORT_CONFIG
 
@@ -160,6 +161,7 @@ def _onnx_export(module: torch.nn.Module, example: Tensor, path: Path, opset: in
             external_data=False,
             verbose=False,
         )
+    optimize_exported(str(path))
 
 
 def _session(path: Path, device: str = "cpu", threads: int | None = None):
