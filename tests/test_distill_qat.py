@@ -208,3 +208,32 @@ def test_bad_quantize_input_is_one_line(setup, run_dukd):
     with pytest.raises(DukdError, match="at least 1"):
         cfg = _cfg(setup, qat_observe=0)
         Trainer(cfg, setup["root"] / "bad").setup()
+
+
+def test_int8_export_of_a_qat_run_keeps_its_trained_biases(setup):
+    """Biases trained through simulated int8 already answer for the weights' rounding: the export of
+    a `--quantize int8` run corrects none, the same weights exported as plain weights get corrected."""
+    pytest.importorskip("onnxruntime.quantization")
+    from dukd_cli.export.bundle import export_model
+
+    root = setup["root"]
+    Trainer(_cfg(setup), root / "run").fit()
+    calib = root / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        ramp = np.linspace(0, 200, 112)[None, :, None]
+        Image.fromarray((rng.random((112, 112, 3)) * 40 + ramp).astype(np.uint8)).save(calib / f"{i}.png")
+    common = {"formats": "onnx", "quantize": "int8", "calib": [calib], "calib_count": 8, "max_drop": 100.0}
+    qat_cfg = export_model(str(root / "run"), root / "from-run", **common).config["onnx_int8"]
+    plain_cfg = export_model(
+        "edsr",
+        root / "plain",
+        scale=2,
+        weights=str(root / "run" / "student.safetensors"),
+        kwargs={"n_feats": 8, "n_resblocks": 2},
+        **common,
+    ).config["onnx_int8"]
+    assert qat_cfg["bias_correction"] == "none (biases as trained)"
+    convs = sum(1 for m in edsr(2, n_feats=8, n_resblocks=2).modules() if isinstance(m, torch.nn.Conv2d))
+    assert plain_cfg["bias_correction"].startswith(f"{convs} convolutions' biases corrected")

@@ -245,7 +245,8 @@ def export_model(
             log(f"exporting ONNX (opset {opset}) and checking it against PyTorch")
             onnx_info = export_onnx(net, tmp / ONNX_FILE, opset=opset, fixed_size=onnx_fixed_size, log=log)
             cfg = build_config(spec, net, provenance, onnx_info, spandrel_info)
-            extra = _extra_onnx(net, spec.arch, tmp, onnx_info, fmts, calib_data, max_drop, log)
+            qat = run is not None and run.quantize == "int8"
+            extra = _extra_onnx(net, spec.arch, tmp, onnx_info, fmts, calib_data, max_drop, log, qat)
             cfg["files"].update({k: v["file"] for k, v in extra.items()})
             cfg.update(extra)
             (tmp / EXPORT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
@@ -394,8 +395,11 @@ def _extra_onnx(
     calib_data: CalibData | None,
     max_drop: float | None,
     log: Log,
+    qat_trained: bool = False,
 ) -> dict[str, Any]:
-    """The fp16 and int8 ONNX files beside ``model.onnx`` in ``tmp``: their config.json entries."""
+    """The fp16 and int8 ONNX files beside ``model.onnx`` in ``tmp``: their config.json entries.
+    ``qat_trained``: the weights come from a run that trained through simulated int8, whose biases
+    were learnt with the rounded weights (no bias correction for the rounding then)."""
     out: dict[str, Any] = {}
     if "onnx-fp16" in fmts:
         from dukd_cli.export.fp16 import FP16_FILE, export_fp16
@@ -420,6 +424,7 @@ def _extra_onnx(
             calib_data,
             max_drop=DEFAULT_MAX_DROP if max_drop is None else float(max_drop),
             fixed_input_size=onnx_info.fixed_input_size,
+            correct_bias=not qat_trained,
             log=log,
         )
         out["onnx_int8"] = report.to_config()

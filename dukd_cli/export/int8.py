@@ -96,6 +96,7 @@ class Int8Report:
     sensitivity: list[tuple[str, float]] = field(default_factory=list)  # unit -> gain (dB) in float
     seconds: float = 0.0
     left_in_float: str = ""  # nodes_to_exclude for a person (op types where a whole type is float)
+    biases_corrected: int = 0  # convolutions whose bias was corrected for the weights' rounding
 
     @property
     def drop(self) -> float:
@@ -108,7 +109,12 @@ class Int8Report:
             "file": INT8_FILE,
             "tool": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
             "format": "QDQ",
-            "weights": "int8, per channel (symmetric); convolution biases corrected for the rounding",
+            "weights": "int8, per channel (symmetric)",
+            "bias_correction": (
+                f"{self.biases_corrected} convolutions' biases corrected for the weights' rounding"
+                if self.biases_corrected
+                else "none (biases as trained)"
+            ),
             "activations": "uint8, per tensor",
             "calibration_method": self.method,
             "calibration": self.calibration,
@@ -252,7 +258,13 @@ class _Quantizer:
     """Quantizes one fp32 model again and again with cached calibration ranges and scores the results."""
 
     def __init__(
-        self, fp32: Path, data: CalibData, fixed: tuple[int, int] | None, tmp: Path, threads: int | None
+        self,
+        fp32: Path,
+        data: CalibData,
+        fixed: tuple[int, int] | None,
+        tmp: Path,
+        threads: int | None,
+        correct_bias: bool = True,
     ) -> None:
         import onnx
 
@@ -262,7 +274,7 @@ class _Quantizer:
         # their biases corrected (the fp32 file and the reference outputs below stay the original).
         prepared = onnx.load(str(fp32))
         patches = [pad_to_fixed(x, fixed) for x in data.calibration]
-        self.corrected = round_and_correct(prepared, patches, threads)
+        self.corrected = round_and_correct(prepared, patches, threads) if correct_bias else 0
         self.source = tmp / "prepared.onnx"
         onnx.save(prepared, str(self.source))
         self.weighted = weight_counts(self.model)
@@ -334,6 +346,7 @@ def quantize_int8(
     sensitivity: bool = True,
     fixed_input_size: tuple[int, int] | None = None,
     threads: int | None = None,
+    correct_bias: bool = True,
     log: Log = _nolog,
 ) -> Int8Report:
     """Write an int8 QDQ copy of ``fp32_path`` to ``out_path`` (see the module doc for how it is chosen).
@@ -354,7 +367,7 @@ def quantize_int8(
     fixed = tuple(fixed_input_size) if fixed_input_size else None
     with tempfile.TemporaryDirectory(prefix="dukd-int8-") as tmpdir:
         tmp = Path(tmpdir)
-        q = _Quantizer(fp32, data, fixed, tmp, threads)
+        q = _Quantizer(fp32, data, fixed, tmp, threads, correct_bias)
         log(
             f"int8: calibrating on {len(data.calibration)} patches, scoring on a hold-out of "
             f"{len(data.holdout[0])} (fp32 hold-out Y-PSNR {q.fp32_psnr:.3f} dB)"
@@ -399,6 +412,7 @@ def quantize_int8(
             sensitivity=sens,
             seconds=time.perf_counter() - start,
             left_in_float=describe_nodes(q.model, exclude),
+            biases_corrected=q.corrected,
         )
         log(f"int8: left in float: {report.left_in_float}")
         if report.drop > max_drop:
@@ -418,7 +432,7 @@ def _sensitivity_pass(
     in float greedily (those that gain alone, most sensitive first, then the chains and groups), each
     only when it gains ``MIN_GAIN_DB`` on top of what is kept already, until the hold-out loss is at
     most ``target`` or the float weighted nodes would hold more than ``MAX_FLOAT_FRACTION`` of the
-    weights."""
+    weights. The chains and groups refused are tried again while a round keeps something."""
     first = list(start)
     units = [(label, [n for n in names if n not in first]) for label, names in sensitivity_units(q.model)]
     units = [(label, names) for label, names in units if names]
@@ -439,17 +453,23 @@ def _sensitivity_pass(
     later = [g for g in gains if g[2] < MIN_GAIN_DB and not _single_node(g[0], g[1])]
     later.sort(key=lambda g: sum(q.weighted.get(n, 0) for n in g[1]))
     ordered = alone + later
-    for label, names, _gain in ordered:
-        if current <= target:
+    while True:  # a chain or group refused once is retried after others went float, until none helps
+        accepted = False
+        for label, names, _gain in ordered:
+            if current <= target:
+                break
+            new = [n for n in names if n not in exclude]
+            if not new or sum(q.weighted.get(n, 0) for n in exclude + new) > budget:
+                continue
+            trial = q.drop(method, exclude + new)
+            if trial <= current - MIN_GAIN_DB:
+                exclude += new
+                current = trial
+                accepted = True
+                log(f"int8:   keep {label} in float: loss {trial:.3f} dB")
+        if current <= target or not accepted:
             break
-        new = [n for n in names if n not in exclude]
-        if not new or sum(q.weighted.get(n, 0) for n in exclude + new) > budget:
-            continue
-        trial = q.drop(method, exclude + new)
-        if trial <= current - MIN_GAIN_DB:
-            exclude += new
-            current = trial
-            log(f"int8:   keep {label} in float: loss {trial:.3f} dB")
+        ordered = [g for g in later if any(n not in exclude for n in g[1])]
     return exclude, [(label, gain) for label, _n, gain in gains]
 
 

@@ -79,6 +79,7 @@ class RunInfo:
     args: dict[str, Any]
     weights: Path
     provenance: dict[str, Any] = field(default_factory=dict)
+    quantize: str | None = None  # "int8": the student trained through simulated int8 (QAT)
 
 
 def read_run_dir(path: str | os.PathLike) -> RunInfo:
@@ -107,6 +108,7 @@ def read_run_dir(path: str | os.PathLike) -> RunInfo:
         args=dict(student.get("args", {}) or {}),
         weights=d / RUN_WEIGHTS,
         provenance=jsonable({k: v for k, v in prov.items() if v is not None}),
+        quantize=str(train["quantize"]) if train.get("quantize") else None,
     )
 
 
