@@ -236,15 +236,21 @@ def sensitivity_units(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     return units
 
 
-def describe_nodes(model: onnx.ModelProto, names: Sequence[str]) -> str:
-    """``names`` for a person: an op type whose every node is listed as ``all Add (13)``, the rest by name."""
+def describe_nodes(model: onnx.ModelProto, names: Sequence[str], pooled: Sequence[str] = ()) -> str:
+    """``names`` for a person: an op type whose every node is listed as ``all Add (13)``, the weighted
+    nodes on 1x1 tensors (``pooled``) as one item, the rest by name."""
     chosen = set(names)
     if not chosen:
         return "nothing (every node in int8)"
+    parts = []
+    on_pixel = [n for n in pooled if n in chosen]
+    if on_pixel:
+        parts.append(f"the {len(on_pixel)} weighted nodes on 1x1 tensors")
+        chosen -= set(on_pixel)
     by_type: dict[str, list[str]] = {}
     for node in model.graph.node:
-        by_type.setdefault(node.op_type, []).append(node.name)
-    parts = []
+        if node.name not in on_pixel:
+            by_type.setdefault(node.op_type, []).append(node.name)
     for op, nodes in by_type.items():
         picked = [n for n in nodes if n in chosen]
         if picked and len(picked) == len(nodes) and len(nodes) > 1:
@@ -377,7 +383,8 @@ def quantize_int8(
             tried[m] = q.drop(m, [])
             log(f"int8: calibration {m}: hold-out loss {tried[m]:.3f} dB with every node in int8")
         method = min(tried, key=lambda k: tried[k])
-        exclude = pooled_weighted_nodes(q.model)
+        pooled = pooled_weighted_nodes(q.model)
+        exclude = list(pooled)
         base = tried[method]
         if exclude:
             base = q.drop(method, exclude)
@@ -411,7 +418,7 @@ def quantize_int8(
             methods_tried=tried,
             sensitivity=sens,
             seconds=time.perf_counter() - start,
-            left_in_float=describe_nodes(q.model, exclude),
+            left_in_float=describe_nodes(q.model, exclude, pooled),
             biases_corrected=q.corrected,
         )
         log(f"int8: left in float: {report.left_in_float}")
