@@ -95,7 +95,11 @@ def test_int8_export_is_qdq_smaller_loads_and_keeps_its_score(wide_tiny, tmp_pat
     assert q["calibration_method"] in ("minmax", "percentile", "entropy")
     assert set(q["methods_tried_drop_db"]) == {"minmax", "percentile", "entropy"}
     assert q["holdout_drop_db"] <= 0.1 and q["calibration_patches"] + q["holdout_patches"] == 12
-    assert "model.int8.onnx" in (out / "README.md").read_text()
+    card = next(ln for ln in (out / "README.md").read_text().splitlines() if "`model.int8.onnx`" in ln)
+    assert f"Y-PSNR {q['holdout_drop_db']:.3f} dB below fp32" in card
+    convs = len([n for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"])
+    assert q["bias_correction"].startswith(f"{convs} convolutions' biases corrected")
+    assert "biases corrected for the rounding" in card
 
     # Scored on other images through both deployed files: within the bound.
     bench = smooth_images(tmp_path / "bench", 3, 96, seed=5)
