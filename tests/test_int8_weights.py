@@ -92,27 +92,15 @@ def test_bias_correction_removes_the_mean_error_of_rounded_weights():
 def test_the_quantizer_keeps_the_rounded_weights(tmp_path):
     """ONNX Runtime's quantizer re-quantizes the prepared weights to the very same integers, so the
     bias correction applies to the weights the int8 file holds."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from test_quantize import ort_quantize_static
 
-    from dukd_cli.export.int8 import _quiet, _Reader
     from dukd_cli.export.int8_weights import round_and_correct
 
     prepared = _two_convs(3)
     round_and_correct(prepared, _patches(4, 0))
     src, out = tmp_path / "prepared.onnx", tmp_path / "q.onnx"
     onnx.save(prepared, str(src))
-    with _quiet():
-        quantize_static(
-            str(src),
-            str(out),
-            _Reader("input", _patches(4, 0), None),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    q = onnx.load(str(out))
+    q = ort_quantize_static(src, out, _patches(4, 0))
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
     prep = {i.name: numpy_helper.to_array(i) for i in prepared.graph.initializer}
     checked = 0

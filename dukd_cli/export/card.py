@@ -126,11 +126,7 @@ def _files(cfg: Mapping[str, Any]) -> list[str]:
     if int8:
         lines.append(
             f"- `{int8['file']}`: int8 (QDQ, per-channel weights, {int8['calibration_method']} calibration"
-            + (
-                ", biases corrected for the rounding"
-                if str(int8.get("bias_correction", ""))[:1].isdigit()
-                else ""
-            )
+            + (", biases corrected for the rounding" if int8.get("biases_corrected") else "")
             + (f", {len(int8['nodes_to_exclude'])} nodes kept in float" if int8["nodes_to_exclude"] else "")
             + f"); Y-PSNR {int8['holdout_drop_db']:.3f} dB below fp32 on the calibration hold-out"
         )

@@ -3,7 +3,7 @@
 - A mean over height and width that keeps its dims (``ReduceMean(axes=[2, 3], keepdims=1)`` on a 4-D
   tensor, what PyTorch exports for ``x.mean((2, 3), keepdim=True)`` and channel attention) becomes a
   ``GlobalAveragePool``: the same value; ONNX Runtime computes it on the NCHW tensor, where a
-  ReduceMean in an int8 graph is moved onto the channels-last layout and reduces across strides (8x
+  ReduceMean in an int8 graph is moved onto the channels-last layout and reduces across strides (6x
   slower there, measured on IMDN: 77 ms vs 13 ms of kernel time over 18 images).
 """
 
@@ -29,28 +29,28 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return found
 
 
-def _rank(model: onnx.ModelProto) -> dict[str, int]:
-    """The rank of every value whose shape ONNX shape inference knows."""
+def value_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """The shape of every value ONNX shape inference knows (``None`` for a dynamic dim); empty when
+    inference fails (shapes are a help to the callers, not a requirement)."""
     import onnx
 
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # inference is a help, not a requirement: unknown ranks are left alone
-        inferred = model
-    g = inferred.graph
-    ranks = {}
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:
+        return {}
+    shapes = {}
     for v in list(g.value_info) + list(g.input) + list(g.output):
         t = v.type.tensor_type
         if t.HasField("shape"):
-            ranks[v.name] = len(t.shape.dim)
-    return ranks
+            shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    return shapes
 
 
 def spatial_means_to_gap(model: onnx.ModelProto) -> int:
     """Rewrite, in place, every ReduceMean over axes (2, 3) of a 4-D tensor with keepdims=1 as a
     GlobalAveragePool. Returns how many were rewritten."""
     consts = _constants(model)
-    ranks = _rank(model)
+    shapes = value_shapes(model)
     done = 0
     for node in model.graph.node:
         if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
@@ -66,7 +66,7 @@ def spatial_means_to_gap(model: onnx.ModelProto) -> int:
             axes = np.array(list(attrs["axes"].ints))
         else:
             axes = None
-        if axes is None or ranks.get(node.input[0]) != 4:
+        if axes is None or len(shapes.get(node.input[0], ())) != 4:
             continue
         if sorted(int(a) % 4 for a in np.ravel(axes)) != [2, 3]:
             continue

@@ -49,6 +49,7 @@ from dukd_cli.export.calib import (
     run_session,
     session,
 )
+from dukd_cli.export.graph import value_shapes
 from dukd_cli.export.int8_weights import WEIGHTED_OPS, round_and_correct, weights_to_int8
 
 if TYPE_CHECKING:
@@ -110,11 +111,7 @@ class Int8Report:
             "tool": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
             "format": "QDQ",
             "weights": "int8, per channel (symmetric)",
-            "bias_correction": (
-                f"{self.biases_corrected} convolutions' biases corrected for the weights' rounding"
-                if self.biases_corrected
-                else "none (biases as trained)"
-            ),
+            "biases_corrected": self.biases_corrected,  # convolutions; 0: biases as trained (QAT)
             "activations": "uint8, per tensor",
             "calibration_method": self.method,
             "calibration": self.calibration,
@@ -180,17 +177,9 @@ def pooled_weighted_nodes(model: onnx.ModelProto) -> list[str]:
     """Weighted nodes whose input is known (by ONNX shape inference) to be 1x1 in space, such as
     the squeeze and excite convolutions of channel attention after a global pool: int8 would save
     them no time worth having (one pixel per image) and can only add error, so they stay float."""
-    import onnx
-
-    try:
-        g = onnx.shape_inference.infer_shapes(model).graph
-    except Exception:  # shapes are a help here, not a requirement
-        return []
-    pooled = set()
-    for v in list(g.value_info) + list(g.input):
-        dims = v.type.tensor_type.shape.dim
-        if len(dims) >= 3 and all(d.HasField("dim_value") and d.dim_value == 1 for d in dims[2:]):
-            pooled.add(v.name)
+    pooled = {
+        name for name, dims in value_shapes(model).items() if len(dims) >= 3 and all(d == 1 for d in dims[2:])
+    }
     return [n.name for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.input[0] in pooled]
 
 
@@ -278,7 +267,8 @@ class _Quantizer:
         self.model = onnx.load(str(fp32))
         # What the quantizer reads: the network with its convolutions' weights on the int8 grid and
         # their biases corrected (the fp32 file and the reference outputs below stay the original).
-        prepared = onnx.load(str(fp32))
+        prepared = onnx.ModelProto()
+        prepared.CopyFrom(self.model)
         patches = [pad_to_fixed(x, fixed) for x in data.calibration]
         self.corrected = round_and_correct(prepared, patches, threads) if correct_bias else 0
         self.source = tmp / "prepared.onnx"
