@@ -411,3 +411,44 @@ def test_channel_attention_convs_on_pooled_tensors_stay_float(tmp_path):
             assert producer[node.input[1]] == "Mul"  # float weights (int8-stored): a float conv
         elif node.op_type == "Conv":
             assert producer[node.input[1]] == "DequantizeLinear"  # the others are int8
+
+
+def test_int8_export_through_the_installed_script(tmp_path):
+    """`dukd export --quantize int8` as a user types it (the console script, a fresh process): every
+    conv's bias corrected, the attention's 1x1 convs left in float, spatial means as
+    GlobalAveragePool, the model card saying so; `dukd evaluate --runtime onnx-int8` scores the file;
+    a bad --max-drop is one line, a non-zero exit and no directory."""
+    from test_journey import run
+
+    torch.manual_seed(0)
+    net = create_model("imdn", 2, n_feats=16, n_blocks=1).eval()
+    w = tmp_path / "imdn.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(w))
+    calib = smooth_images(tmp_path / "calib", 4, 112, seed=0)
+    common = ["export", "--model", "imdn", "--weights", w, "--scale", "2", "--arg", "n_feats=16"]
+    common += ["--arg", "n_blocks=1", "--format", "onnx", "--quantize", "int8", "--calib", calib]
+    common += ["--calib-count", "8"]
+
+    code, _, err = run(*common, "-o", tmp_path / "bad", "--max-drop", "-1")
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "--max-drop" in err
+    assert not (tmp_path / "bad").exists()
+
+    out = tmp_path / "exp"
+    code, _, err = run(*common, "-o", out, "--max-drop", "100", timeout=300)
+    assert code == 0, err
+    q = json.loads((out / "config.json").read_text())["onnx_int8"]
+    fp32 = onnx.load(str(out / "model.onnx"))
+    convs = [n for n in fp32.graph.node if n.op_type == "Conv"]
+    assert q["biases_corrected"] == len(convs)
+    inits = {i.name: list(i.dims) for i in fp32.graph.initializer}
+    attention = [n.name for n in convs if inits[n.input[1]][2:] == [1, 1] and 1 in inits[n.input[1]][:2]]
+    assert len(attention) == 2 and set(attention) <= set(q["nodes_to_exclude"])
+    ops = [n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node]
+    assert "ReduceMean" not in ops and "GlobalAveragePool" in ops
+    card = (out / "README.md").read_text()
+    assert "biases corrected for the rounding" in card
+
+    bench = smooth_images(tmp_path / "bench", 2, 64, seed=5)
+    code, stdout, err = run("evaluate", "--model", out, "--runtime", "onnx-int8", "--bench", bench)
+    assert code == 0, err
+    assert "onnx-int8" in stdout

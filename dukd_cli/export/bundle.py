@@ -210,7 +210,7 @@ def export_model(
     dest = Path(out_dir).expanduser()
     name, scale, kwargs, weights, run = _source(model, scale, weights, dict(kwargs or {}), run_dir)
     if quantize is not None:
-        _check_quantize(quantize, fmts)
+        _check_quantize(quantize, fmts, max_drop)
     calib_sources = _calib_sources(calib, run) if quantize else None
     spec = resolve_spec(name, scale, kwargs=kwargs, weights=weights)
     _check_destination(dest, spec, run, overwrite)
@@ -359,11 +359,16 @@ def _check_spandrel(
     return layout.to_config(diff)
 
 
-def _check_quantize(quantize: str, fmts: tuple[str, ...]) -> None:
+def _check_quantize(quantize: str, fmts: tuple[str, ...], max_drop: float | None) -> None:
+    """Before any work: what --quantize, --format and --max-drop ask for is possible."""
+    from dukd_cli.export.int8 import check_max_drop
+
     if str(quantize).lower() != "int8":
         raise DukdError(f"--quantize takes int8, not '{quantize}'")
     if "onnx" not in fmts:
         raise DukdError("--quantize int8 quantizes the ONNX model; add onnx to --format")
+    if max_drop is not None:
+        check_max_drop(float(max_drop))
 
 
 def _calib_sources(calib: Iterable[str | os.PathLike] | None, run: RunInfo | None) -> list[str]:

@@ -160,6 +160,11 @@ class _Reader:
         self.it = iter(self.patches)
 
 
+def check_max_drop(max_drop: float) -> None:
+    if not (max_drop >= 0):  # also refuses NaN
+        raise DukdError(f"--max-drop must be a number of dB >= 0, got {max_drop}")
+
+
 def require_quantization() -> None:
     try:
         import onnx  # noqa: F401
@@ -352,8 +357,7 @@ def quantize_int8(
     require_quantization()
     import onnx
 
-    if not (max_drop >= 0):
-        raise DukdError(f"--max-drop must be a number of dB >= 0, got {max_drop}")
+    check_max_drop(max_drop)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise DukdError(f"unknown calibration method '{(bad or ['(none)'])[0]}' (use {', '.join(METHODS)})")
